@@ -1,0 +1,80 @@
+import { join } from "node:path";
+import type { Command } from "commander";
+import { formatDuration } from "../core/duration.ts";
+import { Agent } from "../runtime/agent.ts";
+import { AgentClient } from "../runtime/client.ts";
+import type { StatusView } from "../runtime/views.ts";
+import type { App } from "./_app.ts";
+
+export function register(program: Command, app: App): void {
+  const agent = program.command("agent").description("the node agent: run, stop, status");
+
+  agent.command("run")
+    .description("run the agent in the foreground (for systemd); other commands start it on demand")
+    .option("--node <name>", "this node's name (default: the host name)")
+    .option("--background", "started by the CLI: write messages to state/agent.log")
+    .action(async (opts) => {
+      let log: ((line: string) => void) | undefined;
+      if (opts.background) {
+        await Deno.mkdir(app.paths.state, { recursive: true });
+        const file = join(app.paths.state, "agent.log");
+        log = (line) =>
+          Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
+      }
+      const a = await Agent.start({ paths: app.paths, node: opts.node, log });
+      const stop = () => a.stop();
+      Deno.addSignalListener("SIGINT", stop);
+      Deno.addSignalListener("SIGTERM", stop);
+      await a.finished;
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+    });
+
+  agent.command("stop")
+    .description("stop the agent and everything it runs (started again on the next command)")
+    .action(async () => {
+      const client = await AgentClient.existing(app.paths);
+      if (!client) return app.out("no agent running");
+      try {
+        const { pid } = await client.call<{ pid: number }>("POST", "/v1/agent/stop");
+        const deadline = Date.now() + 60_000;
+        while (Date.now() < deadline && (await client.ping() || alive(pid))) {
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        app.out(`agent ${pid} stopped`);
+      } finally {
+        client.close();
+      }
+    });
+
+  agent.command("status")
+    .description("is an agent running for this PRISN_HOME")
+    .action(async () => {
+      const client = await AgentClient.existing(app.paths);
+      if (!client) {
+        app.out(`no agent running for ${app.paths.home}`);
+        app.exitCode = 3;
+        return;
+      }
+      try {
+        const s = await client.call<StatusView>("GET", "/v1/status");
+        app.out(
+          `agent running: pid ${s.agent.pid}, node ${s.node}, up ${
+            formatDuration(Date.now() - s.agent.startedAt)
+          }, ` +
+            `${s.deployments.length} deployment(s), home ${s.home}`,
+        );
+      } finally {
+        client.close();
+      }
+    });
+}
+
+function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,82 @@
+import { resolve } from "node:path";
+import type { Command } from "commander";
+import { PrisnError } from "../core/errors.ts";
+import type { DeployResult } from "../runtime/deploy.ts";
+import { isGitUrl } from "../runtime/git_source.ts";
+import type { App } from "./_app.ts";
+import { formatData, parseFormat } from "./_output.ts";
+
+const collect = (value: string, previous: string[] = []) => [...previous, value];
+
+export function register(program: Command, app: App): void {
+  program.command("deploy")
+    .description("deploy a folder, a script file or a git repository as a new version")
+    .argument("<source>", "folder, file, or git URL (https://, ssh://, git@host:…, file://)")
+    .option("--name <name>", "deployment name (default: prisn.toml name, folder name or file stem)")
+    .option("--type <type>", "service, job or cronjob (default: from schedule/port/replicas)")
+    .option("--port <port>", "port the service listens on (prisn balances it over replicas)")
+    .option("--replicas <n>", "number of service replicas")
+    .option("--schedule <cron>", "cron schedule: makes a cronjob")
+    .option("--timezone <zone>", "IANA time zone of the schedule (default: the host's)")
+    .option("--env <K=V>", "environment variable (repeatable)", collect)
+    .option(
+      "--entrypoint <file>",
+      "script to run (default: main.py, app.py, main.js, index.js, main.sh)",
+    )
+    .option(
+      "--runtime <runtime>",
+      "python3, node, bash… (default: from the entrypoint's extension)",
+    )
+    .option("--ref <ref>", "git branch, tag or commit")
+    .option("--path <dir>", "sub-folder of the git repository to deploy")
+    .option("-o, --output <format>", "json or yaml: print the result as data")
+    .action(async (source: string, opts) => {
+      const format = parseFormat(opts.output);
+      if (!source.trim()) {
+        throw new PrisnError("INVALID", "give a folder, a file or a git URL to deploy");
+      }
+      const location = isGitUrl(source) ? source : resolve(source);
+      const flags = {
+        name: opts.name,
+        type: opts.type,
+        port: opts.port,
+        replicas: opts.replicas,
+        schedule: opts.schedule,
+        timezone: opts.timezone,
+        env: opts.env,
+        entrypoint: opts.entrypoint,
+        runtime: opts.runtime,
+      };
+      const client = await app.agent();
+      let result: DeployResult | undefined;
+      let failure: { code: string; message: string } | undefined;
+      await client.stream(
+        "POST",
+        "/v1/deploy",
+        { source: location, ref: opts.ref, path: opts.path, flags },
+        (line) => {
+          if (line.step && format === "table") {
+            app.out(`${String(line.step).padEnd(9)} ${line.detail}`);
+          }
+          if (line.result) result = line.result as DeployResult;
+          if (line.error) failure = line.error as typeof failure;
+        },
+      );
+      if (failure) throw new PrisnError(failure.code as PrisnError["code"], failure.message);
+      if (!result) throw new PrisnError("FAILED", "the agent ended the deploy without a result");
+      if (format !== "table") return app.out(formatData(result, format));
+      app.out(summary(result));
+    });
+}
+
+function summary(r: DeployResult): string {
+  const what = r.unchanged
+    ? `${r.name} ${r.version} unchanged (nothing restarted)`
+    : `${r.name} ${r.version} deployed`;
+  if (r.type === "service") {
+    return `${what}: service, ${r.replicas} replica(s)` +
+      (r.port ? `, listening on :${r.port} (http://127.0.0.1:${r.port}/)` : "");
+  }
+  if (r.type === "job") return r.runId ? `${what}: job running as ${r.runId}` : `${what}: job`;
+  return `${what}: cronjob`;
+}

@@ -1,0 +1,129 @@
+import type { Command } from "commander";
+import { formatAge, formatDuration } from "../core/duration.ts";
+import { invalid } from "../core/errors.ts";
+import type { RunRecord, SourceInfo } from "../core/types.ts";
+import type { DeploymentDetail } from "../runtime/views.ts";
+import type { App } from "./_app.ts";
+import { clock, fields, formatData, parseFormat, table } from "./_output.ts";
+import { listDeployments } from "./ls.ts";
+
+export function register(program: Command, app: App): void {
+  program.command("get")
+    .description("get deploy | get jobs [NAME] | get NAME: list or describe")
+    .argument("<what>", "deploy (all deployments), jobs (runs), or a deployment name")
+    .argument("[name]", "with jobs: only the runs of this deployment")
+    .option("--limit <n>", "with jobs: how many runs to show", "20")
+    .option("-o, --output <format>", "json or yaml")
+    .action(async (what: string, name: string | undefined, opts) => {
+      if (what === "deploy" || what === "deployments" || what === "deploy/") {
+        return await listDeployments(app, opts.output);
+      }
+      if (what === "jobs" || what === "runs") return await listRuns(app, name, opts);
+      if (name) {
+        throw invalid(`unexpected "${name}": use prisn get NAME, get jobs NAME or get deploy`);
+      }
+      await describe(app, what, opts.output);
+    });
+}
+
+async function listRuns(
+  app: App,
+  name: string | undefined,
+  opts: { limit: string; output?: string },
+) {
+  const format = parseFormat(opts.output);
+  if (!/^\d+$/.test(opts.limit) || Number(opts.limit) < 1) {
+    throw invalid(`--limit "${opts.limit}" is not valid: give a whole number of 1 or more`);
+  }
+  const query = new URLSearchParams({ limit: opts.limit });
+  if (name) query.set("deployment", name);
+  const runs = await (await app.agent()).call<RunRecord[]>("GET", `/v1/runs?${query}`);
+  if (format !== "table") return app.out(formatData(runs, format));
+  if (runs.length === 0) return app.out("No runs.");
+  app.out(table(
+    ["ID", "DEPLOYMENT", "STATUS", "STARTED", "DURATION", "EXIT"],
+    runs.map((r) => [
+      r.id,
+      r.deployment,
+      r.status + (r.reason ? ` (${r.reason})` : "") +
+      (r.attempt > 1 ? ` [attempt ${r.attempt}]` : ""),
+      r.startedAt ? `${formatAge(r.startedAt)} ago` : "-",
+      r.startedAt ? formatDuration((r.finishedAt ?? Date.now()) - r.startedAt) : "-",
+      r.exitCode !== undefined ? String(r.exitCode) : "-",
+    ]),
+  ));
+}
+
+async function describe(app: App, name: string, output?: string) {
+  const format = parseFormat(output);
+  const d = await (await app.agent()).call<DeploymentDetail>(
+    "GET",
+    `/v1/deployments/${encodeURIComponent(name)}`,
+  );
+  if (format !== "table") {
+    const { replicaStatus, ...rest } = d;
+    return app.out(
+      formatData({ ...rest, replicas: { ...d.replicas, items: replicaStatus } }, format),
+    );
+  }
+  const lines = [fields([
+    ["Name", d.name],
+    ["Type", d.type + (d.suspended ? " (suspended)" : "")],
+    ["Version", `${d.version} (deployed ${formatAge(d.deployedAt)} ago)`],
+    ["Source", describeSource(d.source as SourceInfo)],
+    ["Entrypoint", d.entrypoint],
+    ["Runtime", d.runtime + (d.interpreter ? ` (${d.interpreter})` : "")],
+    ["Env", d.env],
+    ["Port", d.port !== undefined ? String(d.port) : undefined],
+    [
+      "Replicas",
+      d.type === "service" ? `${d.replicas.desired} desired, ${d.replicas.ready} ready` : undefined,
+    ],
+    ["Resources", d.resources],
+    ["Schedule", d.schedule ? `${d.schedule} (${d.timezone ?? "UTC"})` : undefined],
+    ["Next runs", d.nextRuns?.map((t) => clock(Date.parse(t))).join(", ")],
+    [
+      "Last run",
+      d.lastRun
+        ? `${d.lastRun.id} ${d.lastRun.status}${
+          d.lastRun.exitCode !== undefined ? ` (exit ${d.lastRun.exitCode})` : ""
+        }`
+        : undefined,
+    ],
+  ])];
+  if (d.type === "service") {
+    lines.push("", "Replicas:");
+    lines.push(indent(
+      d.replicaStatus.length === 0 ? "none running" : table(
+        ["NAME", "STATE", "RESTARTS", "AGE", "NODE", "VERSION", "PID"],
+        d.replicaStatus.map((r) => [
+          r.name,
+          r.state,
+          String(r.restarts),
+          formatAge(r.createdAt),
+          r.node,
+          r.version,
+          r.pid ? String(r.pid) : "-",
+        ]),
+      ),
+    ));
+  }
+  lines.push("", "Recent Events:");
+  lines.push(indent(
+    d.events.length === 0 ? "none" : table(
+      ["AGE", "KIND", "MESSAGE"],
+      d.events.map((e) => [`${formatAge(e.at)} ago`, e.kind, e.message]),
+    ),
+  ));
+  app.out(lines.join("\n"));
+}
+
+function describeSource(s: SourceInfo): string {
+  if (s.kind !== "git") return `${s.kind === "dir" ? "folder" : "file"} ${s.location}`;
+  return `${s.location}` + (s.ref ? ` ref ${s.ref}` : "") + (s.path ? ` path ${s.path}` : "") +
+    (s.commit ? ` commit ${s.commit}` : "");
+}
+
+function indent(text: string): string {
+  return text.split("\n").map((l) => "  " + l).join("\n");
+}

@@ -1,0 +1,19 @@
+import type { Command } from "commander";
+import { parseReplicas } from "../core/spec.ts";
+import type { App } from "./_app.ts";
+
+export function register(program: Command, app: App): void {
+  program.command("scale")
+    .description("set a service's replica count (0 stops it but keeps it deployed)")
+    .argument("<name>")
+    .argument("<replicas>")
+    .action(async (name: string, value: string) => {
+      const replicas = parseReplicas(value);
+      await (await app.agent()).call(
+        "POST",
+        `/v1/deployments/${encodeURIComponent(name)}/scale`,
+        { replicas },
+      );
+      app.out(`${name} scaled to ${replicas} replica(s)`);
+    });
+}

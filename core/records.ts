@@ -1,0 +1,396 @@
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { PrisnError } from "./errors.ts";
+import type { DeploySpec } from "./spec.ts";
+import type {
+  DeploymentRecord,
+  EventRecord,
+  ProcessRecord,
+  RunRecord,
+  RunStatus,
+  SourceInfo,
+  VersionRecord,
+  VersionStatus,
+} from "./types.ts";
+
+/** Schema migrations, applied in order; PRAGMA user_version holds how many have run. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE deployments(
+     name TEXT PRIMARY KEY, type TEXT NOT NULL, version TEXT NOT NULL,
+     replicas INTEGER NOT NULL, suspended INTEGER NOT NULL DEFAULT 0,
+     last_scheduled_at INTEGER, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+   CREATE TABLE versions(
+     deployment TEXT NOT NULL, version TEXT NOT NULL, spec TEXT NOT NULL, source TEXT NOT NULL,
+     files INTEGER NOT NULL, bytes INTEGER NOT NULL, created_at INTEGER NOT NULL,
+     deployed_at INTEGER NOT NULL, status TEXT NOT NULL,
+     PRIMARY KEY(deployment, version));
+   CREATE TABLE runs(
+     id TEXT PRIMARY KEY, deployment TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL,
+     trigger TEXT NOT NULL, node TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 1, parent TEXT,
+     scheduled_at INTEGER, started_at INTEGER, finished_at INTEGER, exit_code INTEGER,
+     reason TEXT, pid INTEGER, created_at INTEGER NOT NULL);
+   CREATE INDEX runs_by_deployment ON runs(deployment, created_at);
+   CREATE INDEX runs_by_created ON runs(created_at);
+   CREATE TABLE events(
+     id INTEGER PRIMARY KEY AUTOINCREMENT, deployment TEXT NOT NULL, at INTEGER NOT NULL,
+     kind TEXT NOT NULL, message TEXT NOT NULL);
+   CREATE INDEX events_by_deployment ON events(deployment, id);
+   CREATE TABLE processes(
+     id TEXT PRIMARY KEY, deployment TEXT NOT NULL, pid INTEGER NOT NULL,
+     start_ticks INTEGER NOT NULL);`,
+];
+
+type Row = Record<string, SQLInputValue>;
+
+/**
+ * The record store: deployments, versions, runs, events and live processes, in SQLite (WAL).
+ * One writer (the agent); every write is a single statement or one transaction.
+ */
+export class Records {
+  readonly db: DatabaseSync;
+
+  constructor(path: string) {
+    try {
+      this.db = new DatabaseSync(path);
+      this.db.exec(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
+      );
+      this.migrate();
+    } catch (e) {
+      throw new PrisnError("UNAVAILABLE", `cannot open ${path}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  private migrate(): void {
+    const { user_version: at } = this.db.prepare("PRAGMA user_version").get() as {
+      user_version: number;
+    };
+    if (at > MIGRATIONS.length) {
+      throw new Error(`database schema ${at} is newer than this prisn (${MIGRATIONS.length})`);
+    }
+    for (let i = at; i < MIGRATIONS.length; i++) {
+      this.transaction(() => {
+        this.db.exec(MIGRATIONS[i]);
+        this.db.exec(`PRAGMA user_version = ${i + 1}`);
+      });
+    }
+  }
+
+  transaction<T>(fn: () => T): T {
+    this.db.exec("BEGIN IMMEDIATE");
+    try {
+      const result = fn();
+      this.db.exec("COMMIT");
+      return result;
+    } catch (e) {
+      this.db.exec("ROLLBACK");
+      throw e;
+    }
+  }
+
+  // --- deployments -------------------------------------------------------------------------
+
+  getDeployment(name: string): DeploymentRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM deployments WHERE name = ?").get(name) as
+      | Row
+      | undefined;
+    return row ? toDeployment(row) : undefined;
+  }
+
+  listDeployments(): DeploymentRecord[] {
+    return (this.db.prepare("SELECT * FROM deployments ORDER BY name").all() as Row[]).map(
+      toDeployment,
+    );
+  }
+
+  /** Records a stored version (status "stored"), or refreshes its spec and source. */
+  putVersion(v: Omit<VersionRecord, "createdAt" | "deployedAt" | "status">, now: number): void {
+    this.db.prepare(
+      `INSERT INTO versions(deployment, version, spec, source, files, bytes, created_at,
+                            deployed_at, status)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'stored')
+       ON CONFLICT(deployment, version) DO UPDATE SET spec = excluded.spec,
+         source = excluded.source`,
+    ).run(
+      v.deployment,
+      v.version,
+      JSON.stringify(v.spec),
+      JSON.stringify(v.source),
+      v.files,
+      v.bytes,
+      now,
+      now,
+    );
+  }
+
+  /**
+   * Makes a recorded version the deployment's active one (creating the deployment on its first
+   * version), in one transaction; the previously active version becomes "superseded".
+   */
+  activate(deployment: string, version: string, replicas: number, now: number): void {
+    this.transaction(() => {
+      const v = this.getVersion(deployment, version);
+      if (!v) {
+        throw new PrisnError("NOT_FOUND", `version ${version} of ${deployment} is not recorded`);
+      }
+      this.db.prepare(
+        `UPDATE versions SET status = 'superseded'
+         WHERE deployment = ? AND version != ? AND status = 'active'`,
+      ).run(deployment, version);
+      this.db.prepare(
+        "UPDATE versions SET status = 'active', deployed_at = ? WHERE deployment = ? AND version = ?",
+      ).run(now, deployment, version);
+      this.db.prepare(
+        `INSERT INTO deployments(name, type, version, replicas, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(name) DO UPDATE SET type = excluded.type, version = excluded.version,
+           replicas = excluded.replicas, updated_at = excluded.updated_at`,
+      ).run(deployment, v.spec.type, version, replicas, now, now);
+    });
+  }
+
+  setReplicas(name: string, replicas: number, now: number): void {
+    this.db.prepare("UPDATE deployments SET replicas = ?, updated_at = ? WHERE name = ?").run(
+      replicas,
+      now,
+      name,
+    );
+  }
+
+  setSuspended(name: string, suspended: boolean, now: number): void {
+    this.db.prepare("UPDATE deployments SET suspended = ?, updated_at = ? WHERE name = ?").run(
+      suspended ? 1 : 0,
+      now,
+      name,
+    );
+  }
+
+  /** Removes a deployment with its versions, runs, events and process records. */
+  deleteDeployment(name: string): void {
+    this.transaction(() => {
+      for (const table of ["versions", "runs", "events", "processes"]) {
+        this.db.prepare(`DELETE FROM ${table} WHERE deployment = ?`).run(name);
+      }
+      this.db.prepare("DELETE FROM deployments WHERE name = ?").run(name);
+    });
+  }
+
+  /** Remembers the latest cron tick handled, so a restarted agent neither repeats nor bursts. */
+  setLastScheduled(name: string, at: number | undefined): void {
+    this.db.prepare("UPDATE deployments SET last_scheduled_at = ? WHERE name = ?").run(
+      at ?? null,
+      name,
+    );
+  }
+
+  // --- versions ----------------------------------------------------------------------------
+
+  getVersion(deployment: string, version: string): VersionRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM versions WHERE deployment = ? AND version = ?")
+      .get(deployment, version) as Row | undefined;
+    return row ? toVersion(row) : undefined;
+  }
+
+  /** Versions, newest deploy first. */
+  listVersions(deployment: string): VersionRecord[] {
+    return (this.db.prepare(
+      "SELECT * FROM versions WHERE deployment = ? ORDER BY deployed_at DESC, rowid DESC",
+    ).all(deployment) as Row[]).map(toVersion);
+  }
+
+  setVersionStatus(deployment: string, version: string, status: VersionStatus): void {
+    this.db.prepare("UPDATE versions SET status = ? WHERE deployment = ? AND version = ?").run(
+      status,
+      deployment,
+      version,
+    );
+  }
+
+  // --- runs --------------------------------------------------------------------------------
+
+  insertRun(run: RunRecord, now: number): void {
+    this.db.prepare(
+      `INSERT INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
+                        scheduled_at, started_at, finished_at, exit_code, reason, pid, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      run.id,
+      run.deployment,
+      run.version,
+      run.status,
+      run.trigger,
+      run.node,
+      run.attempt,
+      run.parent ?? null,
+      run.scheduledAt ?? null,
+      run.startedAt ?? null,
+      run.finishedAt ?? null,
+      run.exitCode ?? null,
+      run.reason ?? null,
+      run.pid ?? null,
+      now,
+    );
+  }
+
+  updateRun(
+    id: string,
+    fields: Partial<
+      Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid">
+    >,
+  ): void {
+    const columns: Record<string, string> = {
+      status: "status",
+      startedAt: "started_at",
+      finishedAt: "finished_at",
+      exitCode: "exit_code",
+      reason: "reason",
+      pid: "pid",
+    };
+    const sets: string[] = [];
+    const values: SQLInputValue[] = [];
+    for (const [key, value] of Object.entries(fields)) {
+      sets.push(`${columns[key]} = ?`);
+      values.push((value ?? null) as SQLInputValue);
+    }
+    if (sets.length === 0) return;
+    this.db.prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = ?`).run(...values, id);
+  }
+
+  getRun(id: string): RunRecord | undefined {
+    const row = this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as Row | undefined;
+    return row ? toRun(row) : undefined;
+  }
+
+  /** Runs, newest first; optionally of one deployment and/or with given statuses. */
+  listRuns(
+    options: { deployment?: string; limit?: number; statuses?: RunStatus[] } = {},
+  ): RunRecord[] {
+    const where: string[] = [];
+    const args: SQLInputValue[] = [];
+    if (options.deployment) {
+      where.push("deployment = ?");
+      args.push(options.deployment);
+    }
+    if (options.statuses?.length) {
+      where.push(`status IN (${options.statuses.map(() => "?").join(", ")})`);
+      args.push(...options.statuses);
+    }
+    const sql = `SELECT * FROM runs ${where.length ? "WHERE " + where.join(" AND ") : ""}
+                 ORDER BY created_at DESC, rowid DESC LIMIT ?`;
+    return (this.db.prepare(sql).all(...args, options.limit ?? 20) as Row[]).map(toRun);
+  }
+
+  /** Counts of runs created since `since`, by status. */
+  runCounts(since: number): Record<RunStatus, number> {
+    const counts: Record<RunStatus, number> = { pending: 0, running: 0, completed: 0, failed: 0 };
+    const rows = this.db.prepare(
+      "SELECT status, COUNT(*) AS n FROM runs WHERE created_at >= ? GROUP BY status",
+    ).all(since) as { status: RunStatus; n: number }[];
+    for (const r of rows) counts[r.status] = r.n;
+    return counts;
+  }
+
+  /** The newest run per deployment (for `status`). */
+  latestRuns(): Map<string, RunRecord> {
+    const rows = this.db.prepare(
+      `SELECT r.* FROM runs r JOIN (SELECT deployment, MAX(rowid) AS id FROM runs
+        GROUP BY deployment) m ON r.rowid = m.id`,
+    ).all() as Row[];
+    return new Map(rows.map((r) => [String(r.deployment), toRun(r)]));
+  }
+
+  // --- events ------------------------------------------------------------------------------
+
+  addEvent(deployment: string, kind: string, message: string, now: number): void {
+    this.db.prepare("INSERT INTO events(deployment, at, kind, message) VALUES (?, ?, ?, ?)").run(
+      deployment,
+      now,
+      kind,
+      message,
+    );
+  }
+
+  /** Events, newest first. */
+  listEvents(deployment: string, limit = 10): EventRecord[] {
+    return this.db.prepare(
+      "SELECT * FROM events WHERE deployment = ? ORDER BY id DESC LIMIT ?",
+    ).all(deployment, limit) as unknown as EventRecord[];
+  }
+
+  // --- processes ---------------------------------------------------------------------------
+
+  putProcess(p: ProcessRecord): void {
+    this.db.prepare(
+      `INSERT INTO processes(id, deployment, pid, start_ticks) VALUES (?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, start_ticks = excluded.start_ticks`,
+    ).run(p.id, p.deployment, p.pid, p.startTicks);
+  }
+
+  deleteProcess(id: string): void {
+    this.db.prepare("DELETE FROM processes WHERE id = ?").run(id);
+  }
+
+  listProcesses(): ProcessRecord[] {
+    return (this.db.prepare("SELECT * FROM processes").all() as Row[]).map((r) => ({
+      id: String(r.id),
+      deployment: String(r.deployment),
+      pid: Number(r.pid),
+      startTicks: Number(r.start_ticks),
+    }));
+  }
+}
+
+function toDeployment(r: Row): DeploymentRecord {
+  return {
+    name: String(r.name),
+    type: r.type as DeploymentRecord["type"],
+    version: String(r.version),
+    replicas: Number(r.replicas),
+    suspended: Number(r.suspended) === 1,
+    lastScheduledAt: opt(r.last_scheduled_at, Number),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+function toVersion(r: Row): VersionRecord {
+  return {
+    deployment: String(r.deployment),
+    version: String(r.version),
+    spec: JSON.parse(String(r.spec)) as DeploySpec,
+    source: JSON.parse(String(r.source)) as SourceInfo,
+    files: Number(r.files),
+    bytes: Number(r.bytes),
+    createdAt: Number(r.created_at),
+    deployedAt: Number(r.deployed_at),
+    status: r.status as VersionStatus,
+  };
+}
+
+function opt<T>(v: SQLInputValue, f: (v: SQLInputValue) => T): T | undefined {
+  return v === null || v === undefined ? undefined : f(v);
+}
+
+function toRun(r: Row): RunRecord {
+  return {
+    id: String(r.id),
+    deployment: String(r.deployment),
+    version: String(r.version),
+    status: r.status as RunStatus,
+    trigger: r.trigger as RunRecord["trigger"],
+    node: String(r.node),
+    attempt: Number(r.attempt),
+    parent: opt(r.parent, String),
+    scheduledAt: opt(r.scheduled_at, Number),
+    startedAt: opt(r.started_at, Number),
+    finishedAt: opt(r.finished_at, Number),
+    exitCode: opt(r.exit_code, Number),
+    reason: opt(r.reason, String),
+    pid: opt(r.pid, Number),
+  };
+}

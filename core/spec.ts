@@ -1,0 +1,172 @@
+import { basename, extname } from "node:path";
+import { invalid } from "./errors.ts";
+import type { DeploymentType, PrisnToml } from "./prisn_toml.ts";
+import { validateName } from "./prisn_toml.ts";
+import { DEFAULT_ENTRYPOINTS, runtimeForFile, validateRuntime } from "./runtimes.ts";
+
+export type { DeploymentType };
+
+/** What the user asked for on the command line; every field overrides prisn.toml. */
+export interface DeployFlags {
+  name?: string;
+  type?: string;
+  port?: string | number;
+  replicas?: string | number;
+  schedule?: string;
+  timezone?: string;
+  entrypoint?: string;
+  runtime?: string;
+  /** "K=V" pairs. */
+  env?: string[];
+}
+
+/**
+ * The effective spec of one deployment: prisn.toml, overridden by flags, with defaults filled in.
+ * Everything but `replicas` is part of the version id.
+ */
+export interface DeploySpec extends Omit<PrisnToml, "replicas"> {
+  name: string;
+  type: DeploymentType;
+  entrypoint: string;
+  runtime: string;
+  args: string[];
+  env: Record<string, string>;
+  replicas: number;
+}
+
+/** Parses a replica count: a non-negative integer, else a one-line error. */
+export function parseReplicas(value: string | number): number {
+  const text = String(value).trim();
+  if (!/^\d+$/.test(text) || Number(text) > 1000) {
+    throw invalid(`replicas "${value}" is not valid: give a whole number from 0 to 1000`);
+  }
+  return Number(text);
+}
+
+export function parsePort(value: string | number): number {
+  const text = String(value).trim();
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > 65535) {
+    throw invalid(`port "${value}" is not valid: give a number from 1 to 65535`);
+  }
+  return n;
+}
+
+/** "K=V" → [K, V]; keys follow the usual environment variable rules. */
+export function parseEnvPair(pair: string): [string, string] {
+  const eq = pair.indexOf("=");
+  const key = eq > 0 ? pair.slice(0, eq) : "";
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) {
+    throw invalid(`--env "${pair}" is not valid: use KEY=VALUE with a letter or _ first in KEY`);
+  }
+  return [key, pair.slice(eq + 1)];
+}
+
+/** The default name: the folder name, or the file's stem, made into a DNS label if it can be. */
+export function defaultName(path: string, kind: "dir" | "file"): string {
+  const base = basename(path.replace(/[\\/]+$/, "")) || "app";
+  const stem = kind === "file" ? base.slice(0, base.length - extname(base).length) : base;
+  return stem.toLowerCase().replace(/[_ .]+/g, "-");
+}
+
+/** The spec fields that make up the version id (all of the spec but the replica count). */
+export function runSpecOf(spec: DeploySpec): Omit<DeploySpec, "replicas"> {
+  const { replicas: _replicas, ...rest } = spec;
+  return rest;
+}
+
+/**
+ * Combines prisn.toml, flags and the package's file list into the effective spec.
+ * Pure: validation errors are one-line PrisnErrors; nothing is read from disk.
+ */
+export function resolveSpec(input: {
+  toml?: PrisnToml;
+  flags: DeployFlags;
+  /** Relative paths of the package's files. */
+  files: readonly string[];
+  defaultName: string;
+}): DeploySpec {
+  const { flags } = input;
+  const toml = input.toml ?? {};
+  const name = flags.name ?? toml.name ?? input.defaultName;
+  validateName(name);
+
+  const files = new Set(input.files);
+  const entrypoint = flags.entrypoint ?? toml.entrypoint ??
+    DEFAULT_ENTRYPOINTS.find((f) => files.has(f)) ??
+    (input.files.length === 1 ? input.files[0] : undefined);
+  if (!entrypoint) {
+    throw invalid(
+      `no entrypoint found: add one of ${DEFAULT_ENTRYPOINTS.join(", ")}, ` +
+        `or set entrypoint in prisn.toml or --entrypoint`,
+    );
+  }
+  if (!files.has(entrypoint)) {
+    throw invalid(`entrypoint "${entrypoint}" is not in the package: check the path`);
+  }
+  const runtime = flags.runtime ?? toml.runtime ?? runtimeForFile(entrypoint);
+  if (!runtime) {
+    throw invalid(
+      `cannot tell the runtime of "${entrypoint}": set runtime (python3, node, bash) ` +
+        `in prisn.toml or --runtime`,
+    );
+  }
+  validateRuntime(runtime);
+
+  const port = flags.port !== undefined ? parsePort(flags.port) : toml.port;
+  const replicasGiven = flags.replicas !== undefined
+    ? parseReplicas(flags.replicas)
+    : toml.replicas;
+  const schedule = flags.schedule ?? toml.schedule;
+  const type = resolveType(flags.type ?? toml.type, { port, replicasGiven, schedule });
+
+  const env: Record<string, string> = { ...(toml.env ?? {}) };
+  for (const pair of flags.env ?? []) {
+    const [k, v] = parseEnvPair(pair);
+    env[k] = v;
+  }
+
+  const spec: DeploySpec = {
+    ...toml,
+    name,
+    type,
+    entrypoint,
+    runtime,
+    args: toml.args ?? [],
+    env,
+    replicas: type === "service" ? (replicasGiven ?? 1) : 0,
+  };
+  if (port !== undefined) spec.port = port;
+  else delete spec.port;
+  if (schedule !== undefined) spec.schedule = schedule;
+  const timezone = flags.timezone ?? toml.timezone;
+  if (timezone !== undefined) spec.timezone = timezone;
+  return spec;
+}
+
+function resolveType(
+  given: string | undefined,
+  seen: { port?: number; replicasGiven?: number; schedule?: string },
+): DeploymentType {
+  if (given !== undefined && given !== "service" && given !== "job" && given !== "cronjob") {
+    throw invalid(`type "${given}" is not valid: use service, job or cronjob`);
+  }
+  const type: DeploymentType = given ??
+    (seen.schedule !== undefined
+      ? "cronjob"
+      : seen.port !== undefined || seen.replicasGiven !== undefined
+      ? "service"
+      : "job");
+  if (type === "cronjob" && seen.schedule === undefined) {
+    throw invalid(
+      `a cronjob needs a schedule: add --schedule "0 2 * * *" or schedule in prisn.toml`,
+    );
+  }
+  if (type !== "cronjob" && seen.schedule !== undefined) {
+    throw invalid(`a ${type} takes no schedule: drop the schedule or use type cronjob`);
+  }
+  if (type !== "service" && seen.port !== undefined) {
+    throw invalid(`a ${type} takes no port: drop the port or use type service`);
+  }
+  return type;
+}

@@ -1,0 +1,80 @@
+import { dirname, join } from "node:path";
+import { deploymentDir, type Paths, versionDir } from "./paths.ts";
+import type { Package } from "./version.ts";
+
+/**
+ * Writes a package as version `version` of deployment `name`: copied into a temp folder next to
+ * its final place, then renamed in, so a crash never leaves a half-written version.
+ * Returns false when that version is already stored (same id ⇒ same content).
+ * `beforeCommit` may add to the temp folder (e.g. links to a dependency env) before the rename.
+ */
+export async function storeVersion(
+  p: Paths,
+  name: string,
+  version: string,
+  pkg: Package,
+  beforeCommit?: (tempDir: string) => Promise<void>,
+): Promise<boolean> {
+  const finalDir = versionDir(p, name, version);
+  if (await exists(finalDir)) return false;
+  const parent = deploymentDir(p, name);
+  await Deno.mkdir(parent, { recursive: true });
+  const temp = await Deno.makeTempDir({ dir: parent, prefix: `.tmp-${version}-` });
+  try {
+    const dirs = new Set<string>();
+    for (const f of pkg.files) dirs.add(dirname(join(temp, f.path)));
+    for (const d of dirs) await Deno.mkdir(d, { recursive: true });
+    await Promise.all(pkg.files.map(async (f) => {
+      const target = join(temp, f.path);
+      await Deno.copyFile(f.source, target);
+      await Deno.chmod(target, f.executable ? 0o555 : 0o444);
+    }));
+    if (beforeCommit) await beforeCommit(temp);
+    await Deno.rename(temp, finalDir);
+    return true;
+  } catch (e) {
+    await Deno.remove(temp, { recursive: true }).catch(() => {});
+    if (await exists(finalDir)) return false; // another writer stored the same version first
+    throw e;
+  }
+}
+
+/** Points deployments/NAME/current at a version: a new symlink renamed over the old one. */
+export async function setCurrent(p: Paths, name: string, version: string): Promise<void> {
+  const link = join(deploymentDir(p, name), "current");
+  const temp = `${link}.${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.symlink(version, temp);
+  await Deno.rename(temp, link);
+}
+
+/** Writes deployments/NAME/metadata.json atomically. */
+export async function writeMetadata(p: Paths, name: string, data: unknown): Promise<void> {
+  const file = join(deploymentDir(p, name), "metadata.json");
+  const temp = `${file}.${crypto.randomUUID().slice(0, 8)}`;
+  await Deno.writeTextFile(temp, JSON.stringify(data, null, 2) + "\n");
+  await Deno.rename(temp, file);
+}
+
+/** Removes a deployment's stored versions (read-only files included). */
+export async function removeDeploymentFiles(p: Paths, name: string): Promise<void> {
+  await Deno.remove(deploymentDir(p, name), { recursive: true }).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+}
+
+/** Removes one stored version. */
+export async function removeVersion(p: Paths, name: string, version: string): Promise<void> {
+  await Deno.remove(versionDir(p, name, version), { recursive: true }).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.lstat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}

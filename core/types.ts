@@ -1,0 +1,80 @@
+import type { DeploymentType, DeploySpec } from "./spec.ts";
+
+/** stored: recorded, never active yet; failed: tried and abandoned (or could not be prepared). */
+export type VersionStatus = "stored" | "active" | "superseded" | "failed";
+export type RunStatus = "pending" | "running" | "completed" | "failed";
+export type RunTrigger = "deploy" | "manual" | "schedule" | "retry";
+
+/** Where a version's files came from. Credentials never appear here. */
+export interface SourceInfo {
+  kind: "dir" | "file" | "git";
+  /** Absolute path, or the (redacted) git URL. */
+  location: string;
+  ref?: string;
+  path?: string;
+  commit?: string;
+}
+
+export interface DeploymentRecord {
+  name: string;
+  type: DeploymentType;
+  /** The active version. */
+  version: string;
+  /** Desired replica count (services). */
+  replicas: number;
+  suspended: boolean;
+  /** Cronjobs: the latest tick already handled (fired, skipped or given up). */
+  lastScheduledAt?: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface VersionRecord {
+  deployment: string;
+  version: string;
+  spec: DeploySpec;
+  source: SourceInfo;
+  files: number;
+  bytes: number;
+  createdAt: number;
+  /** Last time this version became the active one. */
+  deployedAt: number;
+  status: VersionStatus;
+}
+
+export interface RunRecord {
+  id: string;
+  deployment: string;
+  version: string;
+  status: RunStatus;
+  trigger: RunTrigger;
+  node: string;
+  attempt: number;
+  /** The first run of a retry chain. */
+  parent?: string;
+  scheduledAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+  exitCode?: number;
+  /** Why it ended, when not by a plain exit: a signal, "timed out", "agent restarted"… */
+  reason?: string;
+  pid?: number;
+}
+
+export interface EventRecord {
+  id: number;
+  deployment: string;
+  at: number;
+  kind: string;
+  message: string;
+}
+
+/** One supervised process of a service, as last seen; lets a restarted agent find its orphans. */
+export interface ProcessRecord {
+  /** Replica name ("api-0") or run id. */
+  id: string;
+  deployment: string;
+  pid: number;
+  /** Kernel start time of the pid (clock ticks since boot), so a reused pid is not mistaken. */
+  startTicks: number;
+}

@@ -1,0 +1,59 @@
+import { Command, CommanderError } from "commander";
+import { PrisnError } from "./core/errors.ts";
+import { App } from "./cmd/_app.ts";
+import * as agent from "./cmd/agent.ts";
+import * as del from "./cmd/delete.ts";
+import * as deploy from "./cmd/deploy.ts";
+import * as get from "./cmd/get.ts";
+import * as history from "./cmd/history.ts";
+import * as logs from "./cmd/logs.ts";
+import * as ls from "./cmd/ls.ts";
+import * as rollback from "./cmd/rollback.ts";
+import * as run from "./cmd/run.ts";
+import * as scale from "./cmd/scale.ts";
+import * as status from "./cmd/status.ts";
+import * as suspend from "./cmd/suspend.ts";
+import { versionText } from "./version.ts";
+
+/** Builds the command tree, runs it, and maps errors to one line on stderr and an exit code. */
+export async function main(args: string[]): Promise<number> {
+  const app = new App();
+  const program = new Command("prisn")
+    .description("deploy scripts and keep them running: services, cronjobs and jobs")
+    .version(versionText(), "-v, --version")
+    .exitOverride()
+    .configureOutput({ writeErr: () => {} })
+    .showSuggestionAfterError(true);
+  for (
+    const cmd of [deploy, status, ls, get, logs, history, rollback, scale, run, suspend, del, agent]
+  ) {
+    cmd.register(program, app);
+  }
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return app.exitCode;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (
+        e.code === "commander.helpDisplayed" || e.code === "commander.version" ||
+        e.code === "commander.help"
+      ) {
+        return 0;
+      }
+      console.error(
+        `prisn: ${e.message.replace(/^error: /, "").split("\n")[0]} (see prisn --help)`,
+      );
+      return 2;
+    }
+    if (e instanceof PrisnError) {
+      console.error(`prisn: ${e.message}`);
+      return 1;
+    }
+    console.error(`prisn: internal error: ${(e as Error)?.stack ?? e}`);
+    return 1;
+  } finally {
+    app.close();
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

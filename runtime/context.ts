@@ -1,0 +1,41 @@
+import type { Paths } from "../core/paths.ts";
+import type { Records } from "../core/records.ts";
+
+/** What every part of the agent shares: the data root, the records and this node's name. */
+export interface AgentContext {
+  paths: Paths;
+  records: Records;
+  node: string;
+  /** Records an event for a deployment (shown by `prisn get NAME`). */
+  event(deployment: string, kind: string, message: string): void;
+}
+
+export function createContext(paths: Paths, records: Records, node: string): AgentContext {
+  return {
+    paths,
+    records,
+    node,
+    event(deployment, kind, message) {
+      records.addEvent(deployment, kind, message, Date.now());
+    },
+  };
+}
+
+/** A free loopback TCP port, chosen by the kernel. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+export function delay(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(t);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,335 @@
+import { join } from "node:path";
+import { PrisnError } from "../core/errors.ts";
+import { parsePrisnToml, type PrisnToml } from "../core/prisn_toml.ts";
+import { validateSchedule } from "../core/schedule.ts";
+import {
+  defaultName,
+  type DeployFlags,
+  type DeploySpec,
+  parseReplicas,
+  resolveSpec,
+  runSpecOf,
+} from "../core/spec.ts";
+import { setCurrent, storeVersion, writeMetadata } from "../core/store.ts";
+import type { SourceInfo } from "../core/types.ts";
+import { collectPackage, type Package, versionId } from "../core/version.ts";
+import type { AgentContext } from "./context.ts";
+import { fetchGit, isGitUrl } from "./git_source.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+export interface DeployRequest {
+  /** An absolute path (folder or file) or a git URL. */
+  source: string;
+  ref?: string;
+  path?: string;
+  flags: DeployFlags;
+}
+
+export interface DeployResult {
+  name: string;
+  version: string;
+  type: DeploySpec["type"];
+  unchanged: boolean;
+  port?: number;
+  replicas: number;
+  runId?: string;
+}
+
+export type Step = "Package" | "Version" | "Store" | "Record" | "Prepare" | "Activate";
+export type Progress = (step: Step, detail: string) => void;
+
+/** Package → Version → Store → Record → Prepare → Activate, reporting each step. */
+export async function deploy(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  request: DeployRequest,
+  progress: Progress,
+): Promise<DeployResult> {
+  const fetched = await packageSource(ctx, request);
+  try {
+    return await deployPackage(ctx, supervisor, request, fetched, progress);
+  } finally {
+    if (fetched.cleanup) await fetched.cleanup();
+  }
+}
+
+interface Fetched {
+  pkg: Package;
+  toml?: PrisnToml;
+  source: SourceInfo;
+  name: string;
+  cleanup?: () => Promise<void>;
+}
+
+async function packageSource(ctx: AgentContext, request: DeployRequest): Promise<Fetched> {
+  if (isGitUrl(request.source)) {
+    await Deno.mkdir(ctx.paths.state, { recursive: true });
+    const temp = await Deno.makeTempDir({ dir: ctx.paths.state, prefix: "git-" });
+    const cleanup = () => Deno.remove(temp, { recursive: true }).catch(() => {});
+    try {
+      const { dir, source } = await fetchGit(request.source, {
+        ref: request.ref,
+        path: request.path,
+        dest: join(temp, "src"),
+      });
+      const pkg = await collectPackage(dir);
+      const repoName = source.url.replace(/\.git$/, "").split(/[/:]/).pop() ?? "app";
+      return {
+        pkg,
+        toml: await readToml(dir),
+        source: {
+          kind: "git",
+          location: source.url,
+          ref: source.ref,
+          path: source.path,
+          commit: source.commit,
+        },
+        name: defaultName(request.path ?? repoName, "dir"),
+        cleanup,
+      };
+    } catch (e) {
+      await cleanup();
+      throw e;
+    }
+  }
+  if (request.ref || request.path) {
+    throw new PrisnError(
+      "INVALID",
+      "--ref and --path apply to git URLs only: drop them for a local path",
+    );
+  }
+  const pkg = await collectPackage(request.source);
+  return {
+    pkg,
+    toml: pkg.kind === "dir" ? await readToml(pkg.root) : undefined,
+    source: { kind: pkg.kind, location: request.source },
+    name: defaultName(request.source, pkg.kind),
+  };
+}
+
+async function readToml(dir: string): Promise<PrisnToml | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(join(dir, "prisn.toml"));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  return parsePrisnToml(text, "prisn.toml");
+}
+
+async function deployPackage(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  request: DeployRequest,
+  { pkg, toml, source, name }: Fetched,
+  progress: Progress,
+): Promise<DeployResult> {
+  const { records, paths } = ctx;
+  const origin = source.kind === "git"
+    ? `${source.location}${source.ref ? `@${source.ref}` : ""} (${source.commit?.slice(0, 12)})`
+    : `${source.kind === "dir" ? "folder" : "file"} ${source.location}`;
+  progress("Package", `${pkg.files.length} file(s), ${formatBytes(pkg.bytes)} from ${origin}`);
+
+  const spec = resolveSpec({
+    toml,
+    flags: request.flags,
+    files: pkg.files.map((f) => f.path),
+    defaultName: name,
+  });
+  if (spec.type === "cronjob") validateSchedule(spec.schedule!, spec.timezone);
+  const version = versionId(pkg.files, runSpecOf(spec));
+  const existing = records.getDeployment(spec.name);
+  if (existing && existing.type !== spec.type) {
+    throw new PrisnError(
+      "CONFLICT",
+      `"${spec.name}" is deployed as a ${existing.type}, not a ${spec.type}: ` +
+        `delete it first or deploy under another --name`,
+    );
+  }
+  const replicas = request.flags.replicas !== undefined || toml?.replicas !== undefined
+    ? spec.replicas
+    : existing?.replicas ?? spec.replicas;
+  if (existing?.version === version) {
+    progress("Version", `${version} (unchanged)`);
+    if (spec.type === "service" && replicas !== existing.replicas) {
+      records.setReplicas(spec.name, replicas, Date.now());
+      await supervisor.scale(spec.name, replicas);
+      progress("Activate", `scaled to ${replicas} replica(s)`);
+    }
+    return {
+      name: spec.name,
+      version,
+      type: spec.type,
+      unchanged: true,
+      port: spec.port,
+      replicas,
+    };
+  }
+  const known = records.getVersion(spec.name, version);
+  progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
+
+  const wrote = await storeVersion(paths, spec.name, version, pkg);
+  progress(
+    "Store",
+    `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
+  );
+
+  const versionRecord = {
+    deployment: spec.name,
+    version,
+    spec,
+    source,
+    files: pkg.files.length,
+    bytes: pkg.bytes,
+  };
+  records.putVersion(versionRecord, Date.now());
+  progress("Record", `version ${version} recorded`);
+
+  let launch;
+  try {
+    launch = await supervisor.launch(spec, version);
+  } catch (e) {
+    if (!existing) records.deleteDeployment(spec.name); // nothing was ever active
+    else records.setVersionStatus(spec.name, version, "failed");
+    throw e;
+  }
+  progress(
+    "Prepare",
+    `${spec.runtime} ${launch.interpreterVersion}` +
+      (launch.envId ? `, env ${launch.envId}` : ", no dependencies"),
+  );
+
+  const result: DeployResult = {
+    name: spec.name,
+    version,
+    type: spec.type,
+    unchanged: false,
+    port: spec.port,
+    replicas,
+  };
+  if (spec.type === "service") {
+    try {
+      await supervisor.rolloutService(spec, version, replicas);
+    } catch (e) {
+      if (existing) {
+        records.setVersionStatus(spec.name, version, "failed");
+        ctx.event(spec.name, "RolloutFailed", (e as Error).message);
+      } else if (e instanceof PrisnError && e.code === "FAILED") {
+        await activateRecord(ctx, spec, version, replicas, source); // first version: it stays, restarting
+        ctx.event(spec.name, "NotReady", (e as Error).message);
+      } else {
+        records.deleteDeployment(spec.name);
+      }
+      throw e;
+    }
+    await activateRecord(ctx, spec, version, replicas, source);
+    const svc = supervisor.services.get(spec.name);
+    progress("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
+  } else {
+    await activateRecord(ctx, spec, version, replicas, source);
+    if (spec.type === "job") {
+      const run = await supervisor.startRun(spec.name, { trigger: "deploy" });
+      result.runId = run.id;
+      progress("Activate", `job started as ${run.id}`);
+    } else {
+      progress(
+        "Activate",
+        `cronjob scheduled "${spec.schedule}"${spec.timezone ? ` (${spec.timezone})` : ""}`,
+      );
+    }
+  }
+  ctx.event(spec.name, "Deployed", `${version} deployed`);
+  return result;
+}
+
+async function activateRecord(
+  ctx: AgentContext,
+  spec: DeploySpec,
+  version: string,
+  replicas: number,
+  source: SourceInfo,
+): Promise<void> {
+  ctx.records.activate(spec.name, version, replicas, Date.now());
+  await setCurrent(ctx.paths, spec.name, version);
+  await writeMetadata(ctx.paths, spec.name, { name: spec.name, version, type: spec.type, source });
+}
+
+/**
+ * Re-activates an earlier version (rollback): the previous one by deploy time, or `version`.
+ * Services roll the same way a deploy does.
+ */
+export async function rollback(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  name: string,
+  target?: string,
+): Promise<DeployResult> {
+  const d = ctx.records.getDeployment(name);
+  if (!d) throw new PrisnError("NOT_FOUND", `deployment "${name}" not found: see prisn ls`);
+  const versions = ctx.records.listVersions(name);
+  const to = target
+    ? versions.find((v) => v.version === target)
+    : versions.find((v) => v.version !== d.version && v.status === "superseded");
+  if (!to) {
+    throw new PrisnError(
+      "NOT_FOUND",
+      target
+        ? `version "${target}" of ${name} not found: see prisn history ${name}`
+        : `${name} has no earlier version to roll back to: see prisn history ${name}`,
+    );
+  }
+  if (to.version === d.version) {
+    return {
+      name,
+      version: to.version,
+      type: d.type,
+      unchanged: true,
+      replicas: d.replicas,
+      port: to.spec.port,
+    };
+  }
+  if (d.type === "service") {
+    await supervisor.rolloutService(to.spec, to.version, d.replicas);
+  }
+  await activateRecord(ctx, to.spec, to.version, d.replicas, to.source);
+  ctx.event(name, "RolledBack", `rolled back from ${d.version} to ${to.version}`);
+  return {
+    name,
+    version: to.version,
+    type: d.type,
+    unchanged: false,
+    replicas: d.replicas,
+    port: to.spec.port,
+  };
+}
+
+/** Sets a service's replica count; 0 stops it but keeps it deployed. */
+export async function scale(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  name: string,
+  value: string | number,
+): Promise<number> {
+  const replicas = parseReplicas(value);
+  const d = ctx.records.getDeployment(name);
+  if (!d) throw new PrisnError("NOT_FOUND", `deployment "${name}" not found: see prisn ls`);
+  if (d.type !== "service") {
+    throw new PrisnError("INVALID", `${name} is a ${d.type}; only services have replicas to scale`);
+  }
+  ctx.records.setReplicas(name, replicas, Date.now());
+  if (!supervisor.services.has(name)) {
+    const spec = ctx.records.getVersion(name, d.version)!.spec;
+    await supervisor.rolloutService(spec, d.version, replicas);
+  } else {
+    await supervisor.scale(name, replicas);
+  }
+  ctx.event(name, "Scaled", `scaled from ${d.replicas} to ${replicas} replica(s)`);
+  return replicas;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}

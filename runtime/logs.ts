@@ -1,0 +1,248 @@
+import { dirname, join } from "node:path";
+import { logFile, type Paths } from "../core/paths.ts";
+
+const encoder = new TextEncoder();
+
+/** @default 10 MiB per file before it is rotated */
+export const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
+/** @default 3 rotated files kept per stream and day */
+export const DEFAULT_KEEP = 3;
+
+/**
+ * Appends timestamped lines to logs/NAME/YYYY-MM-DD/<stream>.log. Rotates by size
+ * (<stream>.log → .log.1 → .log.2 …) and moves to a new day's folder at midnight UTC.
+ * Partial lines are held until their newline arrives (or the writer is closed).
+ */
+export class LogWriter {
+  #file?: Deno.FsFile;
+  #path = "";
+  #size = 0;
+  #partial: Record<"out" | "err", string> = { out: "", err: "" };
+  #decoders = { out: new TextDecoder(), err: new TextDecoder() };
+
+  constructor(
+    readonly paths: Paths,
+    readonly deployment: string,
+    readonly stream: string,
+    readonly options: { maxBytes?: number; keep?: number } = {},
+  ) {}
+
+  /** Feeds raw bytes from a process's stdout/stderr. */
+  feed(chunk: Uint8Array, source: "out" | "err" = "out"): void {
+    const text = this.#partial[source] + this.#decoders[source].decode(chunk, { stream: true });
+    const lines = text.split("\n");
+    this.#partial[source] = lines.pop() ?? "";
+    if (this.#partial[source].length > 64 * 1024) { // a runaway line without newline
+      lines.push(this.#partial[source]);
+      this.#partial[source] = "";
+    }
+    if (lines.length) this.writeLines(lines, source);
+  }
+
+  /** Writes whole lines (without their newline), each stamped with the current time. */
+  writeLines(lines: string[], source: "out" | "err" = "out"): void {
+    const now = new Date();
+    const stamp = now.toISOString();
+    const tag = source === "err" ? " [err]" : "";
+    let text = "";
+    for (const line of lines) text += `${stamp}${tag} ${line.replace(/\r$/, "")}\n`;
+    this.#write(encoder.encode(text), now);
+  }
+
+  /** Flushes held partial lines and closes the file. Safe to call twice. */
+  close(): void {
+    for (const source of ["out", "err"] as const) {
+      const rest = this.#partial[source] + this.#decoders[source].decode();
+      this.#partial[source] = "";
+      if (rest) this.writeLines([rest], source);
+    }
+    this.#file?.close();
+    this.#file = undefined;
+  }
+
+  #write(bytes: Uint8Array, now: Date): void {
+    const path = logFile(this.paths, this.deployment, this.stream, now);
+    const maxBytes = this.options.maxBytes ?? DEFAULT_MAX_BYTES;
+    if (path !== this.#path || !this.#file) {
+      this.#file?.close();
+      Deno.mkdirSync(dirname(path), { recursive: true });
+      this.#file = Deno.openSync(path, { append: true, create: true });
+      this.#path = path;
+      this.#size = this.#file.statSync().size;
+    } else if (this.#size + bytes.byteLength > maxBytes && this.#size > 0) {
+      this.#file.close();
+      rotate(path, this.options.keep ?? DEFAULT_KEEP);
+      this.#file = Deno.openSync(path, { append: true, create: true });
+      this.#size = 0;
+    }
+    let written = 0;
+    while (written < bytes.byteLength) written += this.#file.writeSync(bytes.subarray(written));
+    this.#size += bytes.byteLength;
+  }
+}
+
+function rotate(path: string, keep: number): void {
+  try {
+    Deno.removeSync(`${path}.${keep}`);
+  } catch { /* not there */ }
+  for (let i = keep - 1; i >= 1; i--) {
+    try {
+      Deno.renameSync(`${path}.${i}`, `${path}.${i + 1}`);
+    } catch { /* not there */ }
+  }
+  Deno.renameSync(path, `${path}.1`);
+}
+
+/**
+ * The log files of a deployment, oldest first: by day, and within a stream rotated files before
+ * the live one. `streams` narrows to some replicas/runs.
+ */
+export async function listLogFiles(
+  paths: Paths,
+  deployment: string,
+  streams?: Set<string>,
+): Promise<string[]> {
+  const root = join(paths.logs, deployment);
+  const days = (await readDirNames(root)).filter((d) => /^\d{4}-\d{2}-\d{2}$/.test(d)).sort();
+  const files: string[] = [];
+  for (const day of days) {
+    const names = await readDirNames(join(root, day));
+    const byStream = new Map<string, { name: string; rank: number }[]>();
+    for (const name of names) {
+      const m = /^(.+)\.log(?:\.(\d+))?$/.exec(name);
+      if (!m || (streams && !streams.has(m[1]))) continue;
+      const list = byStream.get(m[1]) ?? [];
+      list.push({ name, rank: m[2] ? Number(m[2]) : 0 });
+      byStream.set(m[1], list);
+    }
+    for (const stream of [...byStream.keys()].sort()) {
+      for (const f of byStream.get(stream)!.sort((a, b) => b.rank - a.rank)) {
+        files.push(join(root, day, f.name));
+      }
+    }
+  }
+  return files;
+}
+
+async function readDirNames(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) names.push(e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return names;
+}
+
+/** The last `n` lines of a file, read backwards in blocks (the file may be large). */
+export async function tailLines(path: string, n: number): Promise<string[]> {
+  if (n <= 0) return [];
+  using file = await Deno.open(path);
+  const size = (await file.stat()).size;
+  const block = 64 * 1024;
+  let pos = size;
+  let text = "";
+  const decoder = new TextDecoder();
+  while (pos > 0) {
+    const start = Math.max(0, pos - block);
+    const buf = new Uint8Array(pos - start);
+    await file.seek(start, Deno.SeekMode.Start);
+    let read = 0;
+    while (read < buf.length) {
+      const r = await file.read(buf.subarray(read));
+      if (r === null) break;
+      read += r;
+    }
+    text = decoder.decode(buf.subarray(0, read)) + text;
+    pos = start;
+    if (text.split("\n").length > n + 1) break;
+  }
+  const lines = text.split("\n");
+  if (lines[lines.length - 1] === "") lines.pop();
+  return lines.slice(-n);
+}
+
+/** Last `n` lines across several files, merged in timestamp order. */
+export async function tailMerged(files: string[], n: number): Promise<string[]> {
+  const all: string[] = [];
+  for (const f of files) all.push(...await tailLines(f, n));
+  return stableSortByStamp(all).slice(-n);
+}
+
+/** Lines start with an ISO timestamp, so string order is time order; ties keep file order. */
+function stableSortByStamp(lines: string[]): string[] {
+  return lines.map((l, i) => ({ l, i })).sort((a, b) => {
+    const ka = a.l.slice(0, 24);
+    const kb = b.l.slice(0, 24);
+    return ka < kb ? -1 : ka > kb ? 1 : a.i - b.i;
+  }).map((x) => x.l);
+}
+
+/**
+ * Follows log files: calls `onLines` with new complete lines as they are appended, picking up
+ * files that appear later (rotation, a new day, a new replica). Stops when `signal` aborts.
+ */
+export async function follow(
+  list: () => Promise<string[]>,
+  onLines: (lines: string[]) => void,
+  options: { signal: AbortSignal; intervalMs?: number; fromEnd?: boolean },
+): Promise<void> {
+  const offsets = new Map<string, number>();
+  const partial = new Map<string, string>();
+  let first = true;
+  while (!options.signal.aborted) {
+    for (const path of await list()) {
+      let size: number;
+      try {
+        size = (await Deno.stat(path)).size;
+      } catch {
+        continue;
+      }
+      if (!offsets.has(path)) offsets.set(path, first && options.fromEnd !== false ? size : 0);
+      let at = offsets.get(path)!;
+      if (size < at) at = 0; // truncated or replaced by rotation
+      if (size === at) continue;
+      using file = await Deno.open(path);
+      await file.seek(at, Deno.SeekMode.Start);
+      const buf = new Uint8Array(size - at);
+      let read = 0;
+      while (read < buf.length) {
+        const r = await file.read(buf.subarray(read));
+        if (r === null) break;
+        read += r;
+      }
+      offsets.set(path, at + read);
+      const text = (partial.get(path) ?? "") + new TextDecoder().decode(buf.subarray(0, read));
+      const lines = text.split("\n");
+      partial.set(path, lines.pop() ?? "");
+      if (lines.length) onLines(lines);
+    }
+    first = false;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, options.intervalMs ?? 200);
+      options.signal.addEventListener("abort", () => {
+        clearTimeout(t);
+        resolve();
+      }, { once: true });
+    });
+  }
+}
+
+/** Removes day folders older than `maxAgeDays` from every deployment's logs. */
+export async function pruneLogs(
+  paths: Paths,
+  maxAgeDays: number,
+  now = Date.now(),
+): Promise<number> {
+  const cutoff = new Date(now - maxAgeDays * 86_400_000).toISOString().slice(0, 10);
+  let removed = 0;
+  for (const deployment of await readDirNames(paths.logs)) {
+    for (const day of await readDirNames(join(paths.logs, deployment))) {
+      if (/^\d{4}-\d{2}-\d{2}$/.test(day) && day < cutoff) {
+        await Deno.remove(join(paths.logs, deployment, day), { recursive: true });
+        removed++;
+      }
+    }
+  }
+  return removed;
+}

@@ -1,0 +1,127 @@
+import type { LogWriter } from "./logs.ts";
+
+export interface ExitInfo {
+  code: number;
+  signal?: Deno.Signal;
+}
+
+export interface ProcessSpec {
+  command: string;
+  args: string[];
+  cwd: string;
+  /** Added to the agent's own environment. */
+  env: Record<string, string>;
+}
+
+/**
+ * A supervised process in its own process group (setsid), with stdout and stderr captured line by
+ * line into a LogWriter. Stopping signals the whole group, so children and grandchildren go too.
+ */
+export class GroupProcess {
+  readonly pid: number;
+  readonly startTicks: number;
+  readonly startedAt = Date.now();
+  readonly exited: Promise<ExitInfo>;
+  #child: Deno.ChildProcess;
+  #done = false;
+
+  constructor(spec: ProcessSpec, log: LogWriter) {
+    this.#child = new Deno.Command(spec.command, {
+      args: spec.args,
+      cwd: spec.cwd,
+      env: spec.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
+    this.pid = this.#child.pid;
+    this.startTicks = processStartTicks(this.pid) ?? 0;
+    const drained = Promise.all([
+      pump(this.#child.stdout, (b) => log.feed(b, "out")),
+      pump(this.#child.stderr, (b) => log.feed(b, "err")),
+    ]);
+    this.exited = this.#child.status.then(async (s) => {
+      this.#done = true;
+      killGroup(this.pid, "SIGKILL"); // anything the process left behind in its group
+      await drained;
+      log.close();
+      return { code: s.code, signal: s.signal ?? undefined };
+    });
+  }
+
+  get running(): boolean {
+    return !this.#done;
+  }
+
+  /** SIGTERM to the group, then SIGKILL after `graceMs` if it is still there. Idempotent. */
+  async stop(graceMs: number): Promise<ExitInfo> {
+    if (!this.#done) {
+      killGroup(this.pid, "SIGTERM");
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const timeout = new Promise<"timeout">((r) =>
+        timer = setTimeout(() => r("timeout"), graceMs)
+      );
+      const first = await Promise.race([this.exited, timeout]);
+      clearTimeout(timer);
+      if (first === "timeout") killGroup(this.pid, "SIGKILL");
+    }
+    return await this.exited;
+  }
+}
+
+async function pump(stream: ReadableStream<Uint8Array>, sink: (b: Uint8Array) => void) {
+  try {
+    for await (const chunk of stream) sink(chunk);
+  } catch { /* the pipe closed */ }
+}
+
+/** Signals a whole process group; false when it no longer exists. */
+export function killGroup(pgid: number, signal: Deno.Signal): boolean {
+  try {
+    Deno.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The kernel's start time of a pid (field 22 of /proc/PID/stat), or undefined if it is gone. */
+export function processStartTicks(pid: number): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Kills the process group of a process recorded by an earlier agent, if that very process
+ * (same pid and start time) is still alive: SIGTERM, then SIGKILL after the grace period.
+ */
+export async function killRecordedGroup(
+  pid: number,
+  startTicks: number,
+  graceMs: number,
+): Promise<boolean> {
+  const ticks = processStartTicks(pid);
+  if (ticks === undefined || (startTicks !== 0 && ticks !== startTicks)) return false;
+  killGroup(pid, "SIGTERM");
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline && processStartTicks(pid) === ticks && !isZombie(pid)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  killGroup(pid, "SIGKILL");
+  return true;
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}

@@ -1,0 +1,248 @@
+import type { AgentContext } from "./context.ts";
+import { delay } from "./context.ts";
+import type { Launch } from "./launch.ts";
+import { LogWriter } from "./logs.ts";
+import { type ExitInfo, GroupProcess } from "./process.ts";
+import { probe } from "./probe.ts";
+import type { LimitGroup } from "./limits.ts";
+
+export type ReplicaState = "Starting" | "Running" | "Ready" | "CrashLoopBackOff" | "Stopped";
+
+export interface HealthSettings {
+  /** HTTP path answering 2xx; without it a TCP connect to PORT is the check. */
+  path?: string;
+  /** @default 10_000 between liveness checks once ready */
+  intervalMs: number;
+  /** @default 2_000 per check */
+  timeoutMs: number;
+  /** @default 3 failed liveness checks in a row before a restart */
+  failures: number;
+}
+
+export interface RestartSettings {
+  /** @default 1_000 first restart delay, doubling per crash */
+  initialMs: number;
+  /** @default 60_000 cap of the delay */
+  maxMs: number;
+  /** @default 30_000 of stable running that resets the delay */
+  stableMs: number;
+}
+
+export interface ReplicaOptions {
+  deployment: string;
+  name: string;
+  version: string;
+  launch: Launch;
+  /** The replica's own PORT; undefined for a service without a port. */
+  port?: number;
+  health: HealthSettings;
+  restart: RestartSettings;
+  /** @default 10_000 between SIGTERM and SIGKILL */
+  stopGraceMs: number;
+  /** A resource-limit group for one process start (undefined: no limits). */
+  limits?: (name: string) => Promise<LimitGroup | undefined>;
+  onReadyChange: (replica: Replica, ready: boolean) => void;
+}
+
+/**
+ * One replica of a service: keeps its process running (restart with exponential backoff),
+ * probes readiness and liveness, and reports ready/unready to the service.
+ */
+export class Replica {
+  state: ReplicaState = "Starting";
+  restarts = 0;
+  /** Times the process exited before it was ever ready. */
+  failedStarts = 0;
+  lastExit?: ExitInfo & { oomKilled: boolean };
+  readonly createdAt = Date.now();
+  #process?: GroupProcess;
+  #ready = false;
+  #stop = new AbortController();
+  #loop?: Promise<void>;
+  #readyWaiters: Array<(r: "ready" | "exited") => void> = [];
+
+  constructor(readonly ctx: AgentContext, readonly options: ReplicaOptions) {}
+
+  get name(): string {
+    return this.options.name;
+  }
+  get version(): string {
+    return this.options.version;
+  }
+  get port(): number | undefined {
+    return this.options.port;
+  }
+  get ready(): boolean {
+    return this.#ready;
+  }
+  get pid(): number | undefined {
+    return this.#process?.running ? this.#process.pid : undefined;
+  }
+  get startedAt(): number | undefined {
+    return this.#process?.startedAt;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Resolves when the replica is first ready, or its process exits before that, or time runs out. */
+  waitReady(timeoutMs: number): Promise<"ready" | "exited" | "timeout"> {
+    if (this.#ready) return Promise.resolve("ready");
+    return new Promise((resolve) => {
+      const t = setTimeout(() => resolve("timeout"), timeoutMs);
+      this.#readyWaiters.push((r) => {
+        clearTimeout(t);
+        resolve(r);
+      });
+    });
+  }
+
+  /** Stops the process (SIGTERM to the group, grace, SIGKILL) and the restart loop. Idempotent. */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#setReady(false);
+    await this.#process?.stop(this.options.stopGraceMs);
+    await this.#loop;
+    this.state = "Stopped";
+  }
+
+  async #run(): Promise<void> {
+    const { ctx, options } = this;
+    let backoff = options.restart.initialMs;
+    while (!this.#stop.signal.aborted) {
+      const log = new LogWriter(ctx.paths, options.deployment, options.name);
+      const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
+      if (options.port !== undefined) env.PORT = String(options.port);
+      let proc: GroupProcess;
+      let group: LimitGroup | undefined;
+      try {
+        group = await options.limits?.(`${options.deployment}.${options.name}`);
+        const cmd = group
+          ? group.wrap(options.launch.command, options.launch.args)
+          : { command: options.launch.command, args: options.launch.args };
+        proc = new GroupProcess({ ...cmd, cwd: options.launch.cwd, env }, log);
+      } catch (e) {
+        log.close();
+        await group?.destroy();
+        ctx.event(
+          options.deployment,
+          "SpawnFailed",
+          `replica ${options.name} could not start: ${(e as Error).message}`,
+        );
+        this.failedStarts++;
+        this.#notify("exited");
+        this.state = "CrashLoopBackOff";
+        await delay(backoff, this.#stop.signal);
+        backoff = Math.min(backoff * 2, options.restart.maxMs);
+        continue;
+      }
+      this.#process = proc;
+      this.state = "Running";
+      ctx.records.putProcess({
+        id: `${options.deployment}/${options.name}`,
+        deployment: options.deployment,
+        pid: proc.pid,
+        startTicks: proc.startTicks,
+      });
+      const probing = this.#probeLoop(proc);
+      const exit = await proc.exited;
+      await probing;
+      ctx.records.deleteProcess(`${options.deployment}/${options.name}`);
+      const wasReady = this.#ready;
+      this.#setReady(false);
+      if (this.#stop.signal.aborted) {
+        await group?.destroy();
+        break;
+      }
+
+      const oom = (await group?.oomKilled()) ?? false;
+      await group?.destroy();
+      this.lastExit = { ...exit, oomKilled: oom };
+      if (!wasReady && !this.#everReady) this.failedStarts++;
+      this.#notify("exited");
+      const ranMs = Date.now() - proc.startedAt;
+      if (ranMs >= options.restart.stableMs) backoff = options.restart.initialMs;
+      const how = oom
+        ? "was killed for exceeding its memory limit (OOMKilled)"
+        : exit.signal
+        ? `was killed by ${exit.signal}`
+        : `exited with code ${exit.code}`;
+      ctx.event(
+        options.deployment,
+        oom ? "OOMKilled" : "ReplicaExited",
+        `replica ${options.name} ${how}, restarting in ${Math.round(backoff / 1000)}s`,
+      );
+      this.state = this.restarts > 0 && ranMs < options.restart.stableMs
+        ? "CrashLoopBackOff"
+        : "Starting";
+      await delay(backoff, this.#stop.signal);
+      backoff = Math.min(backoff * 2, options.restart.maxMs);
+      if (!this.#stop.signal.aborted) this.restarts++;
+    }
+  }
+
+  #everReady = false;
+
+  async #probeLoop(proc: GroupProcess): Promise<void> {
+    const { options } = this;
+    if (options.port === undefined) {
+      this.#setReady(true); // nothing to probe: running is ready
+      return;
+    }
+    const spec = {
+      port: options.port,
+      path: options.health.path,
+      timeoutMs: options.health.timeoutMs,
+    };
+    const stop = this.#stop.signal;
+    // Readiness: poll quickly until the first pass.
+    while (proc.running && !stop.aborted) {
+      if (await probe(spec)) break;
+      await delay(100, stop);
+    }
+    if (!proc.running || stop.aborted) return;
+    this.#setReady(true);
+    // Liveness: periodic; N failures in a row restart the replica.
+    let failures = 0;
+    const exited = proc.exited.then(() => {});
+    while (proc.running && !stop.aborted) {
+      await Promise.race([delay(options.health.intervalMs, stop), exited]);
+      if (!proc.running || stop.aborted) return;
+      if (await probe(spec)) {
+        failures = 0;
+        continue;
+      }
+      failures++;
+      this.ctx.event(
+        options.deployment,
+        "LivenessFailed",
+        `replica ${options.name} failed its health check (${failures}/${options.health.failures})`,
+      );
+      if (failures >= options.health.failures) {
+        this.#setReady(false);
+        await proc.stop(options.stopGraceMs);
+        return;
+      }
+    }
+  }
+
+  #setReady(ready: boolean): void {
+    if (ready === this.#ready) return;
+    this.#ready = ready;
+    if (ready) {
+      this.#everReady = true;
+      this.state = "Ready";
+      this.#notify("ready");
+    } else if (this.state === "Ready") {
+      this.state = "Running";
+    }
+    this.options.onReadyChange(this, ready);
+  }
+
+  #notify(r: "ready" | "exited"): void {
+    const waiters = this.#readyWaiters;
+    this.#readyWaiters = [];
+    for (const w of waiters) w(r);
+  }
+}

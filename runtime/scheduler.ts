@@ -1,0 +1,135 @@
+import { type CronPolicy, decideCron } from "../core/schedule.ts";
+import { durationMs } from "../core/prisn_toml.ts";
+import type { DeploymentRecord } from "../core/types.ts";
+import type { DeploySpec } from "../core/spec.ts";
+import type { AgentContext } from "./context.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+/** The cron policy of a cronjob's spec, with prisn's defaults (forbid, catch up latest, 1h). */
+export function cronPolicy(spec: DeploySpec, suspended: boolean): CronPolicy {
+  return {
+    schedule: spec.schedule!,
+    timezone: spec.timezone,
+    concurrency: spec.concurrency ?? "forbid",
+    catchup: spec.catchup ?? "latest",
+    startingDeadlineMs: durationMs(spec.starting_deadline, 3_600_000, "starting_deadline"),
+    suspended,
+  };
+}
+
+interface Entry {
+  deployment: DeploymentRecord;
+  spec: DeploySpec;
+  nextAt?: number;
+}
+
+/**
+ * Fires cronjobs. Each pass asks the pure decideCron() what is due for the cronjobs whose next
+ * tick has come, acts on it and stores the tick handled, so a restarted agent catches up at
+ * most once and never fires a tick twice. Sleeps until the earliest next tick (or a change).
+ */
+export class Scheduler {
+  #entries = new Map<string, Entry>();
+  #wake?: () => void;
+  #stopped = false;
+  #loop?: Promise<void>;
+
+  constructor(readonly ctx: AgentContext, readonly supervisor: Supervisor) {}
+
+  start(): void {
+    this.reload();
+    this.#loop ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wake?.();
+    await this.#loop;
+  }
+
+  /** Re-reads the cronjobs from the records (after a deploy, delete, suspend or resume). */
+  reload(): void {
+    const next = new Map<string, Entry>();
+    for (const d of this.ctx.records.listDeployments()) {
+      if (d.type !== "cronjob") continue;
+      const spec = this.ctx.records.getVersion(d.name, d.version)!.spec;
+      next.set(d.name, { deployment: d, spec });
+    }
+    this.#entries = next;
+    this.#wake?.();
+  }
+
+  /** When each cronjob fires next (for status and get). */
+  nextAt(name: string): number | undefined {
+    return this.#entries.get(name)?.nextAt;
+  }
+
+  /** One pass at time `now`: fires, skips and records what is due. */
+  tick(now: number): void {
+    for (const [name, entry] of this.#entries) {
+      if (entry.nextAt !== undefined && entry.nextAt > now) continue;
+      const d = entry.deployment;
+      const decision = decideCron(cronPolicy(entry.spec, d.suspended), {
+        lastScheduledAt: d.lastScheduledAt,
+        activeRuns: this.supervisor.activeRuns(name).length,
+        deployedAt: d.createdAt,
+      }, now);
+      for (const action of decision.actions) {
+        if (action.kind === "fire") {
+          this.#fire(name, action.scheduledAt, action.replaceActive, action.catchup);
+        } else if (action.kind === "skip") {
+          this.ctx.event(name, "TickSkipped", action.reason);
+        } else {
+          this.ctx.event(name, "TicksMissed", action.reason);
+        }
+      }
+      if (decision.lastScheduledAt !== d.lastScheduledAt) {
+        d.lastScheduledAt = decision.lastScheduledAt;
+        this.ctx.records.setLastScheduled(name, decision.lastScheduledAt);
+      }
+      entry.nextAt = decision.nextAt;
+    }
+  }
+
+  async #fire(name: string, scheduledAt: number, replace: boolean, catchup: boolean) {
+    try {
+      if (replace) {
+        await Promise.all(this.supervisor.activeRuns(name).map((r) => r.stop("replaced")));
+        this.ctx.event(
+          name,
+          "RunReplaced",
+          `stopped the active run for the tick at ${new Date(scheduledAt).toISOString()}`,
+        );
+      }
+      if (catchup) {
+        this.ctx.event(
+          name,
+          "CatchUp",
+          `running the missed tick of ${new Date(scheduledAt).toISOString()}`,
+        );
+      }
+      await this.supervisor.startRun(name, { trigger: "schedule", scheduledAt });
+    } catch (e) {
+      this.ctx.event(name, "FireFailed", (e as Error).message);
+    }
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      this.tick(Date.now());
+      let earliest = Infinity;
+      for (const e of this.#entries.values()) {
+        if (e.nextAt !== undefined) earliest = Math.min(earliest, e.nextAt);
+      }
+      const wait = Math.max(0, Math.min(earliest - Date.now(), 60_000));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, wait);
+        this.#wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.#wake = undefined;
+    }
+  }
+}

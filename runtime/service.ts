@@ -1,0 +1,247 @@
+import { PrisnError } from "../core/errors.ts";
+import { durationMs, type HealthCheck } from "../core/prisn_toml.ts";
+import type { DeploySpec } from "../core/spec.ts";
+import type { AgentContext } from "./context.ts";
+import { freePort } from "./context.ts";
+import type { Launch } from "./launch.ts";
+import { TcpProxy } from "./proxy.ts";
+import { type HealthSettings, Replica, type RestartSettings } from "./replica.ts";
+import type { ResourceControl } from "./resources.ts";
+
+/** What a service should look like: one version, its launch, a replica count. */
+export interface ServiceTarget {
+  version: string;
+  spec: DeploySpec;
+  launch: Launch;
+  replicas: number;
+}
+
+export interface ReplicaStatus {
+  name: string;
+  version: string;
+  state: string;
+  ready: boolean;
+  restarts: number;
+  pid?: number;
+  port?: number;
+  node: string;
+  createdAt: number;
+  lastExit?: { code: number; signal?: string; oomKilled: boolean };
+}
+
+/** Settings read from the spec, with prisn's defaults. */
+export function serviceSettings(spec: DeploySpec) {
+  const health: Partial<HealthCheck> = typeof spec.health === "string"
+    ? { path: spec.health }
+    : spec.health ?? {};
+  return {
+    health: {
+      path: health.path,
+      intervalMs: durationMs(health.interval, 10_000, "health.interval"),
+      timeoutMs: durationMs(health.timeout, 2_000, "health.timeout"),
+      failures: health.failures ?? 3,
+    } satisfies HealthSettings,
+    restart: {
+      initialMs: durationMs(spec.restart?.backoff_initial, 1_000, "restart.backoff_initial"),
+      maxMs: durationMs(spec.restart?.backoff_max, 60_000, "restart.backoff_max"),
+      stableMs: durationMs(spec.restart?.stable_after, 30_000, "restart.stable_after"),
+    } satisfies RestartSettings,
+    stopGraceMs: durationMs(spec.stop_grace, 10_000, "stop_grace"),
+    drainGraceMs: durationMs(spec.drain_grace, 10_000, "drain_grace"),
+    readinessTimeoutMs: durationMs(spec.readiness_timeout, 30_000, "readiness_timeout"),
+  };
+}
+
+/**
+ * A service: its replicas and the prisn-owned port that balances over the ready ones.
+ * Changes (rollout, scale, stop) run one at a time, in order.
+ */
+export class Service {
+  replicas: Replica[] = [];
+  target?: ServiceTarget;
+  #proxy?: TcpProxy;
+  #retiring = new Set<Replica>();
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    readonly ctx: AgentContext,
+    readonly name: string,
+    readonly resources?: ResourceControl,
+  ) {}
+
+  get port(): number | undefined {
+    return this.#proxy?.port;
+  }
+
+  get ready(): number {
+    return this.replicas.filter((r) => r.ready && !this.#retiring.has(r)).length;
+  }
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Brings the service to `target`. Replicas of another version are replaced one at a time:
+   * start a new one, wait until ready, put it in rotation, drain and stop an old one.
+   * A new version that never becomes ready is abandoned while old replicas keep serving
+   * (throws FAILED); with no old replicas the new ones stay and keep being restarted.
+   */
+  rollout(target: ServiceTarget): Promise<void> {
+    return this.#serial(async () => {
+      const settings = serviceSettings(target.spec);
+      const oldProxy = this.#proxy;
+      if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
+        const proxy = new TcpProxy({ port: target.spec.port });
+        await proxy.listen(); // a taken port fails here, before anything changes
+        this.#proxy = proxy;
+        for (const r of this.replicas) {
+          if (r.ready && !this.#retiring.has(r)) proxy.add({ id: r.name, port: r.port! });
+        }
+      }
+      const previous = this.target;
+      this.target = target;
+      const old = this.replicas.filter((r) => r.version !== target.version);
+      const current = this.replicas.filter((r) => r.version === target.version);
+      try {
+        while (current.length < target.replicas) {
+          const replica = this.#startReplica(target);
+          current.push(replica);
+          const result = await replica.waitReady(settings.readinessTimeoutMs);
+          if (result !== "ready") {
+            const why = result === "timeout"
+              ? `not ready within ${Math.round(settings.readinessTimeoutMs / 1000)}s`
+              : describeExit(replica);
+            if (old.length > 0) {
+              throw new PrisnError(
+                "FAILED",
+                `${target.version} never became ready (replica ${replica.name} ${why}); ` +
+                  `${old[0].version} keeps serving`,
+              );
+            }
+            throw new PrisnError(
+              "FAILED",
+              `${target.version} is not ready (replica ${replica.name} ${why}); ` +
+                `it keeps restarting: see prisn logs ${this.name}`,
+            );
+          }
+          const retired = old.shift();
+          if (retired) await this.#retire(retired, settings.drainGraceMs);
+        }
+        while (current.length > target.replicas) {
+          await this.#retire(current.pop()!, settings.drainGraceMs);
+        }
+        for (const r of old.splice(0)) await this.#retire(r, settings.drainGraceMs);
+      } catch (e) {
+        if (old.length > 0 && previous) {
+          // Abandon the new version: its replicas go, the old ones stay as they are.
+          for (const r of current) await this.#retire(r, 0);
+          this.target = previous;
+          if (oldProxy && this.#proxy !== oldProxy) {
+            await this.#proxy?.close();
+            this.#proxy = oldProxy;
+          }
+        }
+        throw e;
+      }
+      if (oldProxy && oldProxy !== this.#proxy) await oldProxy.close();
+      if (target.spec.port === undefined && this.#proxy) {
+        await this.#proxy.close();
+        this.#proxy = undefined;
+      }
+    });
+  }
+
+  /** Adds or removes replicas of the current version; removal drains first. */
+  scale(replicas: number): Promise<void> {
+    return this.#serial(async () => {
+      if (!this.target) return;
+      this.target = { ...this.target, replicas };
+      const settings = serviceSettings(this.target.spec);
+      const added: Replica[] = [];
+      while (this.replicas.length < replicas) added.push(this.#startReplica(this.target));
+      await Promise.all(added.map((r) => r.waitReady(settings.readinessTimeoutMs)));
+      const extra = [...this.replicas].sort(bySlot).slice(replicas);
+      await Promise.all(extra.map((r) => this.#retire(r, settings.drainGraceMs)));
+    });
+  }
+
+  /** Stops every replica (draining connections first when `drain`) and closes the port. */
+  stop(options: { drain?: boolean } = {}): Promise<void> {
+    return this.#serial(async () => {
+      const grace = options.drain && this.target
+        ? serviceSettings(this.target.spec).drainGraceMs
+        : 0;
+      await Promise.all([...this.replicas].map((r) => this.#retire(r, grace)));
+      await this.#proxy?.close();
+      this.#proxy = undefined;
+    });
+  }
+
+  status(): ReplicaStatus[] {
+    return [...this.replicas].sort(bySlot).map((r) => ({
+      name: r.name,
+      version: r.version,
+      state: this.#retiring.has(r) ? "Terminating" : r.state,
+      ready: r.ready,
+      restarts: r.restarts,
+      pid: r.pid,
+      port: r.port,
+      node: this.ctx.node,
+      createdAt: r.createdAt,
+      lastExit: r.lastExit,
+    }));
+  }
+
+  #startReplica(target: ServiceTarget): Replica {
+    const settings = serviceSettings(target.spec);
+    const used = new Set(this.replicas.map((r) => r.name));
+    let slot = 0;
+    while (used.has(`${this.name}-${slot}`)) slot++;
+    const name = `${this.name}-${slot}`;
+    const replica = new Replica(this.ctx, {
+      deployment: this.name,
+      name,
+      version: target.version,
+      launch: target.launch,
+      port: target.spec.port !== undefined ? freePort() : undefined,
+      health: settings.health,
+      restart: settings.restart,
+      stopGraceMs: settings.stopGraceMs,
+      limits: this.resources
+        ? (name) => this.resources!.group(name, target.spec.resources)
+        : undefined,
+      onReadyChange: (r, ready) => {
+        if (!this.#proxy || r.port === undefined) return;
+        if (ready && !this.#retiring.has(r)) this.#proxy.add({ id: r.name, port: r.port });
+        else this.#proxy.remove(r.name);
+      },
+    });
+    this.replicas.push(replica);
+    replica.start();
+    return replica;
+  }
+
+  async #retire(replica: Replica, drainGraceMs: number): Promise<void> {
+    this.#retiring.add(replica);
+    if (this.#proxy) await this.#proxy.drain(replica.name, drainGraceMs);
+    await replica.stop();
+    this.replicas = this.replicas.filter((r) => r !== replica);
+    this.#retiring.delete(replica);
+  }
+}
+
+function bySlot(a: Replica, b: Replica): number {
+  const sa = Number(a.name.slice(a.name.lastIndexOf("-") + 1));
+  const sb = Number(b.name.slice(b.name.lastIndexOf("-") + 1));
+  return sa - sb;
+}
+
+function describeExit(r: Replica): string {
+  const e = r.lastExit;
+  if (!e) return "exited";
+  if (e.oomKilled) return "was OOMKilled";
+  return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+}

@@ -1,0 +1,186 @@
+import { notFound } from "../core/errors.ts";
+import { durationMs } from "../core/prisn_toml.ts";
+import type { DeploySpec } from "../core/spec.ts";
+import type { RunRecord, RunTrigger } from "../core/types.ts";
+import type { AgentContext } from "./context.ts";
+import { delay } from "./context.ts";
+import { type Launch, prepareLaunch } from "./launch.ts";
+import { killRecordedGroup } from "./process.ts";
+import { ResourceControl } from "./resources.ts";
+import { Run } from "./run.ts";
+import { Service } from "./service.ts";
+
+/**
+ * Keeps actual processes in line with the recorded desired state: one Service per service
+ * deployment, Runs for jobs and cronjobs. The agent calls it; it never touches the CLI.
+ */
+export class Supervisor {
+  readonly services = new Map<string, Service>();
+  readonly runs = new Map<string, Run>();
+  #launches = new Map<string, Promise<Launch>>();
+  #resolved = new Map<string, Launch>();
+  #stopping = new AbortController();
+
+  readonly resources: ResourceControl;
+
+  constructor(readonly ctx: AgentContext) {
+    this.resources = new ResourceControl(ctx.paths.home);
+  }
+
+  /** How to start a version, resolved once per agent (env builds are cached on disk too). */
+  launch(spec: DeploySpec, version: string, onOutput?: (line: string) => void): Promise<Launch> {
+    const key = `${spec.name}@${version}`;
+    let launch = this.#launches.get(key);
+    if (!launch) {
+      launch = prepareLaunch(this.ctx, spec, version, { onOutput });
+      this.#launches.set(key, launch);
+      launch.then((l) => this.#resolved.set(key, l), () => this.#launches.delete(key));
+    }
+    return launch;
+  }
+
+  /** The launch of a version if this agent has resolved it already. */
+  launchIfKnown(name: string, version: string): Launch | undefined {
+    return this.#resolved.get(`${name}@${version}`);
+  }
+
+  /** Rolls a service to a version (see Service.rollout). */
+  async rolloutService(spec: DeploySpec, version: string, replicas: number): Promise<void> {
+    const launch = await this.launch(spec, version);
+    const service = this.services.get(spec.name) ??
+      new Service(this.ctx, spec.name, this.resources);
+    this.services.set(spec.name, service);
+    await service.rollout({ version, spec, launch, replicas });
+  }
+
+  /** Starts a run of a job or cronjob at its active version (or `version`). */
+  async startRun(
+    name: string,
+    options: {
+      trigger: RunTrigger;
+      env?: Record<string, string>;
+      scheduledAt?: number;
+      version?: string;
+    },
+  ): Promise<Run> {
+    const d = this.ctx.records.getDeployment(name);
+    if (!d) throw notFound(`deployment "${name}" not found: see prisn ls`);
+    const version = options.version ?? d.version;
+    const spec = this.ctx.records.getVersion(name, version)!.spec;
+    const launch = await this.launch(spec, version);
+    return this.#run({
+      deployment: name,
+      version,
+      spec,
+      launch,
+      trigger: options.trigger,
+      env: options.env,
+      scheduledAt: options.scheduledAt,
+    });
+  }
+
+  #run(request: ConstructorParameters<typeof Run>[1]): Run {
+    const run = new Run(this.ctx, {
+      ...request,
+      limits: (name) => this.resources.group(name, request.spec.resources),
+    });
+    this.runs.set(run.id, run);
+    run.done.then((record) => {
+      this.runs.delete(run.id);
+      this.#maybeRetry(request, record);
+    });
+    return run;
+  }
+
+  /** A failed run with retries left is tried again after a backoff, linked to its first attempt. */
+  async #maybeRetry(request: ConstructorParameters<typeof Run>[1], record: RunRecord) {
+    const retries = request.spec.retries ?? 0;
+    const attempt = request.attempt ?? 1;
+    if (record.status !== "failed" || attempt > retries) return;
+    if (record.reason === "stopped" || record.reason === "replaced") return;
+    const base = durationMs(request.spec.retry_backoff, 10_000, "retry_backoff");
+    await delay(base * 2 ** (attempt - 1), this.#stopping.signal);
+    if (this.#stopping.signal.aborted) return;
+    if (!this.ctx.records.getDeployment(request.deployment)) return;
+    this.ctx.event(
+      request.deployment,
+      "RunRetry",
+      `retrying ${record.id} (attempt ${attempt + 1} of ${retries + 1})`,
+    );
+    this.#run({
+      ...request,
+      trigger: "retry",
+      attempt: attempt + 1,
+      parent: request.parent ?? record.id,
+    });
+  }
+
+  activeRuns(name: string): Run[] {
+    return [...this.runs.values()].filter((r) => r.request.deployment === name);
+  }
+
+  async scale(name: string, replicas: number): Promise<void> {
+    await this.services.get(name)?.scale(replicas);
+  }
+
+  /** Stops everything of a deployment (service replicas and active runs). */
+  async remove(name: string): Promise<void> {
+    const service = this.services.get(name);
+    this.services.delete(name);
+    await Promise.all([
+      service?.stop(),
+      ...this.activeRuns(name).map((r) => r.stop("stopped")),
+    ]);
+    for (const key of this.#launches.keys()) {
+      if (key.startsWith(`${name}@`)) {
+        this.#launches.delete(key);
+        this.#resolved.delete(key);
+      }
+    }
+  }
+
+  /**
+   * At agent start: stop what an earlier agent left running (its recorded process groups —
+   * replaced, not adopted: their log pipes died with that agent), mark its unfinished runs
+   * failed, and start every service at its desired replica count.
+   */
+  async restore(): Promise<void> {
+    const { records } = this.ctx;
+    await Promise.all(
+      records.listProcesses().map(async (p) => {
+        if (await killRecordedGroup(p.pid, p.startTicks, 5_000)) {
+          this.ctx.event(
+            p.deployment,
+            "Orphan",
+            `stopped ${p.id} (pid ${p.pid}) left by an earlier agent`,
+          );
+        }
+        records.deleteProcess(p.id);
+      }),
+    );
+    await this.resources.cleanup().catch(() => []);
+    for (const run of records.listRuns({ statuses: ["pending", "running"], limit: 10_000 })) {
+      records.updateRun(run.id, {
+        status: "failed",
+        finishedAt: Date.now(),
+        reason: "agent restarted",
+      });
+    }
+    for (const d of records.listDeployments()) {
+      if (d.type !== "service") continue;
+      const spec = records.getVersion(d.name, d.version)!.spec;
+      this.rolloutService(spec, d.version, d.replicas).catch((e) => {
+        this.ctx.event(d.name, "RestoreFailed", (e as Error).message);
+      });
+    }
+  }
+
+  /** Stops every process this agent runs. */
+  async shutdown(): Promise<void> {
+    this.#stopping.abort();
+    await Promise.all([
+      ...[...this.services.values()].map((s) => s.stop()),
+      ...[...this.runs.values()].map((r) => r.stop("agent stopped")),
+    ]);
+  }
+}

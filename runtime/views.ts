@@ -1,0 +1,144 @@
+import { describeNext, nextFireTimes } from "../core/schedule.ts";
+import type { DeploymentRecord, EventRecord, RunRecord } from "../core/types.ts";
+import type { AgentContext } from "./context.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { ReplicaStatus } from "./service.ts";
+import type { Supervisor } from "./supervisor.ts";
+
+/** A row of `prisn ls` / `prisn status`. */
+export interface DeploymentSummary {
+  name: string;
+  type: DeploymentRecord["type"];
+  version: string;
+  replicas: { desired: number; ready: number };
+  port?: number;
+  schedule?: string;
+  suspended: boolean;
+  next?: string;
+  nextAt?: number;
+  lastRun?: { id: string; status: string; exitCode?: number; finishedAt?: number };
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface DeploymentDetail extends DeploymentSummary {
+  deployedAt: number;
+  source: unknown;
+  entrypoint: string;
+  runtime: string;
+  interpreter?: string;
+  env?: string;
+  /** Limits and how they are enforced, e.g. "cpu 500m, memory 512Mi (cgroup v1)". */
+  resources?: string;
+  timezone?: string;
+  nextRuns?: string[];
+  spec: Record<string, unknown>;
+  replicaStatus: ReplicaStatus[];
+  events: EventRecord[];
+}
+
+export interface StatusView {
+  node: string;
+  home: string;
+  agent: { pid: number; startedAt: number };
+  deployments: DeploymentSummary[];
+  runs: { lastHour: Record<string, number> };
+}
+
+/** Reads the records and the live supervisor into what the CLI shows. */
+export class Views {
+  constructor(
+    readonly ctx: AgentContext,
+    readonly supervisor: Supervisor,
+    readonly scheduler: Scheduler,
+    readonly startedAt: number,
+  ) {}
+
+  summaries(): DeploymentSummary[] {
+    const latest = this.ctx.records.latestRuns();
+    return this.ctx.records.listDeployments().map((d) => this.#summary(d, latest.get(d.name)));
+  }
+
+  #summary(d: DeploymentRecord, last?: RunRecord): DeploymentSummary {
+    const spec = this.ctx.records.getVersion(d.name, d.version)!.spec;
+    const service = this.supervisor.services.get(d.name);
+    const s: DeploymentSummary = {
+      name: d.name,
+      type: d.type,
+      version: d.version,
+      replicas: { desired: d.type === "service" ? d.replicas : 0, ready: service?.ready ?? 0 },
+      suspended: d.suspended,
+      createdAt: d.createdAt,
+      updatedAt: d.updatedAt,
+    };
+    if (spec.port !== undefined) s.port = spec.port;
+    if (spec.schedule) {
+      s.schedule = spec.schedule;
+      const nextAt = this.scheduler.nextAt(d.name);
+      if (nextAt !== undefined) s.nextAt = nextAt;
+      s.next = d.suspended
+        ? "suspended"
+        : describeNext({ schedule: spec.schedule, timezone: spec.timezone }, new Date());
+    }
+    if (last) {
+      s.lastRun = {
+        id: last.id,
+        status: last.status,
+        exitCode: last.exitCode,
+        finishedAt: last.finishedAt,
+      };
+    }
+    return s;
+  }
+
+  async detail(name: string): Promise<DeploymentDetail | undefined> {
+    const d = this.ctx.records.getDeployment(name);
+    if (!d) return undefined;
+    const v = this.ctx.records.getVersion(name, d.version)!;
+    const last = this.ctx.records.listRuns({ deployment: name, limit: 1 })[0];
+    const service = this.supervisor.services.get(name);
+    const { env, ...rest } = v.spec;
+    const secrets = new Set(v.spec.secrets ?? []);
+    const detail: DeploymentDetail = {
+      ...this.#summary(d, last),
+      deployedAt: v.deployedAt,
+      source: v.source,
+      entrypoint: v.spec.entrypoint,
+      runtime: v.spec.runtime,
+      spec: {
+        ...rest,
+        env: Object.fromEntries(
+          Object.entries(env).map(([k, val]) => [k, secrets.has(k) ? "********" : val]),
+        ),
+      },
+      replicaStatus: service?.status() ?? [],
+      events: this.ctx.records.listEvents(name, 10),
+    };
+    const resources = await this.supervisor.resources.describe(v.spec.resources);
+    if (resources) detail.resources = resources;
+    if (v.spec.timezone) detail.timezone = v.spec.timezone;
+    if (v.spec.schedule) {
+      detail.nextRuns = nextFireTimes(
+        { schedule: v.spec.schedule, timezone: v.spec.timezone },
+        new Date(),
+        3,
+      ).map((t) => t.toISOString());
+    }
+    const launch = this.supervisor.launchIfKnown(name, d.version);
+    if (launch) {
+      detail.interpreter = `${launch.interpreter} ${launch.interpreterVersion}`;
+      if (launch.envId) detail.env = launch.envId;
+    }
+    return detail;
+  }
+
+  status(): StatusView {
+    return {
+      node: this.ctx.node,
+      home: this.ctx.paths.home,
+      agent: { pid: Deno.pid, startedAt: this.startedAt },
+      deployments: this.summaries(),
+      runs: { lastHour: this.ctx.records.runCounts(Date.now() - 3_600_000) },
+    };
+  }
+}

@@ -1,0 +1,136 @@
+import { join } from "node:path";
+
+const root = new URL("..", import.meta.url).pathname;
+const decoder = new TextDecoder();
+
+/** Polls `condition` until it is truthy (returns its value) or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  condition: () => T | Promise<T>,
+  options: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 10_000);
+  let last: unknown;
+  while (true) {
+    try {
+      const value = await condition();
+      if (value) return value;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out waiting for ${options.what ?? "condition"}` +
+          (last ? `: ${(last as Error).message}` : ""),
+      );
+    }
+    await new Promise((r) => setTimeout(r, options.intervalMs ?? 100));
+  }
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A temporary PRISN_HOME with a CLI bound to it; `close()` stops its agent and removes it. */
+export class TestHome {
+  readonly dir: string;
+  readonly home: string;
+
+  constructor() {
+    this.dir = Deno.makeTempDirSync({ prefix: "prisn-test-" });
+    this.home = join(this.dir, "home");
+  }
+
+  /** Runs the real CLI (`deno run main.ts …`) against this home. */
+  async cli(...args: string[]): Promise<CliResult> {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", join(root, "main.ts"), ...args],
+      env: { PRISN_HOME: this.home },
+      stdin: "null",
+    }).output();
+    return {
+      code: out.code,
+      stdout: decoder.decode(out.stdout),
+      stderr: decoder.decode(out.stderr),
+    };
+  }
+
+  /** Runs the CLI and fails the test unless it exits 0. */
+  async ok(...args: string[]): Promise<string> {
+    const r = await this.cli(...args);
+    if (r.code !== 0) {
+      throw new Error(`prisn ${args.join(" ")} exited ${r.code}: ${r.stderr || r.stdout}`);
+    }
+    return r.stdout;
+  }
+
+  /** Runs the CLI with -o json and parses the answer. */
+  async json<T = Record<string, unknown>>(...args: string[]): Promise<T> {
+    return JSON.parse(await this.ok(...args, "-o", "json")) as T;
+  }
+
+  /** Writes files (path → content; a leading "#!" makes it executable) into a new project folder. */
+  project(name: string, files: Record<string, string>): string {
+    const dir = join(this.dir, name);
+    for (const [path, content] of Object.entries(files)) {
+      const file = join(dir, path);
+      Deno.mkdirSync(join(file, ".."), { recursive: true });
+      Deno.writeTextFileSync(file, content);
+      if (content.startsWith("#!")) Deno.chmodSync(file, 0o755);
+    }
+    return dir;
+  }
+
+  agentPid(): number | undefined {
+    try {
+      return Number(Deno.readTextFileSync(join(this.home, "state", "agent.pid")).trim());
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stops the agent (and with it every process it runs), then removes the temp folder. */
+  async close(): Promise<void> {
+    const pid = this.agentPid();
+    await this.cli("agent", "stop").catch(() => {});
+    if (pid && alive(pid)) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
+/** A free loopback port. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** GET over loopback; the body text, or undefined on any failure. */
+export async function httpGet(port: number, path = "/"): Promise<string | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      signal: AbortSignal.timeout(3000),
+    });
+    const text = await res.text();
+    return res.ok ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
