@@ -285,6 +285,27 @@ export class Records {
     return (this.db.prepare(sql).all(...args, options.limit ?? 20) as Row[]).map(toRun);
   }
 
+  /**
+   * Keeps the newest `keepCompleted` completed and `keepFailed` failed runs of a deployment and
+   * deletes older finished ones; returns the ids removed (so their logs can go too).
+   */
+  pruneRuns(deployment: string, keepCompleted: number, keepFailed: number): string[] {
+    const removed: string[] = [];
+    for (const [status, keep] of [["completed", keepCompleted], ["failed", keepFailed]] as const) {
+      const rows = this.db.prepare(
+        `SELECT id FROM runs WHERE deployment = ? AND status = ?
+         ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?`,
+      ).all(deployment, status, keep) as { id: string }[];
+      removed.push(...rows.map((r) => r.id));
+    }
+    if (removed.length) {
+      this.db.prepare(
+        `DELETE FROM runs WHERE id IN (${removed.map(() => "?").join(", ")})`,
+      ).run(...removed);
+    }
+    return removed;
+  }
+
   /** Counts of runs created since `since`, by status. */
   runCounts(since: number): Record<RunStatus, number> {
     const counts: Record<RunStatus, number> = { pending: 0, running: 0, completed: 0, failed: 0 };

@@ -137,7 +137,10 @@ async function deployPackage(
     files: pkg.files.map((f) => f.path),
     defaultName: name,
   });
-  if (spec.type === "cronjob") validateSchedule(spec.schedule!, spec.timezone);
+  if (spec.type === "cronjob") {
+    spec.timezone ??= Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
+    validateSchedule(spec.schedule!, spec.timezone);
+  }
   const version = versionId(pkg.files, runSpecOf(spec));
   const existing = records.getDeployment(spec.name);
   if (existing && existing.type !== spec.type) {

@@ -228,6 +228,13 @@ export async function follow(
   }
 }
 
+/** Removes the log files (rotated ones too) of some streams, e.g. pruned runs. */
+export async function removeStreams(paths: Paths, deployment: string, streams: Set<string>) {
+  for (const file of await listLogFiles(paths, deployment, streams)) {
+    await Deno.remove(file).catch(() => {});
+  }
+}
+
 /** Removes day folders older than `maxAgeDays` from every deployment's logs. */
 export async function pruneLogs(
   paths: Paths,

@@ -1,3 +1,5 @@
+import { formatDuration } from "../core/duration.ts";
+import type { Settings } from "../core/settings.ts";
 import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
@@ -6,27 +8,13 @@ import { type ExitInfo, GroupProcess } from "./process.ts";
 import { probe } from "./probe.ts";
 import type { LimitGroup } from "./limits.ts";
 
-export type ReplicaState = "Starting" | "Running" | "Ready" | "CrashLoopBackOff" | "Stopped";
-
-export interface HealthSettings {
-  /** HTTP path answering 2xx; without it a TCP connect to PORT is the check. */
-  path?: string;
-  /** @default 10_000 between liveness checks once ready */
-  intervalMs: number;
-  /** @default 2_000 per check */
-  timeoutMs: number;
-  /** @default 3 failed liveness checks in a row before a restart */
-  failures: number;
-}
-
-export interface RestartSettings {
-  /** @default 1_000 first restart delay, doubling per crash */
-  initialMs: number;
-  /** @default 60_000 cap of the delay */
-  maxMs: number;
-  /** @default 30_000 of stable running that resets the delay */
-  stableMs: number;
-}
+export type ReplicaState =
+  | "Starting"
+  | "Running"
+  | "Ready"
+  | "CrashLoopBackOff"
+  | "Failed"
+  | "Stopped";
 
 export interface ReplicaOptions {
   deployment: string;
@@ -35,9 +23,9 @@ export interface ReplicaOptions {
   launch: Launch;
   /** The replica's own PORT; undefined for a service without a port. */
   port?: number;
-  health: HealthSettings;
-  restart: RestartSettings;
-  /** @default 10_000 between SIGTERM and SIGKILL */
+  health: Settings["health"];
+  restart: Settings["restart"];
+  /** Between SIGTERM and SIGKILL. */
   stopGraceMs: number;
   /** A resource-limit group for one process start (undefined: no limits). */
   limits?: (name: string) => Promise<LimitGroup | undefined>;
@@ -110,6 +98,7 @@ export class Replica {
   async #run(): Promise<void> {
     const { ctx, options } = this;
     let backoff = options.restart.initialMs;
+    let streak = 0; // restarts since the replica last ran stably
     while (!this.#stop.signal.aborted) {
       const log = new LogWriter(ctx.paths, options.deployment, options.name);
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
@@ -162,16 +151,29 @@ export class Replica {
       if (!wasReady && !this.#everReady) this.failedStarts++;
       this.#notify("exited");
       const ranMs = Date.now() - proc.startedAt;
-      if (ranMs >= options.restart.stableMs) backoff = options.restart.initialMs;
-      const how = oom
-        ? "was killed for exceeding its memory limit (OOMKilled)"
-        : exit.signal
-        ? `was killed by ${exit.signal}`
-        : `exited with code ${exit.code}`;
+      if (ranMs >= options.restart.stableMs) {
+        backoff = options.restart.initialMs;
+        streak = 0;
+      }
+      const { maxRestarts } = options.restart;
+      if (maxRestarts !== undefined && streak >= maxRestarts) {
+        ctx.event(
+          options.deployment,
+          "GaveUp",
+          `replica ${options.name} ${
+            describe(this.lastExit)
+          }; gave up after ${streak} restart(s) in a row (restart.max_restarts)`,
+        );
+        this.state = "Failed";
+        return;
+      }
+      streak++;
       ctx.event(
         options.deployment,
         oom ? "OOMKilled" : "ReplicaExited",
-        `replica ${options.name} ${how}, restarting in ${Math.round(backoff / 1000)}s`,
+        `replica ${options.name} ${describe(this.lastExit)}, restarting in ${
+          formatDuration(backoff)
+        }`,
       );
       this.state = this.restarts > 0 && ranMs < options.restart.stableMs
         ? "CrashLoopBackOff"
@@ -245,4 +247,11 @@ export class Replica {
     this.#readyWaiters = [];
     for (const w of waiters) w(r);
   }
+}
+
+/** "exited with code 1", "was killed by SIGKILL", "was OOMKilled…". */
+export function describe(exit: Replica["lastExit"]): string {
+  if (!exit) return "exited";
+  if (exit.oomKilled) return "was killed for exceeding its memory limit (OOMKilled)";
+  return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }

@@ -1,4 +1,4 @@
-import { durationMs } from "../core/prisn_toml.ts";
+import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
@@ -65,7 +65,7 @@ export class Run {
   async stop(reason: string): Promise<void> {
     this.#stopReason ??= reason;
     await this.#started;
-    await this.#process?.stop(durationMs(this.request.spec.stop_grace, 10_000, "stop_grace"));
+    await this.#process?.stop(settingsOf(this.request.spec).stopGraceMs);
     await this.done;
   }
 
@@ -114,14 +114,15 @@ export class Run {
       startTicks: proc.startTicks,
     });
     this.#markStarted();
-    if (this.#stopReason) proc.stop(durationMs(request.spec.stop_grace, 10_000, "stop_grace"));
+    if (this.#stopReason) proc.stop(settingsOf(request.spec).stopGraceMs);
 
     let timer: ReturnType<typeof setTimeout> | undefined;
-    if (request.spec.timeout) {
-      const ms = durationMs(request.spec.timeout, 0, "timeout");
+    const { timeoutMs } = settingsOf(request.spec);
+    if (timeoutMs !== undefined) {
+      const ms = timeoutMs;
       timer = setTimeout(() => {
         this.#stopReason ??= `timed out after ${request.spec.timeout}`;
-        proc.stop(durationMs(request.spec.stop_grace, 10_000, "stop_grace"));
+        proc.stop(settingsOf(request.spec).stopGraceMs);
       }, ms);
     }
     const exit = await proc.exited;

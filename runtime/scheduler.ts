@@ -1,5 +1,5 @@
 import { type CronPolicy, decideCron } from "../core/schedule.ts";
-import { durationMs } from "../core/prisn_toml.ts";
+import { settingsOf } from "../core/settings.ts";
 import type { DeploymentRecord } from "../core/types.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
@@ -7,12 +7,13 @@ import type { Supervisor } from "./supervisor.ts";
 
 /** The cron policy of a cronjob's spec, with prisn's defaults (forbid, catch up latest, 1h). */
 export function cronPolicy(spec: DeploySpec, suspended: boolean): CronPolicy {
+  const s = settingsOf(spec);
   return {
     schedule: spec.schedule!,
     timezone: spec.timezone,
-    concurrency: spec.concurrency ?? "forbid",
-    catchup: spec.catchup ?? "latest",
-    startingDeadlineMs: durationMs(spec.starting_deadline, 3_600_000, "starting_deadline"),
+    concurrency: s.concurrency,
+    catchup: s.catchup,
+    startingDeadlineMs: s.startingDeadlineMs,
     suspended,
   };
 }

@@ -1,11 +1,11 @@
 import { PrisnError } from "../core/errors.ts";
-import { durationMs, type HealthCheck } from "../core/prisn_toml.ts";
+import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
 import { freePort } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { TcpProxy } from "./proxy.ts";
-import { type HealthSettings, Replica, type RestartSettings } from "./replica.ts";
+import { describe, Replica } from "./replica.ts";
 import type { ResourceControl } from "./resources.ts";
 
 /** What a service should look like: one version, its launch, a replica count. */
@@ -27,29 +27,6 @@ export interface ReplicaStatus {
   node: string;
   createdAt: number;
   lastExit?: { code: number; signal?: string; oomKilled: boolean };
-}
-
-/** Settings read from the spec, with prisn's defaults. */
-export function serviceSettings(spec: DeploySpec) {
-  const health: Partial<HealthCheck> = typeof spec.health === "string"
-    ? { path: spec.health }
-    : spec.health ?? {};
-  return {
-    health: {
-      path: health.path,
-      intervalMs: durationMs(health.interval, 10_000, "health.interval"),
-      timeoutMs: durationMs(health.timeout, 2_000, "health.timeout"),
-      failures: health.failures ?? 3,
-    } satisfies HealthSettings,
-    restart: {
-      initialMs: durationMs(spec.restart?.backoff_initial, 1_000, "restart.backoff_initial"),
-      maxMs: durationMs(spec.restart?.backoff_max, 60_000, "restart.backoff_max"),
-      stableMs: durationMs(spec.restart?.stable_after, 30_000, "restart.stable_after"),
-    } satisfies RestartSettings,
-    stopGraceMs: durationMs(spec.stop_grace, 10_000, "stop_grace"),
-    drainGraceMs: durationMs(spec.drain_grace, 10_000, "drain_grace"),
-    readinessTimeoutMs: durationMs(spec.readiness_timeout, 30_000, "readiness_timeout"),
-  };
 }
 
 /**
@@ -91,7 +68,7 @@ export class Service {
    */
   rollout(target: ServiceTarget): Promise<void> {
     return this.#serial(async () => {
-      const settings = serviceSettings(target.spec);
+      const settings = settingsOf(target.spec);
       const oldProxy = this.#proxy;
       if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
         const proxy = new TcpProxy({ port: target.spec.port });
@@ -113,7 +90,7 @@ export class Service {
           if (result !== "ready") {
             const why = result === "timeout"
               ? `not ready within ${Math.round(settings.readinessTimeoutMs / 1000)}s`
-              : describeExit(replica);
+              : describe(replica.lastExit);
             if (old.length > 0) {
               throw new PrisnError(
                 "FAILED",
@@ -159,7 +136,7 @@ export class Service {
     return this.#serial(async () => {
       if (!this.target) return;
       this.target = { ...this.target, replicas };
-      const settings = serviceSettings(this.target.spec);
+      const settings = settingsOf(this.target.spec);
       const added: Replica[] = [];
       while (this.replicas.length < replicas) added.push(this.#startReplica(this.target));
       await Promise.all(added.map((r) => r.waitReady(settings.readinessTimeoutMs)));
@@ -171,9 +148,7 @@ export class Service {
   /** Stops every replica (draining connections first when `drain`) and closes the port. */
   stop(options: { drain?: boolean } = {}): Promise<void> {
     return this.#serial(async () => {
-      const grace = options.drain && this.target
-        ? serviceSettings(this.target.spec).drainGraceMs
-        : 0;
+      const grace = options.drain && this.target ? settingsOf(this.target.spec).drainGraceMs : 0;
       await Promise.all([...this.replicas].map((r) => this.#retire(r, grace)));
       await this.#proxy?.close();
       this.#proxy = undefined;
@@ -196,7 +171,7 @@ export class Service {
   }
 
   #startReplica(target: ServiceTarget): Replica {
-    const settings = serviceSettings(target.spec);
+    const settings = settingsOf(target.spec);
     const used = new Set(this.replicas.map((r) => r.name));
     let slot = 0;
     while (used.has(`${this.name}-${slot}`)) slot++;
@@ -237,11 +212,4 @@ function bySlot(a: Replica, b: Replica): number {
   const sa = Number(a.name.slice(a.name.lastIndexOf("-") + 1));
   const sb = Number(b.name.slice(b.name.lastIndexOf("-") + 1));
   return sa - sb;
-}
-
-function describeExit(r: Replica): string {
-  const e = r.lastExit;
-  if (!e) return "exited";
-  if (e.oomKilled) return "was OOMKilled";
-  return e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
 }

@@ -1,10 +1,11 @@
 import { notFound } from "../core/errors.ts";
-import { durationMs } from "../core/prisn_toml.ts";
+import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
+import { removeStreams } from "./logs.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
 import { Run } from "./run.ts";
@@ -87,18 +88,25 @@ export class Supervisor {
     this.runs.set(run.id, run);
     run.done.then((record) => {
       this.runs.delete(run.id);
+      this.#prune(request.deployment, request.spec);
       this.#maybeRetry(request, record);
     });
     return run;
   }
 
+  /** Applies the history limits: older finished runs and their log files go. */
+  #prune(deployment: string, spec: DeploySpec): void {
+    const { history } = settingsOf(spec);
+    const removed = this.ctx.records.pruneRuns(deployment, history.successful, history.failed);
+    if (removed.length) removeStreams(this.ctx.paths, deployment, new Set(removed));
+  }
+
   /** A failed run with retries left is tried again after a backoff, linked to its first attempt. */
   async #maybeRetry(request: ConstructorParameters<typeof Run>[1], record: RunRecord) {
-    const retries = request.spec.retries ?? 0;
+    const { retries, retryBackoffMs: base } = settingsOf(request.spec);
     const attempt = request.attempt ?? 1;
     if (record.status !== "failed" || attempt > retries) return;
     if (record.reason === "stopped" || record.reason === "replaced") return;
-    const base = durationMs(request.spec.retry_backoff, 10_000, "retry_backoff");
     await delay(base * 2 ** (attempt - 1), this.#stopping.signal);
     if (this.#stopping.signal.aborted) return;
     if (!this.ctx.records.getDeployment(request.deployment)) return;
