@@ -4,6 +4,8 @@ import { App } from "./cmd/_app.ts";
 import * as agent from "./cmd/agent.ts";
 import * as del from "./cmd/delete.ts";
 import * as deploy from "./cmd/deploy.ts";
+import * as env from "./cmd/env.ts";
+import * as gc from "./cmd/gc.ts";
 import * as get from "./cmd/get.ts";
 import * as history from "./cmd/history.ts";
 import * as logs from "./cmd/logs.ts";
@@ -25,7 +27,22 @@ export async function main(args: string[]): Promise<number> {
     .configureOutput({ writeErr: () => {} })
     .showSuggestionAfterError(true);
   for (
-    const cmd of [deploy, status, ls, get, logs, history, rollback, scale, run, suspend, del, agent]
+    const cmd of [
+      deploy,
+      status,
+      ls,
+      get,
+      logs,
+      history,
+      rollback,
+      scale,
+      run,
+      suspend,
+      env,
+      gc,
+      del,
+      agent,
+    ]
   ) {
     cmd.register(program, app);
   }

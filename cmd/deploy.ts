@@ -19,6 +19,12 @@ export function register(program: Command, app: App): void {
     .option("--schedule <cron>", "cron schedule: makes a cronjob")
     .option("--timezone <zone>", "IANA time zone of the schedule (default: the host's)")
     .option("--env <K=V>", "environment variable (repeatable)", collect)
+    .option("--env-file <file>", "read KEY=VALUE lines from a file (repeatable)", collect)
+    .option(
+      "--secret <K=V>",
+      "secret environment variable: never shown or logged (repeatable)",
+      collect,
+    )
     .option(
       "--entrypoint <file>",
       "script to run (default: main.py, app.py, main.js, index.js, main.sh)",
@@ -44,6 +50,8 @@ export function register(program: Command, app: App): void {
         schedule: opts.schedule,
         timezone: opts.timezone,
         env: opts.env,
+        secret: opts.secret,
+        envFiles: await readEnvFiles(opts.envFile ?? []),
         entrypoint: opts.entrypoint,
         runtime: opts.runtime,
       };
@@ -67,6 +75,16 @@ export function register(program: Command, app: App): void {
       if (format !== "table") return app.out(formatData(result, format));
       app.out(summary(result));
     });
+}
+
+async function readEnvFiles(files: string[]) {
+  return await Promise.all(files.map(async (file) => {
+    try {
+      return { file, text: await Deno.readTextFile(file) };
+    } catch (e) {
+      throw new PrisnError("INVALID", `cannot read --env-file ${file}: ${(e as Error).message}`);
+    }
+  }));
 }
 
 function summary(r: DeployResult): string {

@@ -203,6 +203,13 @@ export class Records {
     ).all(deployment) as Row[]).map(toVersion);
   }
 
+  deleteVersion(deployment: string, version: string): void {
+    this.db.prepare("DELETE FROM versions WHERE deployment = ? AND version = ?").run(
+      deployment,
+      version,
+    );
+  }
+
   setVersionStatus(deployment: string, version: string, status: VersionStatus): void {
     this.db.prepare("UPDATE versions SET status = ? WHERE deployment = ? AND version = ?").run(
       status,

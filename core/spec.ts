@@ -18,6 +18,10 @@ export interface DeployFlags {
   runtime?: string;
   /** "K=V" pairs. */
   env?: string[];
+  /** "K=V" pairs whose values are secret (masked everywhere prisn shows or logs them). */
+  secret?: string[];
+  /** Contents of --env-file files, applied before `env`. */
+  envFiles?: Array<{ file: string; text: string }>;
 }
 
 /**
@@ -60,6 +64,32 @@ export function parseEnvPair(pair: string): [string, string] {
     throw invalid(`--env "${pair}" is not valid: use KEY=VALUE with a letter or _ first in KEY`);
   }
   return [key, pair.slice(eq + 1)];
+}
+
+/**
+ * Reads a dotenv file: KEY=VALUE lines, `#` comments, blank lines, an optional `export `, and
+ * values optionally in single or double quotes. Errors name the file and line.
+ */
+export function parseEnvFile(text: string, file: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith("#")) return;
+    const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
+    if (!m) {
+      throw invalid(`${file}:${i + 1}: expected KEY=VALUE, got "${line.slice(0, 40)}"`);
+    }
+    let value = m[2];
+    const q = value[0];
+    if ((q === '"' || q === "'") && value.length >= 2 && value.endsWith(q)) {
+      value = value.slice(1, -1);
+      if (q === '"') value = value.replace(/\\n/g, "\n").replace(/\\"/g, '"');
+    } else {
+      value = value.replace(/\s+#.*$/, "");
+    }
+    env[m[1]] = value;
+  });
+  return env;
 }
 
 /** The default name: the folder name, or the file's stem, made into a DNS label if it can be. */
@@ -121,9 +151,23 @@ export function resolveSpec(input: {
   const type = resolveType(flags.type ?? toml.type, { port, replicasGiven, schedule });
 
   const env: Record<string, string> = { ...(toml.env ?? {}) };
+  for (const { file, text } of flags.envFiles ?? []) Object.assign(env, parseEnvFile(text, file));
   for (const pair of flags.env ?? []) {
     const [k, v] = parseEnvPair(pair);
     env[k] = v;
+  }
+  const secrets = new Set(toml.secrets ?? []);
+  for (const pair of flags.secret ?? []) {
+    const [k, v] = parseEnvPair(pair);
+    env[k] = v;
+    secrets.add(k);
+  }
+  for (const key of secrets) {
+    if (!(key in env)) {
+      throw invalid(
+        `secret "${key}" has no value: set it in [env], --env or --secret ${key}=VALUE`,
+      );
+    }
   }
 
   const spec: DeploySpec = {
@@ -134,6 +178,7 @@ export function resolveSpec(input: {
     runtime,
     args: toml.args ?? [],
     env,
+    secrets: [...secrets].sort(),
     replicas: type === "service" ? (replicasGiven ?? 1) : 0,
   };
   if (port !== undefined) spec.port = port;

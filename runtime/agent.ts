@@ -5,6 +5,7 @@ import { removeDeploymentFiles } from "../core/store.ts";
 import { parseEnvPair } from "../core/spec.ts";
 import { type AgentContext, createContext } from "./context.ts";
 import { deploy, type DeployRequest, rollback, scale } from "./deploy.ts";
+import { collectGarbage } from "./gc.ts";
 import { pruneLogs } from "./logs.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
@@ -38,7 +39,7 @@ export class Agent {
   #stopping?: Promise<void>;
   #done: PromiseWithResolvers<void> = Promise.withResolvers();
   #deploying = new Map<string, Promise<unknown>>();
-  #timers: ReturnType<typeof setInterval>[] = [];
+  #timers: ReturnType<typeof setTimeout>[] = [];
   #log: (line: string) => void;
 
   private constructor(paths: Paths, records: Records, options: AgentOptions) {
@@ -66,7 +67,11 @@ export class Agent {
         `an agent already runs for ${paths.home}: stop it with prisn agent stop`,
       );
     }
-    const agent = new Agent(paths, new Records(paths.db), options);
+    const records = new Records(paths.db);
+    for (const suffix of ["", "-wal", "-shm"]) {
+      await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them
+    }
+    const agent = new Agent(paths, records, options);
     agent.#lock = lock;
     await agent.#serve();
     await Deno.writeTextFile(join(paths.state, "agent.pid"), `${Deno.pid}\n`);
@@ -85,7 +90,7 @@ export class Agent {
   /** Stops serving, stops every process gracefully, closes the records. Idempotent. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
-      for (const t of this.#timers) clearInterval(t);
+      for (const t of this.#timers) clearTimeout(t);
       await this.scheduler.stop();
       await this.supervisor.shutdown();
       await this.#server?.shutdown();
@@ -111,10 +116,16 @@ export class Agent {
     await Deno.chmod(this.paths.socket, 0o600);
   }
 
+  /** Daily: old log folders and unused versions and envs go. */
   #housekeeping(): void {
-    const prune = () => pruneLogs(this.paths, LOG_RETENTION_DAYS).catch(() => 0);
-    prune();
-    this.#timers.push(setInterval(prune, 86_400_000));
+    const daily = async () => {
+      await pruneLogs(this.paths, LOG_RETENTION_DAYS).catch(() => 0);
+      const gc = await collectGarbage(this.ctx).catch(() => undefined);
+      if (gc && gc.versions.length + gc.envs.length > 0) {
+        this.#log(`gc removed ${gc.versions.length} version(s), ${gc.envs.length} env(s)`);
+      }
+    };
+    this.#timers.push(setTimeout(daily, 60_000), setInterval(daily, 86_400_000));
   }
 
   /** One deploy per deployment name at a time; others wait their turn. */
@@ -152,6 +163,10 @@ export class Agent {
       return json({ stopping: true, pid: Deno.pid });
     }
     if (m === "POST" && a === "deploy") return this.#deployStream(await req.json());
+    if (m === "POST" && a === "gc") {
+      const body = await req.json().catch(() => ({}));
+      return json(await collectGarbage(this.ctx, body));
+    }
     if (m === "GET" && a === "runs" && !b) {
       const limit = Number(url.searchParams.get("limit") ?? 20);
       const deployment = url.searchParams.get("deployment") ?? undefined;
@@ -172,6 +187,18 @@ export class Agent {
       return json(detail);
     }
     this.#mustExist(name);
+    if (m === "GET" && c === "env") {
+      const d = records.getDeployment(name)!;
+      const spec = records.getVersion(name, d.version)!.spec;
+      const secrets = new Set(spec.secrets ?? []);
+      return json(
+        Object.keys(spec.env).sort().map((key) => ({
+          key,
+          value: secrets.has(key) ? "********" : spec.env[key],
+          secret: secrets.has(key),
+        })),
+      );
+    }
     if (m === "GET" && c === "history") {
       const d = records.getDeployment(name)!;
       return json(

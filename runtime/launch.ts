@@ -3,7 +3,7 @@ import type { DeploySpec } from "../core/spec.ts";
 import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
 import { resolveInterpreter } from "./interpreters.ts";
-import { prepareEnv } from "./envs.ts";
+import { linkNodeModules, prepareEnv } from "./envs.ts";
 import type { ProcessSpec } from "./process.ts";
 
 /** How to start one version of a deployment: the process spec plus what `get` shows about it. */
@@ -11,6 +11,8 @@ export interface Launch extends ProcessSpec {
   interpreter: string;
   interpreterVersion: string;
   envId?: string;
+  /** Values of secret env keys, masked in logs. */
+  redact: string[];
 }
 
 /**
@@ -32,6 +34,7 @@ export async function prepareLaunch(
     environment: Deno.env.toObject(),
     onOutput: options.onOutput,
   });
+  if (env) await linkNodeModules(dir, env); // ESM `import` ignores NODE_PATH
   const command = env?.command ?? interp.command;
   const entry = join(dir, spec.entrypoint);
   const args = interp.family === "deno"
@@ -51,5 +54,6 @@ export async function prepareLaunch(
     interpreter: interp.command,
     interpreterVersion: interp.version,
     envId: env?.id,
+    redact: (spec.secrets ?? []).map((k) => spec.env[k]).filter((v) => v && v.length >= 3),
   };
 }

@@ -24,7 +24,12 @@ export class LogWriter {
     readonly paths: Paths,
     readonly deployment: string,
     readonly stream: string,
-    readonly options: { maxBytes?: number; keep?: number } = {},
+    readonly options: {
+      maxBytes?: number;
+      keep?: number;
+      /** Secret values replaced by ******** before anything is written. */
+      redact?: string[];
+    } = {},
   ) {}
 
   /** Feeds raw bytes from a process's stdout/stderr. */
@@ -45,8 +50,15 @@ export class LogWriter {
     const stamp = now.toISOString();
     const tag = source === "err" ? " [err]" : "";
     let text = "";
-    for (const line of lines) text += `${stamp}${tag} ${line.replace(/\r$/, "")}\n`;
+    for (const line of lines) text += `${stamp}${tag} ${this.#redact(line.replace(/\r$/, ""))}\n`;
     this.#write(encoder.encode(text), now);
+  }
+
+  #redact(line: string): string {
+    for (const secret of this.options.redact ?? []) {
+      if (secret) line = line.replaceAll(secret, "********");
+    }
+    return line;
   }
 
   /** Flushes held partial lines and closes the file. Safe to call twice. */

@@ -100,7 +100,9 @@ export class Replica {
     let backoff = options.restart.initialMs;
     let streak = 0; // restarts since the replica last ran stably
     while (!this.#stop.signal.aborted) {
-      const log = new LogWriter(ctx.paths, options.deployment, options.name);
+      const log = new LogWriter(ctx.paths, options.deployment, options.name, {
+        redact: options.launch.redact,
+      });
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
       if (options.port !== undefined) env.PORT = String(options.port);
       let proc: GroupProcess;

@@ -71,7 +71,9 @@ export class Run {
 
   async #execute(): Promise<RunRecord> {
     const { ctx, request } = this;
-    const log = new LogWriter(ctx.paths, request.deployment, this.id);
+    const log = new LogWriter(ctx.paths, request.deployment, this.id, {
+      redact: request.launch.redact,
+    });
     const env: Record<string, string> = {
       ...request.launch.env,
       ...request.env,

@@ -1,0 +1,305 @@
+import assert from "node:assert/strict";
+import { PrisnError } from "../../core/errors.ts";
+import type { PrisnToml } from "../../core/prisn_toml.ts";
+import {
+  type DeployFlags,
+  defaultName,
+  parseEnvPair,
+  parsePort,
+  parseReplicas,
+  resolveSpec,
+  runSpecOf,
+} from "../../core/spec.ts";
+
+/** Asserts `fn` throws a one-line INVALID PrisnError whose message matches `pattern`. */
+function assertInvalid(fn: () => unknown, pattern: RegExp) {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof PrisnError, `not a PrisnError: ${error}`);
+    assert.equal(error.code, "INVALID");
+    assert.ok(!error.message.includes("\n"), `not one line: ${error.message}`);
+    assert.match(error.message, pattern);
+    return true;
+  });
+}
+
+function resolve(
+  flags: DeployFlags = {},
+  { toml, files = ["main.py"], name = "app" }: {
+    toml?: PrisnToml;
+    files?: string[];
+    name?: string;
+  } = {},
+) {
+  return resolveSpec({ toml, flags, files, defaultName: name });
+}
+
+// --- parseReplicas ----------------------------------------------------------------------------
+
+Deno.test("parseReplicas() accepts whole numbers from 0 to 1000, as text or number", () => {
+  assert.equal(parseReplicas("0"), 0);
+  assert.equal(parseReplicas("3"), 3);
+  assert.equal(parseReplicas(" 7 "), 7);
+  assert.equal(parseReplicas(1000), 1000);
+  assert.equal(parseReplicas(2), 2);
+});
+
+Deno.test("parseReplicas() rejects negatives, fractions, words and too many", () => {
+  for (const value of ["-1", "abc", "1.5", "", "1e3", "0x10", "1001", 1.5, -2]) {
+    assertInvalid(
+      () => parseReplicas(value),
+      new RegExp(`^replicas "${value}" is not valid: give a whole number from 0 to 1000$`),
+    );
+  }
+});
+
+// --- parsePort --------------------------------------------------------------------------------
+
+Deno.test("parsePort() accepts 1 to 65535", () => {
+  assert.equal(parsePort("1"), 1);
+  assert.equal(parsePort("8080"), 8080);
+  assert.equal(parsePort(65535), 65535);
+});
+
+Deno.test("parsePort() rejects 0, 70000, negatives and non-numbers", () => {
+  for (const value of ["0", "70000", "65536", "-80", "http", "80.5", "", 0, 70000]) {
+    assertInvalid(
+      () => parsePort(value),
+      new RegExp(`^port "${value}" is not valid: give a number from 1 to 65535$`),
+    );
+  }
+});
+
+// --- parseEnvPair -----------------------------------------------------------------------------
+
+Deno.test("parseEnvPair() splits at the first '=' and keeps the rest of the value", () => {
+  assert.deepEqual(parseEnvPair("LOG_LEVEL=debug"), ["LOG_LEVEL", "debug"]);
+  assert.deepEqual(parseEnvPair("URL=a=b=c"), ["URL", "a=b=c"]);
+  assert.deepEqual(parseEnvPair("EMPTY="), ["EMPTY", ""]);
+  assert.deepEqual(parseEnvPair("_x1=1"), ["_x1", "1"]);
+});
+
+Deno.test("parseEnvPair() rejects a pair without '=' or with a bad key", () => {
+  for (const pair of ["FOO", "=value", "1ABC=x", "MY-VAR=x", "A B=x", ""]) {
+    assertInvalid(
+      () => parseEnvPair(pair),
+      /^--env ".*" is not valid: use KEY=VALUE with a letter or _ first in KEY$/,
+    );
+  }
+});
+
+// --- defaultName ------------------------------------------------------------------------------
+
+Deno.test("defaultName() takes a folder's name and a file's stem, as a DNS label", () => {
+  assert.equal(defaultName("/home/me/My_App", "dir"), "my-app");
+  assert.equal(defaultName("/home/me/api/", "dir"), "api");
+  assert.equal(defaultName("/home/me/my app.v2", "dir"), "my-app-v2");
+  assert.equal(defaultName("/srv/scripts/Nightly_Report.py", "file"), "nightly-report");
+  assert.equal(defaultName("backup.tar.sh", "file"), "backup-tar");
+});
+
+Deno.test("defaultName() falls back to 'app' when the path has no name", () => {
+  assert.equal(defaultName("/", "dir"), "app");
+});
+
+// --- resolveSpec: type ------------------------------------------------------------------------
+
+Deno.test("resolveSpec() makes a schedule a cronjob", () => {
+  const spec = resolve({ schedule: "0 2 * * *" });
+  assert.equal(spec.type, "cronjob");
+  assert.equal(spec.schedule, "0 2 * * *");
+  assert.equal(spec.replicas, 0);
+});
+
+Deno.test("resolveSpec() makes a port or a replica count a service", () => {
+  const withPort = resolve({ port: "8000" });
+  assert.equal(withPort.type, "service");
+  assert.equal(withPort.port, 8000);
+  assert.equal(withPort.replicas, 1);
+
+  const withReplicas = resolve({ replicas: "3" });
+  assert.equal(withReplicas.type, "service");
+  assert.equal(withReplicas.replicas, 3);
+  assert.equal("port" in withReplicas, false);
+
+  assert.equal(resolve({}, { toml: { replicas: 2 } }).type, "service");
+  assert.equal(resolve({}, { toml: { port: 9000 } }).type, "service");
+});
+
+Deno.test("resolveSpec() makes anything else a job with no replicas", () => {
+  const spec = resolve();
+  assert.equal(spec.type, "job");
+  assert.equal(spec.replicas, 0);
+  assert.equal("port" in spec, false);
+  assert.equal("schedule" in spec, false);
+});
+
+Deno.test("resolveSpec() keeps an explicit type and rejects an unknown one", () => {
+  assert.equal(resolve({ type: "service" }).type, "service");
+  assert.equal(resolve({}, { toml: { type: "service" } }).type, "service");
+  assertInvalid(
+    () => resolve({ type: "daemon" }),
+    /^type "daemon" is not valid: use service, job or cronjob$/,
+  );
+});
+
+Deno.test("resolveSpec() rejects a cronjob without a schedule", () => {
+  assertInvalid(() => resolve({ type: "cronjob" }), /^a cronjob needs a schedule: /);
+  assertInvalid(() => resolve({}, { toml: { type: "cronjob" } }), /^a cronjob needs a schedule/);
+});
+
+Deno.test("resolveSpec() rejects a job with a port and a service with a schedule", () => {
+  assertInvalid(() => resolve({ type: "job", port: "8000" }), /^a job takes no port: /);
+  assertInvalid(
+    () => resolve({ port: 8000 }, { toml: { type: "job" } }),
+    /^a job takes no port/,
+  );
+  assertInvalid(
+    () => resolve({ schedule: "* * * * *", port: "8000" }),
+    /^a cronjob takes no port/,
+  );
+  assertInvalid(
+    () => resolve({ type: "service", schedule: "* * * * *" }),
+    /^a service takes no schedule: /,
+  );
+});
+
+// --- resolveSpec: flags over prisn.toml ---------------------------------------------------------
+
+Deno.test("resolveSpec() lets every flag override prisn.toml", () => {
+  const toml: PrisnToml = {
+    name: "from-toml",
+    type: "service",
+    port: 9000,
+    replicas: 2,
+    entrypoint: "main.py",
+    runtime: "python3",
+    timezone: "UTC",
+    env: { A: "toml", B: "toml" },
+  };
+  const spec = resolve({
+    name: "from-flags",
+    port: "9100",
+    replicas: "5",
+    entrypoint: "other.py",
+    runtime: "python3.11",
+    timezone: "Europe/Berlin",
+    env: ["B=flag", "C=flag"],
+  }, { toml, files: ["main.py", "other.py"] });
+  assert.equal(spec.name, "from-flags");
+  assert.equal(spec.type, "service");
+  assert.equal(spec.port, 9100);
+  assert.equal(spec.replicas, 5);
+  assert.equal(spec.entrypoint, "other.py");
+  assert.equal(spec.runtime, "python3.11");
+  assert.equal(spec.timezone, "Europe/Berlin");
+  assert.deepEqual(spec.env, { A: "toml", B: "flag", C: "flag" });
+});
+
+Deno.test("resolveSpec() lets a flag type override the type prisn.toml implies", () => {
+  const spec = resolve({ type: "job" }, { toml: { replicas: 3 } });
+  assert.equal(spec.type, "job");
+  assert.equal(spec.replicas, 0);
+});
+
+Deno.test("resolveSpec() takes values from prisn.toml when no flag is given", () => {
+  const spec = resolve({}, {
+    toml: { name: "nightly", schedule: "0 3 * * *", args: ["--full"], timeout: "5m" },
+  });
+  assert.equal(spec.name, "nightly");
+  assert.equal(spec.type, "cronjob");
+  assert.deepEqual(spec.args, ["--full"]);
+  assert.equal(spec.timeout, "5m");
+});
+
+Deno.test("resolveSpec() uses the default name only when neither flag nor prisn.toml names it", () => {
+  assert.equal(resolve({}, { name: "folder-name" }).name, "folder-name");
+  assert.equal(resolve({}, { name: "folder-name", toml: { name: "t" } }).name, "t");
+  assert.equal(resolve({ name: "f" }, { name: "folder-name", toml: { name: "t" } }).name, "f");
+});
+
+Deno.test("resolveSpec() fills args and env with empty defaults", () => {
+  const spec = resolve();
+  assert.deepEqual(spec.args, []);
+  assert.deepEqual(spec.env, {});
+});
+
+// --- resolveSpec: entrypoint and runtime ------------------------------------------------------
+
+Deno.test("resolveSpec() picks the entrypoint in the order main.py, app.py, main.js, index.js, main.sh", () => {
+  const order = ["main.py", "app.py", "main.js", "index.js", "main.sh"];
+  for (let i = 0; i < order.length; i++) {
+    const files = ["README.md", ...order.slice(i).reverse(), "lib/util.py"];
+    assert.equal(resolve({}, { files }).entrypoint, order[i], files.join(","));
+  }
+});
+
+Deno.test("resolveSpec() infers the runtime from the entrypoint's extension", () => {
+  assert.equal(resolve({}, { files: ["main.py"] }).runtime, "python3");
+  assert.equal(resolve({}, { files: ["index.js"] }).runtime, "node");
+  assert.equal(resolve({}, { files: ["main.sh"] }).runtime, "bash");
+});
+
+Deno.test("resolveSpec() runs the only file of a package whatever its name", () => {
+  const spec = resolve({}, { files: ["report.py"] });
+  assert.equal(spec.entrypoint, "report.py");
+  assert.equal(spec.runtime, "python3");
+});
+
+Deno.test("resolveSpec() without an entrypoint says what to add, in one line", () => {
+  assertInvalid(
+    () => resolve({}, { files: ["a.py", "b.py"] }),
+    /^no entrypoint found: add one of main\.py, app\.py, main\.js, index\.js, main\.sh, or set entrypoint in prisn\.toml or --entrypoint$/,
+  );
+});
+
+Deno.test("resolveSpec() rejects an entrypoint that is not in the package", () => {
+  assertInvalid(
+    () => resolve({ entrypoint: "missing.py" }),
+    /^entrypoint "missing\.py" is not in the package: check the path$/,
+  );
+});
+
+Deno.test("resolveSpec() rejects an unknown runtime, given or impossible to infer", () => {
+  assertInvalid(() => resolve({ runtime: "ruby" }), /^runtime "ruby" is not supported: use /);
+  assertInvalid(
+    () => resolve({}, { toml: { runtime: "python2" } }),
+    /^runtime "python2" is not supported/,
+  );
+  assertInvalid(
+    () => resolve({}, { files: ["job.rb"] }),
+    /^cannot tell the runtime of "job\.rb": set runtime \(python3, node, bash\) in prisn\.toml or --runtime$/,
+  );
+  assert.equal(resolve({ runtime: "bash" }, { files: ["job.rb"] }).runtime, "bash");
+});
+
+// --- resolveSpec: names, numbers and env -------------------------------------------------------
+
+Deno.test("resolveSpec() rejects names that are not DNS labels", () => {
+  for (const name of ["My_App", "-api", "api-", "", "a".repeat(64), "api.v2"]) {
+    assertInvalid(() => resolve({ name }), /is not valid: use 1-63 lowercase letters/);
+  }
+  assertInvalid(() => resolve({}, { name: "Bad Name" }), /^name "Bad Name" is not valid/);
+});
+
+Deno.test("resolveSpec() rejects bad replica counts and ports from flags", () => {
+  for (const replicas of ["-1", "abc", "1.5"]) {
+    assertInvalid(() => resolve({ replicas }), /^replicas ".*" is not valid/);
+  }
+  for (const port of ["0", "70000"]) {
+    assertInvalid(() => resolve({ port }), /^port ".*" is not valid/);
+  }
+});
+
+Deno.test("resolveSpec() rejects an --env without '='", () => {
+  assertInvalid(() => resolve({ env: ["DEBUG"] }), /^--env "DEBUG" is not valid/);
+});
+
+// --- runSpecOf --------------------------------------------------------------------------------
+
+Deno.test("runSpecOf() drops only the replica count", () => {
+  const spec = resolve({ replicas: "4", port: "8000", env: ["A=1"] });
+  const run = runSpecOf(spec);
+  assert.equal("replicas" in run, false);
+  assert.deepEqual({ ...run, replicas: spec.replicas }, spec);
+  assert.equal(spec.replicas, 4, "the spec itself is left alone");
+});
