@@ -4,7 +4,7 @@
  * on a time.
  */
 import { join } from "node:path";
-import { paths as homePaths, type Paths } from "../core/paths.ts";
+import { type Paths, paths as homePaths } from "../core/paths.ts";
 
 /** The checkout's root folder. */
 export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -37,7 +37,12 @@ export async function timed(
     stderr: "piped",
   }).output();
   const ms = performance.now() - start;
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr), ms };
+  return {
+    code: out.code,
+    stdout: decoder.decode(out.stdout),
+    stderr: decoder.decode(out.stderr),
+    ms,
+  };
 }
 
 /**
@@ -52,6 +57,7 @@ export class BenchHome implements AsyncDisposable {
   readonly env: Record<string, string>;
   #closed?: Promise<void>;
   #onSignal = () => {
+    console.error("interrupted: stopping the benchmark's agent and removing its files");
     this.close().finally(() => Deno.exit(130));
   };
 

@@ -49,13 +49,15 @@ export class Records {
   readonly db: DatabaseSync;
 
   constructor(path: string) {
+    let db: DatabaseSync | undefined;
     try {
-      this.db = new DatabaseSync(path);
+      this.db = db = new DatabaseSync(path);
       this.db.exec(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;",
       );
       this.migrate();
     } catch (e) {
+      db?.close(); // a failed open must not leak the connection
       throw new PrisnError("UNAVAILABLE", `cannot open ${path}: ${(e as Error).message}`, {
         cause: e,
       });

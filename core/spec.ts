@@ -81,8 +81,13 @@ export function parseEnvFile(text: string, file: string): Record<string, string>
     }
     let value = m[2];
     const q = value[0];
-    if ((q === '"' || q === "'") && value.length >= 2 && value.endsWith(q)) {
-      value = value.slice(1, -1);
+    const quoted = q === '"'
+      ? /^"((?:[^"\\]|\\.)*)"\s*(?:#.*)?$/.exec(value)
+      : q === "'"
+      ? /^'([^']*)'\s*(?:#.*)?$/.exec(value)
+      : null;
+    if (quoted) {
+      value = quoted[1];
       if (q === '"') value = value.replace(/\\n/g, "\n").replace(/\\"/g, '"');
     } else {
       value = value.replace(/\s+#.*$/, "");

@@ -693,30 +693,36 @@ async function run(
   },
 ): Promise<RunResult> {
   options.onOutput?.(`prisn: running ${[command, ...args].join(" ")}`);
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), options.timeoutMs);
+  let child: Deno.ChildProcess;
   try {
-    let child: Deno.ChildProcess;
-    try {
-      child = new Deno.Command(command, {
-        args,
-        cwd: options.cwd,
-        env: options.env,
-        clearEnv: true,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: controller.signal,
-      }).spawn();
-    } catch (error) {
-      if (error instanceof Deno.errors.NotFound) {
-        throw new PrisnError(
-          "UNAVAILABLE",
-          `${options.what} is not installed: ${command} not found`,
-        );
-      }
-      throw error;
+    // Its own process group, so a timeout can stop what it started too (npm runs install
+    // scripts, which would otherwise keep the output pipes open).
+    child = new Deno.Command(command, {
+      args,
+      cwd: options.cwd,
+      env: options.env,
+      clearEnv: true,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      detached: true,
+    }).spawn();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      throw new PrisnError("UNAVAILABLE", `${options.what} is not installed: ${command} not found`);
     }
+    throw error;
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      Deno.kill(-child.pid, "SIGKILL");
+    } catch {
+      // already exited
+    }
+  }, options.timeoutMs);
+  try {
     const kept: string[] = [];
     const keep = (line: string) => {
       kept.push(line);
@@ -728,7 +734,7 @@ async function run(
       readLines(child.stdout, keep),
       readLines(child.stderr, keep),
     ]);
-    return { code: status.code, timedOut: controller.signal.aborted, tail: kept };
+    return { code: status.code, timedOut, tail: kept };
   } finally {
     clearTimeout(timer);
   }

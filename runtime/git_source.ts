@@ -271,13 +271,17 @@ class GitRunner {
     return result;
   }
 
+  /**
+   * Runs git in its own process group (detached), so that on the deadline the whole group is
+   * killed: remote helpers such as `git remote-http` would otherwise outlive git, keep its pipes
+   * open and hang on a server that never answers.
+   */
   async tryRun(args: string[], cwd?: string): Promise<GitResult> {
     const remaining = this.deadline - Date.now();
     if (remaining <= 0) return { code: -1, stdout: "", stderr: "", timedOut: true };
-    const signal = AbortSignal.timeout(remaining);
-    let out: Deno.CommandOutput;
+    let child: Deno.ChildProcess;
     try {
-      out = await new Deno.Command("git", {
+      child = new Deno.Command("git", {
         args: ["-c", "advice.detachedHead=false", ...args],
         cwd,
         env: this.env,
@@ -285,8 +289,8 @@ class GitRunner {
         stdin: "null",
         stdout: "piped",
         stderr: "piped",
-        signal,
-      }).output();
+        detached: true,
+      }).spawn();
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) {
         throw new PrisnError(
@@ -296,13 +300,18 @@ class GitRunner {
       }
       throw error;
     }
-    const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-    return {
-      code: out.code,
-      stdout: decode(out.stdout),
-      stderr: decode(out.stderr),
-      timedOut: signal.aborted,
-    };
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, remaining);
+    try {
+      const out = await child.output();
+      const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+      return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr), timedOut };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   unreachable(result: GitResult): PrisnError {
@@ -331,6 +340,15 @@ function redactText(text: string, url: string, shown: string): string {
     /[a-z][a-z0-9+.-]*:\/\/[^\s/?#'"]*@/gi,
     (m) => redactUrl(m + "x").slice(0, -1),
   );
+}
+
+/** SIGKILL to a detached child's whole process group; a group already gone is fine. */
+function killGroup(pid: number): void {
+  try {
+    Deno.kill(-pid, "SIGKILL");
+  } catch {
+    // already exited
+  }
 }
 
 async function exists(path: string): Promise<boolean> {

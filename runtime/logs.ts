@@ -1,5 +1,6 @@
 import { dirname, join } from "node:path";
 import { logFile, type Paths } from "../core/paths.ts";
+import { delay } from "./context.ts";
 
 const encoder = new TextEncoder();
 
@@ -55,7 +56,9 @@ export class LogWriter {
   }
 
   #redact(line: string): string {
-    for (const secret of this.options.redact ?? []) {
+    // Longest first, so a secret that starts with another is masked whole.
+    const secrets = [...(this.options.redact ?? [])].sort((a, b) => b.length - a.length);
+    for (const secret of secrets) {
       if (secret) line = line.replaceAll(secret, "********");
     }
     return line;
@@ -152,10 +155,10 @@ export async function tailLines(path: string, n: number): Promise<string[]> {
   using file = await Deno.open(path);
   const size = (await file.stat()).size;
   const block = 64 * 1024;
+  const chunks: Uint8Array[] = [];
+  let newlines = 0;
   let pos = size;
-  let text = "";
-  const decoder = new TextDecoder();
-  while (pos > 0) {
+  while (pos > 0 && newlines <= n) {
     const start = Math.max(0, pos - block);
     const buf = new Uint8Array(pos - start);
     await file.seek(start, Deno.SeekMode.Start);
@@ -165,13 +168,25 @@ export async function tailLines(path: string, n: number): Promise<string[]> {
       if (r === null) break;
       read += r;
     }
-    text = decoder.decode(buf.subarray(0, read)) + text;
+    const chunk = buf.subarray(0, read);
+    chunks.unshift(chunk);
+    for (const b of chunk) if (b === 0x0a) newlines++;
     pos = start;
-    if (text.split("\n").length > n + 1) break;
   }
-  const lines = text.split("\n");
+  // Decoded once, whole: a block boundary may fall inside a multi-byte character.
+  const lines = new TextDecoder().decode(concat(chunks)).split("\n");
   if (lines[lines.length - 1] === "") lines.pop();
   return lines.slice(-n);
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((sum, c) => sum + c.byteLength, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.byteLength;
+  }
+  return out;
 }
 
 /** Last `n` lines across several files, merged in timestamp order. */
@@ -199,20 +214,25 @@ export async function follow(
   onLines: (lines: string[]) => void,
   options: { signal: AbortSignal; intervalMs?: number; fromEnd?: boolean },
 ): Promise<void> {
+  // Keyed by inode: rotation renames a file, and a renamed file must not be read again from 0.
   const offsets = new Map<string, number>();
   const partial = new Map<string, string>();
   let first = true;
   while (!options.signal.aborted) {
+    const listed = new Set<string>();
     for (const path of await list()) {
-      let size: number;
+      let info: Deno.FileInfo;
       try {
-        size = (await Deno.stat(path)).size;
+        info = await Deno.stat(path);
       } catch {
         continue;
       }
-      if (!offsets.has(path)) offsets.set(path, first && options.fromEnd !== false ? size : 0);
-      let at = offsets.get(path)!;
-      if (size < at) at = 0; // truncated or replaced by rotation
+      const key = info.ino === null ? path : `${info.dev}:${info.ino}`;
+      listed.add(key);
+      const size = info.size;
+      if (!offsets.has(key)) offsets.set(key, first && options.fromEnd !== false ? size : 0);
+      let at = offsets.get(key)!;
+      if (size < at) at = 0; // truncated
       if (size === at) continue;
       using file = await Deno.open(path);
       await file.seek(at, Deno.SeekMode.Start);
@@ -223,20 +243,19 @@ export async function follow(
         if (r === null) break;
         read += r;
       }
-      offsets.set(path, at + read);
-      const text = (partial.get(path) ?? "") + new TextDecoder().decode(buf.subarray(0, read));
+      offsets.set(key, at + read);
+      const text = (partial.get(key) ?? "") + new TextDecoder().decode(buf.subarray(0, read));
       const lines = text.split("\n");
-      partial.set(path, lines.pop() ?? "");
+      partial.set(key, lines.pop() ?? "");
       if (lines.length) onLines(lines);
     }
+    for (const key of offsets.keys()) {
+      if (listed.has(key)) continue;
+      offsets.delete(key); // removed: forget it, its inode may be reused
+      partial.delete(key);
+    }
     first = false;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, options.intervalMs ?? 200);
-      options.signal.addEventListener("abort", () => {
-        clearTimeout(t);
-        resolve();
-      }, { once: true });
-    });
+    await delay(options.intervalMs ?? 200, options.signal);
   }
 }
 

@@ -37,13 +37,20 @@ export class GroupProcess {
     }).spawn();
     this.pid = this.#child.pid;
     this.startTicks = processStartTicks(this.pid) ?? 0;
+    const stopPumps = new AbortController();
     const drained = Promise.all([
-      pump(this.#child.stdout, (b) => log.feed(b, "out")),
-      pump(this.#child.stderr, (b) => log.feed(b, "err")),
+      pump(this.#child.stdout, (b) => log.feed(b, "out"), stopPumps.signal),
+      pump(this.#child.stderr, (b) => log.feed(b, "err"), stopPumps.signal),
     ]);
     this.exited = this.#child.status.then(async (s) => {
       this.#done = true;
       killGroup(this.pid, "SIGKILL"); // anything the process left behind in its group
+      // A process that left the group (setsid) may hold the pipes: read on briefly, then stop.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((r) => timer = setTimeout(r, DRAIN_GRACE_MS));
+      await Promise.race([drained, late]);
+      clearTimeout(timer);
+      stopPumps.abort();
       await drained;
       log.close();
       return { code: s.code, signal: s.signal ?? undefined };
@@ -70,10 +77,28 @@ export class GroupProcess {
   }
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, sink: (b: Uint8Array) => void) {
+/** How long output is still read after the process exited, for pipes an escaped process holds. */
+const DRAIN_GRACE_MS = 1000;
+
+async function pump(
+  stream: ReadableStream<Uint8Array>,
+  sink: (b: Uint8Array) => void,
+  signal: AbortSignal,
+) {
+  const reader = stream.getReader();
+  const cancel = () => reader.cancel().catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
   try {
-    for await (const chunk of stream) sink(chunk);
-  } catch { /* the pipe closed */ }
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      sink(value);
+    }
+  } catch {
+    // the pipe closed
+  } finally {
+    signal.removeEventListener("abort", cancel);
+  }
 }
 
 /** Signals a whole process group; false when it no longer exists. */

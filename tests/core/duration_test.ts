@@ -57,6 +57,8 @@ Deno.test("formatDuration() picks the largest unit and rounds down", () => {
   assert.equal(formatDuration(450), "450ms");
   assert.equal(formatDuration(1234), "1.2s");
   assert.equal(formatDuration(9_940), "9.9s");
+  assert.equal(formatDuration(1000), "1s");
+  assert.equal(formatDuration(4_000), "4s", "no trailing .0");
   assert.equal(formatDuration(12_900), "12s");
   assert.equal(formatDuration(59_999), "59s");
   assert.equal(formatDuration(5 * 60_000 + 59_000), "5m");
@@ -77,14 +79,12 @@ Deno.test("formatAge() measures back from now and never goes negative", () => {
   assert.equal(formatAge(now + 10_000, now), "0ms");
 });
 
-// BUG: formatDuration() documents "rounded down", but below 10s it rounds to nearest with
-// toFixed(1) (9960ms → "10.0s") and below 1s with Math.round (999.6ms → "1000ms"), so a value just
-// under a unit boundary prints as a form the function never otherwise produces.
 Deno.test({
   name: "formatDuration() rounds down just below the 1s and 10s boundaries",
-  ignore: true,
+
   fn() {
     assert.equal(formatDuration(999.6), "999ms");
+    assert.equal(formatDuration(1_990), "1.9s");
     assert.equal(formatDuration(9_960), "9.9s");
   },
 });

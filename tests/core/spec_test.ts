@@ -2,8 +2,9 @@ import assert from "node:assert/strict";
 import { PrisnError } from "../../core/errors.ts";
 import type { PrisnToml } from "../../core/prisn_toml.ts";
 import {
-  type DeployFlags,
   defaultName,
+  type DeployFlags,
+  parseEnvFile,
   parseEnvPair,
   parsePort,
   parseReplicas,
@@ -85,6 +86,65 @@ Deno.test("parseEnvPair() rejects a pair without '=' or with a bad key", () => {
       /^--env ".*" is not valid: use KEY=VALUE with a letter or _ first in KEY$/,
     );
   }
+});
+
+// --- parseEnvFile -----------------------------------------------------------------------------
+
+Deno.test("parseEnvFile() reads KEY=VALUE lines, skipping blanks and comments", () => {
+  const text = [
+    "# settings",
+    "",
+    "LOG_LEVEL=info",
+    "  PORT = 8080  ",
+    "export REGION=eu-west-1",
+    "EMPTY=",
+    "URL=postgres://u@h/db?x=1",
+    "LOG_LEVEL=debug",
+  ].join("\n");
+  assert.deepEqual(parseEnvFile(text, ".env"), {
+    LOG_LEVEL: "debug",
+    PORT: "8080",
+    REGION: "eu-west-1",
+    EMPTY: "",
+    URL: "postgres://u@h/db?x=1",
+  });
+});
+
+Deno.test("parseEnvFile() unquotes values and reads escapes only in double quotes", () => {
+  const text = [
+    `DOUBLE="two words"`,
+    `SINGLE='it # is not a comment'`,
+    `ESCAPED="line1\\nline2 \\"quoted\\""`,
+    `RAW='line1\\nline2'`,
+    `HASH=value # a comment`,
+    `NOHASH=val#ue`,
+  ].join("\r\n");
+  assert.deepEqual(parseEnvFile(text, ".env"), {
+    DOUBLE: "two words",
+    SINGLE: "it # is not a comment",
+    ESCAPED: 'line1\nline2 "quoted"',
+    RAW: "line1\\nline2",
+    HASH: "value",
+    NOHASH: "val#ue",
+  });
+});
+
+Deno.test("parseEnvFile() names the file and line of a bad line", () => {
+  assertInvalid(
+    () => parseEnvFile("A=1\n\nnot a pair\n", "prod.env"),
+    /^prod\.env:3: expected KEY=VALUE, got "not a pair"$/,
+  );
+  assertInvalid(() => parseEnvFile("1KEY=x", "a.env"), /^a\.env:1: expected KEY=VALUE/);
+});
+
+Deno.test({
+  name: "parseEnvFile() unquotes a quoted value that has a comment after it",
+
+  fn() {
+    assert.deepEqual(parseEnvFile(`GREETING="hello world" # shown on start`, ".env"), {
+      GREETING: "hello world",
+    });
+  },
 });
 
 // --- defaultName ------------------------------------------------------------------------------
@@ -292,6 +352,53 @@ Deno.test("resolveSpec() rejects bad replica counts and ports from flags", () =>
 
 Deno.test("resolveSpec() rejects an --env without '='", () => {
   assertInvalid(() => resolve({ env: ["DEBUG"] }), /^--env "DEBUG" is not valid/);
+});
+
+// --- resolveSpec: env files and secrets --------------------------------------------------------
+
+Deno.test("resolveSpec() layers env: prisn.toml, then env files in order, then --env, then --secret", () => {
+  const spec = resolve({
+    envFiles: [
+      { file: "a.env", text: "A=file-a\nB=file-a\nC=file-a\nD=file-a\n" },
+      { file: "b.env", text: "B=file-b\nC=file-b\nD=file-b\n" },
+    ],
+    env: ["C=flag", "D=flag"],
+    secret: ["D=secret"],
+  }, { toml: { env: { A: "toml", T: "toml" } } });
+  assert.deepEqual(spec.env, { A: "file-a", B: "file-b", C: "flag", D: "secret", T: "toml" });
+});
+
+Deno.test("resolveSpec() collects secrets from prisn.toml and --secret, sorted", () => {
+  const spec = resolve({ secret: ["ZED=1", "API_KEY=k"] }, {
+    toml: { env: { DB_PASSWORD: "pw" }, secrets: ["DB_PASSWORD"] },
+  });
+  assert.deepEqual(spec.secrets, ["API_KEY", "DB_PASSWORD", "ZED"]);
+  assert.equal(spec.env.API_KEY, "k");
+  assert.deepEqual(resolve().secrets, []);
+});
+
+Deno.test("resolveSpec() accepts a secret whose value comes from --env or an env file", () => {
+  assert.deepEqual(
+    resolve({ env: ["TOKEN=t"] }, { toml: { secrets: ["TOKEN"] } }).secrets,
+    ["TOKEN"],
+  );
+  assert.deepEqual(
+    resolve({ envFiles: [{ file: ".env", text: "TOKEN=t" }] }, { toml: { secrets: ["TOKEN"] } })
+      .secrets,
+    ["TOKEN"],
+  );
+});
+
+Deno.test("resolveSpec() rejects a secret without a value, and a bad --secret or env file", () => {
+  assertInvalid(
+    () => resolve({}, { toml: { secrets: ["TOKEN"] } }),
+    /^secret "TOKEN" has no value: set it in \[env\], --env or --secret TOKEN=VALUE$/,
+  );
+  assertInvalid(() => resolve({ secret: ["TOKEN"] }), /^--env "TOKEN" is not valid/);
+  assertInvalid(
+    () => resolve({ envFiles: [{ file: "x.env", text: "oops" }] }),
+    /^x\.env:1: expected KEY=VALUE/,
+  );
 });
 
 // --- runSpecOf --------------------------------------------------------------------------------

@@ -287,9 +287,11 @@ Deno.test("prepareEnv() in separate processes builds once (the lock is an flock)
     });
     const options = { envsDir, sourceDir: src, interpreter: PYTHON, environment: agentEnv() };
     const cli = new URL("../fixtures/envs_prepare_cli.ts", import.meta.url).pathname;
+    const config = new URL("../../deno.json", import.meta.url).pathname;
     const spawnOne = () =>
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", cli, JSON.stringify(options)],
+        args: ["run", "-A", "--config", config, cli, JSON.stringify(options)],
+        cwd: dir,
         stdout: "piped",
         stderr: "piped",
       }).output();
@@ -513,5 +515,62 @@ Deno.test("prepareEnv() reports npm's reason when a package does not exist; no e
     assert.ok(!error.message.includes("\n"));
     assert.match(error.detail, /prisn-no-such-package-4f7a1c/);
     assert.deepEqual(await entries(envsDir), [".locks"]);
+  });
+});
+
+Deno.test("prepareEnv() stops an install that outlives timeoutMs, with what it started", async () => {
+  await withTemp(async (dir) => {
+    // A local tarball dependency whose install script never finishes.
+    const pkgDir = join(dir, "hang");
+    await Deno.mkdir(pkgDir);
+    const pidFile = join(dir, "script.pid");
+    await Deno.writeTextFile(
+      join(pkgDir, "package.json"),
+      JSON.stringify({
+        name: "prisn-hang",
+        version: "1.0.0",
+        scripts: {
+          install:
+            "node -e \"require('fs').writeFileSync(process.env.PRISN_PID_FILE, String(process.pid)); setInterval(() => {}, 1000)\"",
+        },
+      }),
+    );
+    const tarball = join(
+      dir,
+      await outputOf("npm", ["pack", "--silent", "--pack-destination", dir], { cwd: pkgDir }),
+    );
+    const src = join(dir, "src");
+    await Deno.mkdir(src);
+    await Deno.writeTextFile(
+      join(src, "package.json"),
+      JSON.stringify({ name: "app", dependencies: { "prisn-hang": `file:${tarball}` } }),
+    );
+    const envsDir = join(dir, "envs");
+    const started = performance.now();
+    const error = await prepareEnv({
+      envsDir,
+      sourceDir: src,
+      interpreter: NODE,
+      environment: agentEnv({ PRISN_PID_FILE: pidFile }),
+      timeoutMs: 3_000,
+    }).then(() => undefined, (e) => e);
+    assert.ok(error instanceof InstallError, String(error));
+    assert.equal(error.message, "npm install failed: timed out after 3s");
+    assert.ok(performance.now() - started < 15_000);
+    const pid = Number(await Deno.readTextFile(pidFile));
+    assert.ok(pid > 0);
+    assert.deepEqual(await entries(envsDir), [".locks"]);
+    assert.deepEqual(await listEnvs(envsDir), []);
+    let alive = true;
+    for (let i = 0; i < 40 && alive; i++) {
+      try {
+        const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+        alive = !/^\d+ \(.*\) Z/.test(stat); // a zombie is gone in all but name
+      } catch {
+        alive = false;
+      }
+      if (alive) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(alive, false, `install script ${pid} still running`);
   });
 });

@@ -280,10 +280,10 @@ Deno.test("fetchGit() over http keeps credentials out of results and errors", as
         `ref "v9" not found in http://***@${host}/repo.git`,
       );
       const missingPath = await assertFails(
-        fetchGit(url, { path: "tools", dest }),
+        fetchGit(url, { path: "nope", dest }),
         dest,
         "NOT_FOUND",
-        `path "tools" not found in http://***@${host}/repo.git at HEAD (${repo.main.slice(0, 12)})`,
+        `path "nope" not found in http://***@${host}/repo.git at HEAD (${repo.main.slice(0, 12)})`,
       );
       // Wrong password and no credentials: refused at once, no prompt.
       const started = Date.now();

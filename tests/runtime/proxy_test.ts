@@ -152,12 +152,13 @@ function echoServer(): TestServer {
   });
 }
 
-/** One request through the proxy: sends `text`, returns all that comes back. */
+/** One request through the proxy: sends `text`, ends its side, returns all that comes back. */
 async function request(port: number, text = "ping"): Promise<string> {
   const conn = await Deno.connect({ hostname: HOST, port });
   try {
     await writeAll(conn, encoder.encode(text));
-    return decoder.decode(await readAll(conn));
+    await conn.closeWrite();
+    return decoder.decode(await within(readAll(conn), "the answer"));
   } finally {
     closeQuietly(conn);
   }
@@ -271,7 +272,7 @@ Deno.test("drain waits for an open connection, and the backend gets no new ones"
     proxy.setBackends([a.backend("a")]);
     client = await Deno.connect({ hostname: HOST, port: proxy.port });
     await writeAll(client, encoder.encode("x"));
-    assert.equal(await readSome(client), "x");
+    assert.equal(await within(readSome(client), "the echo"), "x");
     proxy.add(b.backend("b"));
     assert.equal(proxy.connections("a"), 1);
 
@@ -280,12 +281,12 @@ Deno.test("drain waits for an open connection, and the backend gets no new ones"
     assert.deepEqual(proxy.backends(), ["b"]);
     for (let i = 0; i < 5; i++) assert.equal(await request(proxy.port), "b");
     await writeAll(client, encoder.encode("still there"));
-    assert.equal(await readSome(client), "still there");
+    assert.equal(await within(readSome(client), "the echo"), "still there");
     assert.equal(drained, false);
     assert.equal(a.accepted, 1);
 
     await client.closeWrite();
-    assert.equal(decoder.decode(await readAll(client)), "|eof");
+    assert.equal(decoder.decode(await within(readAll(client), "the end of the echo")), "|eof");
     await within(draining, "drain to finish");
     assert.equal(proxy.connections("a"), 0);
     assert.equal(a.accepted, 1);
@@ -304,14 +305,14 @@ Deno.test("drain closes connections still open when the grace period ends", asyn
     proxy.setBackends([a.backend("a")]);
     client = await Deno.connect({ hostname: HOST, port: proxy.port });
     await writeAll(client, encoder.encode("x"));
-    assert.equal(await readSome(client), "x");
+    assert.equal(await within(readSome(client), "the echo"), "x");
 
     const started = Date.now();
     await within(proxy.drain("a", 100), "drain to give up");
     const took = Date.now() - started;
     assert.ok(took >= 90, `drain took ${took} ms`);
     assert.equal(proxy.connections(), 0);
-    assert.equal((await readAll(client)).length, 0);
+    assert.equal((await within(readAll(client), "the end of stream")).length, 0);
     await waitFor(() => a.open === 0, "the upstream side to be closed");
   } finally {
     if (client) closeQuietly(client);
@@ -380,7 +381,7 @@ Deno.test("a client that resets mid-transfer does not disturb the proxy", async 
   try {
     proxy.setBackends([flood.backend("flood")]);
     const conn = await Deno.connect({ hostname: HOST, port: proxy.port });
-    await conn.read(new Uint8Array(1024));
+    await within(conn.read(new Uint8Array(1024)), "the first bytes");
     conn.close(); // unread data pending: the kernel answers further data with a reset
     await waitFor(() => proxy.connections() === 0, "the reset connection to be closed");
     await waitFor(() => flood.open === 0, "the upstream side to be closed");
@@ -427,7 +428,7 @@ Deno.test("close() ends every connection and leaves nothing listening", async ()
     const linked = await Deno.connect({ hostname: HOST, port });
     clients.push(linked);
     await writeAll(linked, encoder.encode("x"));
-    assert.equal(await readSome(linked), "x");
+    assert.equal(await within(readSome(linked), "the echo"), "x");
 
     proxy.setBackends([]);
     const held = await Deno.connect({ hostname: HOST, port });
@@ -437,8 +438,8 @@ Deno.test("close() ends every connection and leaves nothing listening", async ()
     await within(proxy.close(), "close");
     assert.equal(proxy.connections(), 0);
     assert.equal(proxy.pending(), 0);
-    assert.equal((await readAll(linked)).length, 0);
-    assert.equal((await readAll(held)).length, 0);
+    assert.equal((await within(readAll(linked), "the end of stream")).length, 0);
+    assert.equal((await within(readAll(held), "the end of stream")).length, 0);
     await waitFor(() => a.open === 0, "the upstream side to be closed");
     await assert.rejects(Deno.connect({ hostname: HOST, port }), Deno.errors.ConnectionRefused);
     await proxy.close(); // a second close is harmless

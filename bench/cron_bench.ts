@@ -1,0 +1,287 @@
+/**
+ * Cron firing lateness: how long after its scheduled time each run's process is actually
+ * started (runs.started_at − runs.scheduled_at), with 1, 100 and 1,000 every-second cronjobs
+ * running `true` side by side on one agent, plus the agent's RSS and CPU at each level.
+ *
+ *   ./denow run -A bench/cron_bench.ts
+ *   CRON_BENCH_SECONDS=10 CRON_BENCH_LEVELS=1,100 ./denow run -A bench/cron_bench.ts
+ *
+ * Per level, in a fresh temp PRISN_HOME: one cronjob is deployed through the CLI (the real
+ * path), the agent is stopped, the other N−1 are recorded straight into the store (a copy of
+ * the stored version folder and a version + deployment record each, through core/records.ts)
+ * because 1,000 CLI deploys would take minutes, then `prisn agent run` is started and watched
+ * for CRON_BENCH_SECONDS (default 60) after a short warm-up. Runs are read from prisn.db
+ * (read-only) every second, so history pruning (10 kept per cronjob by default) loses none.
+ *
+ * Prints figures; never fails on a time.
+ */
+import { DatabaseSync } from "node:sqlite";
+import { join } from "node:path";
+import { Records } from "../core/records.ts";
+import type { Paths } from "../core/paths.ts";
+import { AgentClient } from "../runtime/client.ts";
+import { BenchHome, machineLine, ms, percentile, printTable, PRISN, sleep } from "./_util.ts";
+
+const SECONDS = Number(Deno.env.get("CRON_BENCH_SECONDS") ?? 60);
+const LEVELS = (Deno.env.get("CRON_BENCH_LEVELS") ?? "1,100,1000").split(",").map(Number);
+/** Time after the agent answers before the measured window opens (start-up catch-up settles). */
+const WARMUP_MS = 3_000;
+/** Time after the window closes for its last ticks to start. */
+const DRAIN_MS = 5_000;
+const POLL_MS = 1_000;
+const CLOCK_TICKS = 100; // USER_HZ on Linux
+
+interface LevelResult {
+  jobs: number;
+  windowSeconds: number;
+  expected: number;
+  started: number;
+  notStarted: number;
+  duplicates: number;
+  lateness: number[];
+  events: Record<string, number>;
+  rss: { beforeMb: number; meanMb: number; maxMb: number; hwmMb: number };
+  cpuPercent: number;
+  setupMs: number;
+}
+
+interface RunRow {
+  id: string;
+  deployment: string;
+  scheduled_at: number;
+  started_at: number | null;
+}
+
+/** A status field of /proc/PID/status in MiB (VmRSS, VmHWM), or NaN. */
+function procMb(pid: number, field: "VmRSS" | "VmHWM"): number {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** utime + stime of a process, in seconds. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+
+function loadAverage(): string {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).join(" ");
+  } catch {
+    return "?";
+  }
+}
+
+/** Records cronjobs cron-0001… as copies of cron-0000 (stored folder, version, deployment). */
+async function populate(paths: Paths, count: number): Promise<void> {
+  const records = new Records(paths.db);
+  try {
+    const first = records.getDeployment("cron-0000")!;
+    const version = records.getVersion("cron-0000", first.version)!;
+    const source = join(paths.deployments, "cron-0000", first.version);
+    const files: string[] = [];
+    for await (const e of Deno.readDir(source)) if (e.isFile) files.push(e.name);
+    for (let i = 1; i < count; i++) {
+      const name = `cron-${String(i).padStart(4, "0")}`;
+      const dir = join(paths.deployments, name, first.version);
+      await Deno.mkdir(dir, { recursive: true });
+      for (const f of files) await Deno.copyFile(join(source, f), join(dir, f));
+      const now = Date.now();
+      records.putVersion({
+        deployment: name,
+        version: first.version,
+        spec: { ...version.spec, name },
+        source: version.source,
+        files: version.files,
+        bytes: version.bytes,
+      }, now);
+      records.activate(name, first.version, 0, now);
+    }
+  } finally {
+    records.close();
+  }
+}
+
+async function waitForAgent(paths: Paths, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const client = await AgentClient.existing(paths);
+    if (client) {
+      client.close();
+      return Number((await Deno.readTextFile(join(paths.state, "agent.pid"))).trim());
+    }
+    await sleep(100);
+  }
+  throw new Error(`the agent did not answer within ${timeoutMs} ms`);
+}
+
+async function runLevel(jobs: number): Promise<LevelResult> {
+  const home = new BenchHome("prisn-cron-bench-");
+  let agent: Deno.ChildProcess | undefined;
+  let db: DatabaseSync | undefined;
+  try {
+    const setupStart = Date.now();
+    const project = join(home.dir, "tick");
+    await Deno.mkdir(project);
+    await Deno.writeTextFile(join(project, "main.sh"), "#!/bin/bash\ntrue\n");
+    await Deno.chmod(join(project, "main.sh"), 0o755);
+    await Deno.writeTextFile(
+      join(project, "prisn.toml"),
+      'schedule = "* * * * * *"\ntimezone = "UTC"\n',
+    );
+    await home.ok("deploy", project, "--name", "cron-0000");
+    await home.ok("agent", "stop");
+    await populate(home.paths, jobs);
+
+    agent = new Deno.Command(PRISN, {
+      args: ["agent", "run"],
+      env: home.env,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const pid = await waitForAgent(home.paths, 60_000);
+    const setupMs = Date.now() - setupStart;
+
+    const windowStart = Math.ceil((Date.now() + WARMUP_MS) / 1000) * 1000;
+    const windowEnd = windowStart + SECONDS * 1000;
+    db = new DatabaseSync(home.paths.db, { readOnly: true });
+    const select = db.prepare(
+      `SELECT id, deployment, scheduled_at, started_at FROM runs
+       WHERE trigger = 'schedule' AND scheduled_at >= ? AND scheduled_at < ?`,
+    );
+    const seen = new Map<string, RunRow>();
+    const poll = () => {
+      for (const row of select.all(windowStart, windowEnd) as unknown as RunRow[]) {
+        const known = seen.get(row.id);
+        if (!known || (known.started_at === null && row.started_at !== null)) seen.set(row.id, row);
+      }
+    };
+
+    await sleep(windowStart - Date.now());
+    const rssBefore = procMb(pid, "VmRSS");
+    const cpuStart = cpuSeconds(pid);
+    const rss: number[] = [];
+    while (Date.now() < windowEnd + DRAIN_MS) {
+      rss.push(procMb(pid, "VmRSS"));
+      poll();
+      await sleep(POLL_MS);
+    }
+    poll();
+    const cpu = cpuSeconds(pid) - cpuStart;
+    const hwm = procMb(pid, "VmHWM");
+
+    const events: Record<string, number> = {};
+    const rows = db.prepare(
+      `SELECT kind, COUNT(*) AS n FROM events WHERE at >= ? AND at < ? AND kind != 'RunFailed'
+       GROUP BY kind`,
+    ).all(windowStart, windowEnd + DRAIN_MS) as { kind: string; n: number }[];
+    for (const r of rows) events[r.kind] = r.n;
+
+    const runs = [...seen.values()];
+    const started = runs.filter((r) => r.started_at !== null);
+    const ticks = new Set(runs.map((r) => `${r.deployment}@${r.scheduled_at}`));
+    const samples = rss.filter(Number.isFinite);
+    return {
+      jobs,
+      windowSeconds: SECONDS,
+      expected: jobs * SECONDS,
+      started: started.length,
+      notStarted: runs.length - started.length,
+      duplicates: runs.length - ticks.size,
+      lateness: started.map((r) => r.started_at! - r.scheduled_at),
+      events,
+      rss: {
+        beforeMb: rssBefore,
+        meanMb: samples.reduce((a, b) => a + b, 0) / samples.length,
+        maxMb: Math.max(...samples),
+        hwmMb: hwm,
+      },
+      cpuPercent: (cpu / ((windowEnd + DRAIN_MS - windowStart) / 1000)) * 100,
+      setupMs,
+    };
+  } finally {
+    db?.close();
+    await home.close(); // prisn agent stop, then the temp folder goes
+    if (agent) {
+      const exited = await Promise.race([agent.status.then(() => true), sleep(15_000)]);
+      if (!exited) {
+        try {
+          agent.kill("SIGKILL");
+        } catch { /* gone */ }
+        await agent.status;
+      }
+    }
+  }
+}
+
+function mb(n: number): string {
+  return Number.isFinite(n) ? n.toFixed(1) : "-";
+}
+
+console.log(`cron firing lateness — ${machineLine()}, load average ${loadAverage()}`);
+console.log(
+  `every-second cronjobs running \`true\`; window ${SECONDS} s after a ${WARMUP_MS / 1000} s ` +
+    `warm-up; lateness = run started_at − scheduled_at`,
+);
+const results: LevelResult[] = [];
+for (const jobs of LEVELS) {
+  console.log(`\n${jobs} cronjob(s): setting up…`);
+  const r = await runLevel(jobs);
+  results.push(r);
+  const l = r.lateness;
+  const over = (limit: number) => l.filter((x) => x > limit).length;
+  console.log(
+    `  set up in ${(r.setupMs / 1000).toFixed(1)} s; runs started ${r.started} of ${r.expected} ` +
+      `ticks (${((r.started / r.expected) * 100).toFixed(1)}%), not started ${r.notStarted}, ` +
+      `duplicate ticks ${r.duplicates}`,
+  );
+  console.log(
+    `  lateness ms: min ${ms(Math.min(...l))}, p50 ${ms(percentile(l, 50))}, ` +
+      `p99 ${ms(percentile(l, 99))}, max ${ms(Math.max(...l))}; ` +
+      `>100 ms ${over(100)}, >1 s ${over(1000)}, >5 s ${over(5000)}`,
+  );
+  console.log(
+    `  agent RSS MiB: before ${mb(r.rss.beforeMb)}, mean ${mb(r.rss.meanMb)}, max ${
+      mb(r.rss.maxMb)
+    } (VmHWM ${mb(r.rss.hwmMb)}); agent CPU ${r.cpuPercent.toFixed(0)}% of one core`,
+  );
+  const events = Object.entries(r.events).map(([k, n]) => `${k} ${n}`).join(", ");
+  console.log(`  events in the window: ${events || "none"}`);
+}
+
+console.log("");
+printTable(
+  [
+    "cronjobs",
+    "ticks",
+    "started",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "RSS mean MiB",
+    "RSS max MiB",
+    "agent CPU",
+  ],
+  results.map((r) => [
+    String(r.jobs),
+    String(r.expected),
+    String(r.started),
+    ms(percentile(r.lateness, 50)),
+    ms(percentile(r.lateness, 99)),
+    ms(Math.max(...r.lateness)),
+    mb(r.rss.meanMb),
+    mb(r.rss.maxMb),
+    `${r.cpuPercent.toFixed(0)}%`,
+  ]),
+);

@@ -1,0 +1,767 @@
+/**
+ * prisn vs PM2 as process supervisors, on the same apps in the same run:
+ *
+ *   (a) restart latency after a crash: a Node `http` service that exits on `GET /crash`; time from
+ *       sending the crash request to the first HTTP 200 from a new process on the app's own port
+ *       (prisn: also through the service port, i.e. via prisn's proxy and readiness probe);
+ *   (b) the supervisor's resident memory (VmRSS of the prisn agent / the PM2 God daemon) while it
+ *       restarts a script that exits 1 at once, sampled every 1/10th of the restarts.
+ *
+ *   ./denow run -A bench/supervisor_bench.ts
+ *
+ * Environment (all optional):
+ *   SUPERVISOR_BENCH_PART=a|b|all         which part to run (all)
+ *   SUPERVISOR_BENCH_SAMPLES=20           crashes timed per supervisor in (a), after 2 warm-up ones
+ *   SUPERVISOR_BENCH_RESTARTS=10000       restarts to reach in (b)
+ *   SUPERVISOR_BENCH_TIME_LIMIT=300       seconds (b) may take per supervisor; past it, it reports
+ *                                         how far it got
+ *   SUPERVISOR_BENCH_BACKOFF=1ms          prisn restart.backoff_initial (= backoff_max) for both
+ *                                         parts: prisn.toml refuses "0ms", so 1 ms is the closest
+ *                                         to PM2's default restart_delay of 0
+ *   PRISN_BENCH_PM2_DIR=/tmp/prisn-bench-pm2   where `npm i pm2` is cached between runs
+ *
+ * Every PRISN_HOME and PM2_HOME is a temporary folder; everything listens on 127.0.0.1. The prisn
+ * agent (`prisn agent stop`), the PM2 daemon (`pm2 kill`) and any child process are stopped on the
+ * way out, also on an error, SIGINT or SIGTERM. Prints figures; never fails on a time.
+ */
+import { join } from "node:path";
+import { type Paths, paths as homePaths } from "../core/paths.ts";
+import type { DeploymentDetail } from "../runtime/views.ts";
+import { AgentClient } from "../runtime/client.ts";
+import {
+  freePort,
+  machineLine,
+  printTable,
+  PRISN,
+  sleep,
+  stats,
+  STATS_HEADERS,
+  statsRow,
+} from "./_util.ts";
+
+const PART = (Deno.env.get("SUPERVISOR_BENCH_PART") ?? "all").toLowerCase();
+const SAMPLES = envInt("SUPERVISOR_BENCH_SAMPLES", 20);
+const WARMUP = 2;
+const RESTARTS = envInt("SUPERVISOR_BENCH_RESTARTS", 10_000);
+const TIME_LIMIT_MS = envInt("SUPERVISOR_BENCH_TIME_LIMIT", 300) * 1000;
+const BACKOFF = Deno.env.get("SUPERVISOR_BENCH_BACKOFF") ?? "1ms";
+const PM2_DIR = Deno.env.get("PRISN_BENCH_PM2_DIR") ?? "/tmp/prisn-bench-pm2";
+
+/** Pause between two crashes in (a): above PM2's default min_uptime (1s), so no restart of
+ * either supervisor counts as "unstable" and PM2 keeps its defaults. */
+const CRASH_GAP_MS = 1_200;
+/** Pause between two connection attempts while waiting for the restarted app. */
+const POLL_MS = 2;
+/** How often (b) reads the restart count and the RSS. */
+const CURVE_POLL_MS = 1_000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function envInt(name: string, fallback: number): number {
+  const text = Deno.env.get(name);
+  if (text === undefined || text === "") return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${name}="${text}" is not valid: give a whole number of 1 or more`);
+  }
+  return n;
+}
+
+// --- cleanup: one place that stops everything this process started ---------------------------
+
+type Cleanup = () => Promise<void>;
+
+/** Cleanups run newest first, once each, on normal exit, on error and on SIGINT/SIGTERM. */
+class Cleanups {
+  #stack: Cleanup[] = [];
+  #children = new Set<Deno.ChildProcess>();
+  #running?: Promise<void>;
+  #onSignal = () => {
+    console.error("\nsupervisor_bench: interrupted, stopping everything it started…");
+    this.runAll().finally(() => Deno.exit(130));
+  };
+
+  constructor() {
+    Deno.addSignalListener("SIGINT", this.#onSignal);
+    Deno.addSignalListener("SIGTERM", this.#onSignal);
+  }
+
+  /** Registers `fn`; the returned function runs it now (once) and forgets it. */
+  add(fn: Cleanup): Cleanup {
+    let done: Promise<void> | undefined;
+    const once = () => {
+      done ??= fn().catch((e) => console.error(`cleanup: ${(e as Error).message}`));
+      return done;
+    };
+    this.#stack.push(once);
+    return async () => {
+      this.#stack = this.#stack.filter((f) => f !== once);
+      await once();
+    };
+  }
+
+  track(child: Deno.ChildProcess): void {
+    this.#children.add(child);
+    child.status.finally(() => this.#children.delete(child));
+  }
+
+  runAll(): Promise<void> {
+    this.#running ??= (async () => {
+      for (const child of this.#children) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* already gone */ }
+      }
+      while (this.#stack.length) await this.#stack.pop()!();
+      Deno.removeSignalListener("SIGINT", this.#onSignal);
+      Deno.removeSignalListener("SIGTERM", this.#onSignal);
+    })();
+    return this.#running;
+  }
+}
+
+const cleanups = new Cleanups();
+
+interface Output {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion (stdin closed), killed by the cleanup if still running. */
+async function run(
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string>; cwd?: string } = {},
+): Promise<Output> {
+  const child = new Deno.Command(command, {
+    args,
+    env: options.env,
+    cwd: options.cwd,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  cleanups.track(child);
+  const out = await child.output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+async function must(what: string, p: Promise<Output>): Promise<Output> {
+  const r = await p;
+  if (r.code !== 0) throw new Error(`${what} exited ${r.code}: ${(r.stderr || r.stdout).trim()}`);
+  return r;
+}
+
+// --- measuring ---------------------------------------------------------------------------------
+
+/** VmRSS of a process in KiB, or undefined when it is gone. */
+function rssKiB(pid: number | undefined): number | undefined {
+  if (!pid) return undefined;
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function mib(kib: number | undefined): string {
+  return kib === undefined ? "-" : (kib / 1024).toFixed(1);
+}
+
+function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, up to `graceMs` to go, then SIGKILL. */
+async function terminate(pid: number, graceMs = 5_000): Promise<void> {
+  if (!alive(pid)) return;
+  try {
+    Deno.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline && alive(pid)) await sleep(50);
+  if (alive(pid)) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+}
+
+async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(4096);
+  let size = 0;
+  try {
+    while (true) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+      size += n;
+    }
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
+}
+
+/** One `GET path HTTP/1.0` on a new connection: status and body, or undefined on any failure. */
+async function get(
+  port: number,
+  path: string,
+  timeoutMs: number,
+): Promise<{ status: number; body: string } | undefined> {
+  let conn: Deno.Conn | undefined;
+  const timer = setTimeout(() => {
+    try {
+      conn?.close();
+    } catch { /* closed */ }
+  }, timeoutMs);
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(encoder.encode(`GET ${path} HTTP/1.0\r\nHost: bench\r\n\r\n`));
+    const text = decoder.decode(await readAll(conn));
+    const head = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+    const split = text.indexOf("\r\n\r\n");
+    if (!head || split < 0) return undefined;
+    return { status: Number(head[1]), body: text.slice(split + 4) };
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Polls `port` until a process other than `oldPid` answers 200; ms since `t0` and its pid. */
+async function firstAnswerFromNewProcess(
+  port: number,
+  oldPid: string,
+  t0: number,
+  limitMs: number,
+): Promise<{ ms: number; pid: string }> {
+  while (performance.now() - t0 < limitMs) {
+    const r = await get(port, "/", 7_000);
+    const pid = r?.body.trim();
+    if (r?.status === 200 && pid && pid !== oldPid) return { ms: performance.now() - t0, pid };
+    await sleep(POLL_MS);
+  }
+  throw new Error(`no new process answered on port ${port} within ${limitMs} ms of the crash`);
+}
+
+/** Waits until `port` answers 200; the pid in the body. */
+async function waitServing(port: number, limitMs = 30_000): Promise<string> {
+  return (await firstAnswerFromNewProcess(port, "", performance.now(), limitMs)).pid;
+}
+
+/** The app of part (a): answers its pid; `GET /crash` makes it exit 1 on the spot. */
+const CRASH_APP_JS = `"use strict";
+const http = require("node:http");
+const server = http.createServer((req, res) => {
+  if (req.url === "/crash") process.exit(1);
+  res.writeHead(200, { "content-type": "text/plain" });
+  res.end(String(process.pid));
+});
+server.listen(Number(process.env.PORT), "127.0.0.1");
+`;
+
+/** The script of part (b). */
+const EXIT_SH = "#!/usr/bin/env bash\nexit 1\n";
+
+interface RestartSample {
+  /** Crash request sent → a new process answered 200 on the app's own port. */
+  direct: number;
+  /** The same, through prisn's service port (undefined for PM2). */
+  proxied?: number;
+}
+
+/**
+ * Crashes the app `SAMPLES + WARMUP` times (`CRASH_GAP_MS` apart) and times each restart on
+ * `appPort` and, when given, `servicePort` (polled at the same time).
+ */
+async function restartLatency(
+  label: string,
+  appPort: number,
+  servicePort?: number,
+): Promise<RestartSample[]> {
+  let pid = await waitServing(appPort);
+  if (servicePort !== undefined) await waitServing(servicePort);
+  const samples: RestartSample[] = [];
+  for (let i = 0; i < WARMUP + SAMPLES; i++) {
+    await sleep(CRASH_GAP_MS);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: appPort });
+    const t0 = performance.now();
+    await conn.write(encoder.encode("GET /crash HTTP/1.0\r\nHost: bench\r\n\r\n"));
+    const crashed = readAll(conn).catch(() => undefined); // EOF or reset once it exits
+    const [direct, proxied] = await Promise.all([
+      firstAnswerFromNewProcess(appPort, pid, t0, 60_000),
+      servicePort === undefined
+        ? undefined
+        : firstAnswerFromNewProcess(servicePort, pid, t0, 60_000),
+    ]);
+    await crashed;
+    if (proxied && proxied.pid !== direct.pid) {
+      throw new Error(
+        `${label}: the service port answered from pid ${proxied.pid}, not ${direct.pid}`,
+      );
+    }
+    pid = direct.pid;
+    if (i >= WARMUP) samples.push({ direct: direct.ms, proxied: proxied?.ms });
+  }
+  return samples;
+}
+
+interface CurvePoint {
+  restarts: number;
+  rssKiB?: number;
+  atMs: number;
+}
+
+interface Curve {
+  idle?: number;
+  points: CurvePoint[];
+  /** RSS a few seconds after the crashing app was removed. */
+  afterRemoval?: number;
+  stoppedBy: "restarts" | "time limit";
+  extra?: string;
+}
+
+/**
+ * Reads the restart count and the supervisor's RSS every `CURVE_POLL_MS`, keeping the first
+ * reading and the first at or past every tenth of `RESTARTS`, until `RESTARTS` or the time limit.
+ */
+async function restartCurve(
+  label: string,
+  pid: () => number | undefined,
+  restarts: () => Promise<number | undefined>,
+): Promise<Pick<Curve, "points" | "stoppedBy">> {
+  const step = Math.max(1, Math.round(RESTARTS / 10));
+  const t0 = performance.now();
+  const points: CurvePoint[] = [];
+  let next = 0;
+  let lastPrinted = 0;
+  while (true) {
+    const n = await restarts();
+    const rss = rssKiB(pid());
+    const atMs = performance.now() - t0;
+    if (rss === undefined) throw new Error(`${label}: the supervisor process is gone`);
+    const overTime = atMs > TIME_LIMIT_MS;
+    if (n !== undefined && (n >= next || n >= RESTARTS || overTime)) {
+      points.push({ restarts: n, rssKiB: rss, atMs });
+      next = (Math.floor(n / step) + 1) * step;
+    }
+    if (n !== undefined && n >= RESTARTS) return { points, stoppedBy: "restarts" };
+    if (overTime) return { points, stoppedBy: "time limit" };
+    if (atMs - lastPrinted > 30_000) {
+      lastPrinted = atMs;
+      console.log(`    ${label}: ${n ?? "?"} restarts after ${(atMs / 1000).toFixed(0)} s`);
+    }
+    await sleep(CURVE_POLL_MS);
+  }
+}
+
+// --- prisn -------------------------------------------------------------------------------------
+
+class PrisnSide {
+  readonly dir = Deno.makeTempDirSync({ prefix: "prisn-bench-sup-" });
+  readonly home = join(this.dir, "home");
+  readonly paths: Paths = homePaths(this.home);
+  readonly env = { PRISN_HOME: this.home };
+  client?: AgentClient;
+  readonly close: Cleanup;
+
+  constructor() {
+    this.close = cleanups.add(async () => {
+      this.client?.close();
+      const pid = this.agentPid();
+      const stop = await run(PRISN, ["agent", "stop"], { env: this.env }).catch(() => undefined);
+      if (pid && (stop?.code !== 0 || alive(pid))) await terminate(pid);
+      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    });
+  }
+
+  /** Starts the agent (via the CLI, as a user would) and connects to it. */
+  async start(): Promise<void> {
+    await this.ok("ls");
+    this.client = new AgentClient(this.paths);
+  }
+
+  ok(...args: string[]): Promise<Output> {
+    return must(`prisn ${args.join(" ")}`, run(PRISN, args, { env: this.env }));
+  }
+
+  agentPid(): number | undefined {
+    try {
+      return Number(Deno.readTextFileSync(join(this.paths.state, "agent.pid")).trim()) || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  detail(name: string): Promise<DeploymentDetail> {
+    return this.client!.call<DeploymentDetail>("GET", `/v1/deployments/${name}`);
+  }
+
+  project(name: string, files: Record<string, string>): string {
+    const dir = join(this.dir, "src", name);
+    Deno.mkdirSync(dir, { recursive: true });
+    for (const [file, text] of Object.entries(files)) {
+      Deno.writeTextFileSync(join(dir, file), text, {
+        mode: text.startsWith("#!") ? 0o755 : 0o644,
+      });
+    }
+    return dir;
+  }
+
+  /** "prisn.db 60 KiB + WAL 4 MiB" */
+  dbSize(): string {
+    const size = (file: string) => {
+      try {
+        return `${(Deno.statSync(file).size / 1024).toFixed(0)} KiB`;
+      } catch {
+        return "0 KiB";
+      }
+    };
+    return `prisn.db ${size(this.paths.db)} + WAL ${size(this.paths.db + "-wal")}`;
+  }
+}
+
+function restartToml(): string {
+  return `[restart]\nbackoff_initial = "${BACKOFF}"\nbackoff_max = "${BACKOFF}"\n`;
+}
+
+async function prisnLatency(): Promise<RestartSample[]> {
+  const p = new PrisnSide();
+  try {
+    await p.start();
+    const port = freePort();
+    const dir = p.project("crashy", {
+      "main.js": CRASH_APP_JS,
+      "prisn.toml": `name = "crashy"\nport = ${port}\nreplicas = 1\n${restartToml()}`,
+    });
+    await p.ok("deploy", dir);
+    const replica = (await p.detail("crashy")).replicaStatus[0];
+    if (!replica?.port) throw new Error("prisn: the crashy replica has no port");
+    console.log(`  prisn: agent pid ${p.agentPid()}, RSS ${mib(rssKiB(p.agentPid()))} MiB idle`);
+    return await restartLatency("prisn", replica.port, port);
+  } finally {
+    await p.close();
+  }
+}
+
+async function prisnCurve(): Promise<Curve> {
+  const p = new PrisnSide();
+  try {
+    await p.start();
+    const pid = p.agentPid();
+    const idle = rssKiB(pid);
+    const dbBefore = p.dbSize();
+    const dir = p.project("crashloop", {
+      "main.sh": EXIT_SH,
+      "prisn.toml": `name = "crashloop"\ntype = "service"\nreplicas = 1\n${restartToml()}`,
+    });
+    await p.ok("deploy", dir);
+    const curve = await restartCurve(
+      "prisn",
+      () => pid,
+      async () => (await p.detail("crashloop")).replicaStatus[0]?.restarts,
+    );
+    const dbAfter = p.dbSize();
+    await p.ok("delete", "crashloop");
+    await sleep(3_000);
+    return {
+      idle,
+      ...curve,
+      afterRemoval: rssKiB(pid),
+      extra: `${dbBefore} before, ${dbAfter} after the restarts`,
+    };
+  } finally {
+    await p.close();
+  }
+}
+
+// --- PM2 ---------------------------------------------------------------------------------------
+
+interface Pm2Process {
+  name: string;
+  pid: number;
+  pm2_env: { status: string; restart_time: number };
+}
+
+class Pm2Side {
+  readonly dir = Deno.makeTempDirSync({ prefix: "prisn-bench-pm2-" });
+  readonly pm2Home = join(this.dir, "pm2-home");
+  readonly env = { PM2_HOME: this.pm2Home };
+  readonly close: Cleanup;
+
+  constructor(readonly bin: string) {
+    this.close = cleanups.add(async () => {
+      const pid = this.daemonPid();
+      const apps = this.appPids();
+      await run(bin, ["kill"], { env: this.env }).catch(() => undefined);
+      // Whatever `pm2 kill` left behind (it failed, or was never reached).
+      for (const app of apps) await terminate(app, 2_000);
+      if (pid) await terminate(pid);
+      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    });
+  }
+
+  cli(...args: string[]): Promise<Output> {
+    return must(`pm2 ${args.join(" ")}`, run(this.bin, args, { env: this.env, cwd: this.dir }));
+  }
+
+  daemonPid(): number | undefined {
+    try {
+      return Number(Deno.readTextFileSync(join(this.pm2Home, "pm2.pid")).trim()) || undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  appPids(): number[] {
+    try {
+      return [...Deno.readDirSync(join(this.pm2Home, "pids"))]
+        .map((e) => Number(Deno.readTextFileSync(join(this.pm2Home, "pids", e.name)).trim()))
+        .filter((n) => n > 0);
+    } catch {
+      return [];
+    }
+  }
+
+  async jlist(): Promise<Pm2Process[]> {
+    const out = (await this.cli("jlist")).stdout;
+    const start = out.indexOf("[");
+    if (start < 0) throw new Error(`pm2 jlist printed no list: ${out.slice(0, 200)}`);
+    return JSON.parse(out.slice(start)) as Pm2Process[];
+  }
+
+  /** Starts the app(s) of an ecosystem file written from `apps`. */
+  async start(apps: Record<string, unknown>[]): Promise<void> {
+    const file = join(this.dir, "ecosystem.json");
+    await Deno.writeTextFile(file, JSON.stringify({ apps }, null, 2));
+    await this.cli("start", file);
+  }
+
+  project(name: string, files: Record<string, string>): string {
+    const dir = join(this.dir, name);
+    Deno.mkdirSync(dir, { recursive: true });
+    for (const [file, text] of Object.entries(files)) {
+      Deno.writeTextFileSync(join(dir, file), text, {
+        mode: text.startsWith("#!") ? 0o755 : 0o644,
+      });
+    }
+    return dir;
+  }
+}
+
+/** The pm2 CLI from `npm i pm2` in PM2_DIR (installed there on first use, then reused). */
+async function ensurePm2(): Promise<{ bin: string; version: string }> {
+  const bin = join(PM2_DIR, "node_modules", ".bin", "pm2");
+  const pkg = join(PM2_DIR, "node_modules", "pm2", "package.json");
+  const version = () => JSON.parse(Deno.readTextFileSync(pkg)).version as string;
+  try {
+    Deno.statSync(bin);
+    return { bin, version: version() };
+  } catch { /* install it */ }
+  console.log(`  installing pm2 into ${PM2_DIR} (npm i pm2)…`);
+  await Deno.mkdir(PM2_DIR, { recursive: true });
+  try {
+    Deno.statSync(join(PM2_DIR, "package.json"));
+  } catch {
+    await Deno.writeTextFile(join(PM2_DIR, "package.json"), '{ "private": true }\n');
+  }
+  await must(
+    "npm i pm2",
+    run("npm", ["i", "pm2", "--no-audit", "--no-fund", "--loglevel=error"], { cwd: PM2_DIR }),
+  );
+  return { bin, version: version() };
+}
+
+async function pm2Latency(bin: string): Promise<RestartSample[]> {
+  const p = new Pm2Side(bin);
+  try {
+    const port = freePort();
+    const dir = p.project("crashy", { "main.js": CRASH_APP_JS });
+    // PM2 defaults otherwise: autorestart, restart_delay 0, min_uptime 1s, max_restarts 16.
+    await p.start([{
+      name: "crashy",
+      script: join(dir, "main.js"),
+      cwd: dir,
+      exec_mode: "fork",
+      instances: 1,
+      env: { PORT: String(port) },
+    }]);
+    await waitServing(port);
+    console.log(`  pm2: daemon pid ${p.daemonPid()}, RSS ${mib(rssKiB(p.daemonPid()))} MiB idle`);
+    return await restartLatency("pm2", port);
+  } finally {
+    await p.close();
+  }
+}
+
+async function pm2Curve(bin: string): Promise<Curve> {
+  const p = new Pm2Side(bin);
+  try {
+    await p.cli("ping"); // starts the daemon
+    const pid = p.daemonPid();
+    const idle = rssKiB(pid);
+    const dir = p.project("crashloop", { "main.sh": EXIT_SH });
+    await p.start([{
+      name: "crashloop",
+      script: join(dir, "main.sh"),
+      interpreter: "bash",
+      cwd: dir,
+      exec_mode: "fork",
+      autorestart: true,
+      restart_delay: 0,
+      // Never "errored": restarts within min_uptime count as unstable, and max_restarts of them
+      // stop the app.
+      min_uptime: 100,
+      max_restarts: 1_000_000_000,
+    }]);
+    let status = "";
+    const curve = await restartCurve("pm2", () => pid, async () => {
+      const app = (await p.jlist()).find((a) => a.name === "crashloop");
+      status = app?.pm2_env.status ?? "missing";
+      return app?.pm2_env.restart_time;
+    });
+    await p.cli("delete", "crashloop");
+    await sleep(3_000);
+    return { idle, ...curve, afterRemoval: rssKiB(pid), extra: `app status at the end: ${status}` };
+  } finally {
+    await p.close();
+  }
+}
+
+// --- report ------------------------------------------------------------------------------------
+
+function printLatency(prisn: RestartSample[], pm2: RestartSample[]): void {
+  const direct = stats(prisn.map((s) => s.direct));
+  const proxied = stats(prisn.map((s) => s.proxied!));
+  const peer = stats(pm2.map((s) => s.direct));
+  console.log("\n(a) crash request sent → first HTTP 200 from the new process (ms)");
+  printTable(STATS_HEADERS, [
+    statsRow("prisn, app's own PORT", direct),
+    statsRow("prisn, service port (proxy)", proxied),
+    statsRow("pm2, app's port", peer),
+  ]);
+  console.log(
+    `ratio prisn/pm2 (app's own port): p50 ${(direct.p50 / peer.p50).toFixed(2)}x, ` +
+      `p95 ${(direct.p95 / peer.p95).toFixed(2)}x; ` +
+      `through prisn's service port: p50 ${(proxied.p50 / peer.p50).toFixed(2)}x, ` +
+      `p95 ${(proxied.p95 / peer.p95).toFixed(2)}x`,
+  );
+}
+
+function printCurves(prisn?: Curve, pm2?: Curve): void {
+  console.log(
+    `\n(b) supervisor RSS (MiB) while it restarts \`exit 1\` (bash), target ${RESTARTS} restarts`,
+  );
+  const rows: string[][] = [];
+  const count = Math.max(prisn?.points.length ?? 0, pm2?.points.length ?? 0);
+  const cell = (c: Curve | undefined, i: number) => {
+    const pt = c?.points[i];
+    return pt ? [String(pt.restarts), mib(pt.rssKiB), (pt.atMs / 1000).toFixed(0)] : ["", "", ""];
+  };
+  rows.push(["idle", mib(prisn?.idle), "", "", mib(pm2?.idle), ""]);
+  for (let i = 0; i < count; i++) {
+    const [pr, prss, pt] = cell(prisn, i);
+    const [mr, mrss, mt] = cell(pm2, i);
+    rows.push([pr, prss, pt, mr, mrss, mt]);
+  }
+  rows.push(["removed", mib(prisn?.afterRemoval), "", "", mib(pm2?.afterRemoval), ""]);
+  printTable(["prisn restarts", "agent RSS", "s", "pm2 restarts", "daemon RSS", "s"], rows);
+  const summary = (label: string, c?: Curve) => {
+    if (!c || c.points.length === 0) return undefined;
+    const first = c.points[0];
+    const last = c.points[c.points.length - 1];
+    const growth = (last.rssKiB ?? 0) - (first.rssKiB ?? 0);
+    const peak = Math.max(...c.points.map((p) => p.rssKiB ?? 0));
+    const rate = (last.restarts - first.restarts) / ((last.atMs - first.atMs) / 1000 || 1);
+    console.log(
+      `${label}: ${last.restarts} restarts in ${(last.atMs / 1000).toFixed(0)} s ` +
+        `(${rate.toFixed(0)}/s, stopped by ${c.stoppedBy}); RSS ${mib(first.rssKiB)} → ` +
+        `${mib(last.rssKiB)} MiB, growth ${mib(growth)} MiB, peak ${mib(peak)} MiB, ` +
+        `${mib(c.afterRemoval)} MiB 3 s after the app was removed` +
+        (c.extra ? `; ${c.extra}` : ""),
+    );
+    return { growth, end: last.rssKiB ?? 0, perThousand: growth / (last.restarts / 1000 || 1) };
+  };
+  const a = summary("prisn", prisn);
+  const b = summary("pm2", pm2);
+  if (a && b) {
+    const ratio = (x: number, y: number) => (y === 0 ? "-" : `${(x / y).toFixed(2)}x`);
+    console.log(
+      `ratio pm2/prisn: growth ${ratio(b.growth, a.growth)} ` +
+        `(per 1,000 restarts: prisn ${(a.perThousand / 1024).toFixed(2)} MiB, ` +
+        `pm2 ${(b.perThousand / 1024).toFixed(2)} MiB); RSS at the end ${ratio(b.end, a.end)}`,
+    );
+  }
+}
+
+async function main(): Promise<void> {
+  const { bin, version } = await ensurePm2();
+  console.log(
+    `supervisor bench: prisn vs pm2 ${version} (${machineLine()}, node ${await nodeVersion()})`,
+  );
+  console.log(
+    `prisn [restart] backoff_initial = backoff_max = "${BACKOFF}" (prisn.toml refuses "0ms"); ` +
+      `pm2 restart_delay 0`,
+  );
+  if (PART === "a" || PART === "all") {
+    console.log(
+      `\n(a) restart latency: ${SAMPLES} crashes each (+${WARMUP} warm-up), ` +
+        `${CRASH_GAP_MS} ms apart, polling every ${POLL_MS} ms`,
+    );
+    const prisn = await prisnLatency();
+    const pm2 = await pm2Latency(bin);
+    printLatency(prisn, pm2);
+  }
+  if (PART === "b" || PART === "all") {
+    console.log(
+      `\n(b) crash loop: up to ${RESTARTS} restarts or ${TIME_LIMIT_MS / 1000} s each, ` +
+        `sampled every ${CURVE_POLL_MS} ms`,
+    );
+    let prisn: Curve | undefined;
+    let pm2: Curve | undefined;
+    try {
+      prisn = await prisnCurve();
+      pm2 = await pm2Curve(bin);
+    } finally {
+      printCurves(prisn, pm2);
+    }
+  }
+}
+
+async function nodeVersion(): Promise<string> {
+  return (await run("node", ["--version"])).stdout.trim();
+}
+
+if (import.meta.main) {
+  let failed = false;
+  try {
+    await main();
+  } catch (e) {
+    failed = true;
+    console.error(`supervisor_bench: ${(e as Error).stack ?? e}`);
+  } finally {
+    await cleanups.runAll();
+  }
+  if (failed) Deno.exit(1);
+}
