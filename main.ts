@@ -19,10 +19,14 @@ import { versionText } from "./version.ts";
 
 /** Builds the command tree, runs it, and maps errors to one line on stderr and an exit code. */
 export async function main(args: string[]): Promise<number> {
+  if (args.length === 1 && (args[0] === "--version" || args[0] === "-v")) {
+    console.log(versionText());
+    return 0;
+  }
   const app = new App();
   const program = new Command("prisn")
     .description("deploy scripts and keep them running: services, cronjobs and jobs")
-    .version(versionText(), "-v, --version")
+    .option("-v, --version", "print the version and git commit")
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
     .showSuggestionAfterError(true);
@@ -45,6 +49,10 @@ export async function main(args: string[]): Promise<number> {
     ]
   ) {
     cmd.register(program, app);
+  }
+  if (args.length === 0) {
+    console.log(program.helpInformation().trimEnd());
+    return 0;
   }
   try {
     await program.parseAsync(args, { from: "user" });

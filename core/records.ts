@@ -41,6 +41,9 @@ const MIGRATIONS: string[] = [
 
 type Row = Record<string, SQLInputValue>;
 
+/** Events kept per deployment; older ones are pruned as new ones arrive. */
+export const EVENTS_KEPT = 500;
+
 /**
  * The record store: deployments, versions, runs, events and live processes, in SQLite (WAL).
  * One writer (the agent); every write is a single statement or one transaction.
@@ -336,13 +339,17 @@ export class Records {
 
   // --- events ------------------------------------------------------------------------------
 
+  /** Records an event; only the newest EVENTS_KEPT per deployment are kept (a crash loop adds many). */
   addEvent(deployment: string, kind: string, message: string, now: number): void {
-    this.db.prepare("INSERT INTO events(deployment, at, kind, message) VALUES (?, ?, ?, ?)").run(
-      deployment,
-      now,
-      kind,
-      message,
-    );
+    const { lastInsertRowid } = this.db.prepare(
+      "INSERT INTO events(deployment, at, kind, message) VALUES (?, ?, ?, ?)",
+    ).run(deployment, now, kind, message);
+    if (Number(lastInsertRowid) % 50 === 0) {
+      this.db.prepare(
+        `DELETE FROM events WHERE deployment = ? AND id <= (
+           SELECT id FROM events WHERE deployment = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+      ).run(deployment, deployment, EVENTS_KEPT);
+    }
   }
 
   /** Events, newest first. */
