@@ -155,6 +155,9 @@ async function runCase(c: Case, wheelCache: string): Promise<CaseResult> {
       else await nodeProject(dir);
       await h.ok("ls"); // starts the agent: not part of the deploy
       const cold = await deploy(h, dir, "envbench", c.expect, `cold${i}`);
+      if (c.emptyNpmCache && !hasEntries(h.env.npm_config_cache)) {
+        throw new Error("npm did not use the empty cache folder given as npm_config_cache");
+      }
       result.cold.push(cold.ms);
       result.envIds.add(cold.envId);
       for (let w = 0; w < WARM; w++) {
@@ -176,6 +179,14 @@ async function runCase(c: Case, wheelCache: string): Promise<CaseResult> {
     );
   }
   return result;
+}
+
+function hasEntries(dir: string): boolean {
+  try {
+    return [...Deno.readDirSync(dir)].length > 0;
+  } catch {
+    return false;
+  }
 }
 
 async function has(command: string): Promise<boolean> {
