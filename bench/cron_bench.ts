@@ -38,7 +38,15 @@ interface LevelResult {
   started: number;
   notStarted: number;
   duplicates: number;
+  /** Runs that started while an earlier run of the same cronjob was still active (forbid). */
+  overlaps: number;
   lateness: number[];
+  /** Round trips of GET /v1/ping during the window; failures are timeouts (2 s) or errors. */
+  ping: { ms: number[]; failures: number };
+  /** Finished children the agent had not reaped yet, at the most at one sample. */
+  zombiesMax: number;
+  /** RSS every 10 s through the window, MiB. */
+  rssSeries: number[];
   events: Record<string, number>;
   rss: { beforeMb: number; meanMb: number; maxMb: number; hwmMb: number };
   cpuPercent: number;
@@ -50,6 +58,7 @@ interface RunRow {
   deployment: string;
   scheduled_at: number;
   started_at: number | null;
+  finished_at: number | null;
 }
 
 /** A status field of /proc/PID/status in MiB (VmRSS, VmHWM), or NaN. */
@@ -61,6 +70,49 @@ function procMb(pid: number, field: "VmRSS" | "VmHWM"): number {
   } catch {
     return NaN;
   }
+}
+
+/** How many children of `pid` are zombies (exited, not yet reaped). */
+function zombieChildren(pid: number): number {
+  let n = 0;
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (state === "Z" && Number(ppid) === pid) n++;
+    } catch { /* gone */ }
+  }
+  return n;
+}
+
+/** One GET /v1/ping round trip in ms, or undefined when it failed or took over 2 s. */
+async function pingMs(paths: Paths): Promise<number | undefined> {
+  const client = new AgentClient(paths);
+  try {
+    const start = performance.now();
+    return (await client.ping()) ? performance.now() - start : undefined;
+  } finally {
+    client.close();
+  }
+}
+
+/** Runs started while the cronjob's previous run had not finished. */
+function countOverlaps(runs: RunRow[]): number {
+  const byJob = new Map<string, RunRow[]>();
+  for (const r of runs) {
+    if (r.started_at === null) continue;
+    byJob.set(r.deployment, [...(byJob.get(r.deployment) ?? []), r]);
+  }
+  let n = 0;
+  for (const list of byJob.values()) {
+    list.sort((a, b) => a.started_at! - b.started_at!);
+    for (let i = 1; i < list.length; i++) {
+      const prev = list[i - 1].finished_at;
+      if (prev === null || list[i].started_at! < prev) n++;
+    }
+  }
+  return n;
 }
 
 /** utime + stime of a process, in seconds. */
@@ -157,14 +209,14 @@ async function runLevel(jobs: number): Promise<LevelResult> {
     const windowEnd = windowStart + SECONDS * 1000;
     db = new DatabaseSync(home.paths.db, { readOnly: true });
     const select = db.prepare(
-      `SELECT id, deployment, scheduled_at, started_at FROM runs
+      `SELECT id, deployment, scheduled_at, started_at, finished_at FROM runs
        WHERE trigger = 'schedule' AND scheduled_at >= ? AND scheduled_at < ?`,
     );
     const seen = new Map<string, RunRow>();
     const poll = () => {
       for (const row of select.all(windowStart, windowEnd) as unknown as RunRow[]) {
         const known = seen.get(row.id);
-        if (!known || (known.started_at === null && row.started_at !== null)) seen.set(row.id, row);
+        if (!known || known.finished_at === null) seen.set(row.id, row);
       }
     };
 
@@ -172,12 +224,19 @@ async function runLevel(jobs: number): Promise<LevelResult> {
     const rssBefore = procMb(pid, "VmRSS");
     const cpuStart = cpuSeconds(pid);
     const rss: number[] = [];
-    while (Date.now() < windowEnd + DRAIN_MS) {
+    const rssSeries: number[] = [];
+    const pings: Promise<number | undefined>[] = [];
+    let zombiesMax = 0;
+    for (let i = 0; Date.now() < windowEnd + DRAIN_MS; i++) {
       rss.push(procMb(pid, "VmRSS"));
+      if (i % 10 === 0 && Date.now() < windowEnd) rssSeries.push(rss[rss.length - 1]);
+      if (i % 5 === 0) zombiesMax = Math.max(zombiesMax, zombieChildren(pid));
+      pings.push(pingMs(home.paths));
       poll();
       await sleep(POLL_MS);
     }
     poll();
+    const pingResults = await Promise.all(pings);
     const cpu = cpuSeconds(pid) - cpuStart;
     const hwm = procMb(pid, "VmHWM");
 
@@ -199,6 +258,13 @@ async function runLevel(jobs: number): Promise<LevelResult> {
       started: started.length,
       notStarted: runs.length - started.length,
       duplicates: runs.length - ticks.size,
+      overlaps: countOverlaps(runs),
+      ping: {
+        ms: pingResults.filter((x): x is number => x !== undefined),
+        failures: pingResults.filter((x) => x === undefined).length,
+      },
+      zombiesMax,
+      rssSeries,
       lateness: started.map((r) => r.started_at! - r.scheduled_at),
       events,
       rss: {
@@ -244,7 +310,7 @@ for (const jobs of LEVELS) {
   console.log(
     `  set up in ${(r.setupMs / 1000).toFixed(1)} s; runs started ${r.started} of ${r.expected} ` +
       `ticks (${((r.started / r.expected) * 100).toFixed(1)}%), not started ${r.notStarted}, ` +
-      `duplicate ticks ${r.duplicates}`,
+      `duplicate ticks ${r.duplicates}, overlapping runs of one cronjob ${r.overlaps}`,
   );
   console.log(
     `  lateness ms: min ${ms(Math.min(...l))}, p50 ${ms(percentile(l, 50))}, ` +
@@ -255,6 +321,13 @@ for (const jobs of LEVELS) {
     `  agent RSS MiB: before ${mb(r.rss.beforeMb)}, mean ${mb(r.rss.meanMb)}, max ${
       mb(r.rss.maxMb)
     } (VmHWM ${mb(r.rss.hwmMb)}); agent CPU ${r.cpuPercent.toFixed(0)}% of one core`,
+  );
+  console.log(`  agent RSS every 10 s, MiB: ${r.rssSeries.map(mb).join(" ")}`);
+  const p = r.ping.ms;
+  console.log(
+    `  agent API ping ms (1/s): p50 ${ms(percentile(p, 50))}, max ${ms(Math.max(...p))}, ` +
+      `failed (>2 s) ${r.ping.failures} of ${p.length + r.ping.failures}; ` +
+      `unreaped exited children, most seen: ${r.zombiesMax}`,
   );
   const events = Object.entries(r.events).map(([k, n]) => `${k} ${n}`).join(", ");
   console.log(`  events in the window: ${events || "none"}`);
@@ -272,6 +345,7 @@ printTable(
     "RSS mean MiB",
     "RSS max MiB",
     "agent CPU",
+    "ping p50 ms",
   ],
   results.map((r) => [
     String(r.jobs),
@@ -283,5 +357,6 @@ printTable(
     mb(r.rss.meanMb),
     mb(r.rss.maxMb),
     `${r.cpuPercent.toFixed(0)}%`,
+    ms(percentile(r.ping.ms, 50)),
   ]),
 );

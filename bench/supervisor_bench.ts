@@ -11,6 +11,7 @@
  *
  * Environment (all optional):
  *   SUPERVISOR_BENCH_PART=a|b|all         which part to run (all)
+ *   SUPERVISOR_BENCH_ONLY=prisn|pm2       run one side only (for diagnosis: no ratio then)
  *   SUPERVISOR_BENCH_SAMPLES=20           crashes timed per supervisor in (a), after 2 warm-up ones
  *   SUPERVISOR_BENCH_RESTARTS=10000       restarts to reach in (b)
  *   SUPERVISOR_BENCH_TIME_LIMIT=300       seconds (b) may take per supervisor; past it, it reports
@@ -40,6 +41,9 @@ import {
 } from "./_util.ts";
 
 const PART = (Deno.env.get("SUPERVISOR_BENCH_PART") ?? "all").toLowerCase();
+const ONLY = (Deno.env.get("SUPERVISOR_BENCH_ONLY") ?? "").toLowerCase();
+const WITH_PRISN = ONLY !== "pm2";
+const WITH_PM2 = ONLY !== "prisn";
 const SAMPLES = envInt("SUPERVISOR_BENCH_SAMPLES", 20);
 const WARMUP = 2;
 const RESTARTS = envInt("SUPERVISOR_BENCH_RESTARTS", 10_000);
@@ -651,22 +655,54 @@ async function pm2Curve(bin: string): Promise<Curve> {
 
 // --- report ------------------------------------------------------------------------------------
 
-function printLatency(prisn: RestartSample[], pm2: RestartSample[]): void {
-  const direct = stats(prisn.map((s) => s.direct));
-  const proxied = stats(prisn.map((s) => s.proxied!));
-  const peer = stats(pm2.map((s) => s.direct));
+function printLatency(prisn?: RestartSample[], pm2?: RestartSample[]): void {
+  const direct = prisn && stats(prisn.map((s) => s.direct));
+  const proxied = prisn && stats(prisn.map((s) => s.proxied!));
+  const peer = pm2 && stats(pm2.map((s) => s.direct));
   console.log("\n(a) crash request sent → first HTTP 200 from the new process (ms)");
   printTable(STATS_HEADERS, [
-    statsRow("prisn, app's own PORT", direct),
-    statsRow("prisn, service port (proxy)", proxied),
-    statsRow("pm2, app's port", peer),
+    ...(direct && proxied
+      ? [
+        statsRow("prisn, app's own PORT", direct),
+        statsRow("prisn, service port (proxy)", proxied),
+      ]
+      : []),
+    ...(peer ? [statsRow("pm2, app's port", peer)] : []),
   ]);
+  if (direct && proxied && peer) {
+    console.log(
+      `ratio prisn/pm2 (app's own port): p50 ${(direct.p50 / peer.p50).toFixed(2)}x, ` +
+        `p95 ${(direct.p95 / peer.p95).toFixed(2)}x; ` +
+        `through prisn's service port: p50 ${(proxied.p50 / peer.p50).toFixed(2)}x, ` +
+        `p95 ${(proxied.p95 / peer.p95).toFixed(2)}x`,
+    );
+  }
+}
+
+interface CurveSummary {
+  growth: number;
+  /** From the first point at or past a tenth of the restarts to the end: the steady slope. */
+  lateGrowth: number;
+  end: number;
+}
+
+function summarize(label: string, c?: Curve): CurveSummary | undefined {
+  if (!c || c.points.length === 0) return undefined;
+  const first = c.points[0];
+  const second = c.points[Math.min(1, c.points.length - 1)];
+  const last = c.points[c.points.length - 1];
+  const growth = (last.rssKiB ?? 0) - (first.rssKiB ?? 0);
+  const lateGrowth = (last.rssKiB ?? 0) - (second.rssKiB ?? 0);
+  const peak = Math.max(...c.points.map((p) => p.rssKiB ?? 0));
+  const rate = (last.restarts - first.restarts) / ((last.atMs - first.atMs) / 1000 || 1);
   console.log(
-    `ratio prisn/pm2 (app's own port): p50 ${(direct.p50 / peer.p50).toFixed(2)}x, ` +
-      `p95 ${(direct.p95 / peer.p95).toFixed(2)}x; ` +
-      `through prisn's service port: p50 ${(proxied.p50 / peer.p50).toFixed(2)}x, ` +
-      `p95 ${(proxied.p95 / peer.p95).toFixed(2)}x`,
+    `${label}: ${last.restarts} restarts in ${(last.atMs / 1000).toFixed(0)} s ` +
+      `(${rate.toFixed(0)}/s, stopped by ${c.stoppedBy}); RSS ${mib(first.rssKiB)} → ` +
+      `${mib(last.rssKiB)} MiB: growth ${mib(growth)} MiB (${mib(lateGrowth)} MiB of it after ` +
+      `restart ${second.restarts}), peak ${mib(peak)} MiB, ${mib(c.afterRemoval)} MiB 3 s ` +
+      `after the app was removed` + (c.extra ? `; ${c.extra}` : ""),
   );
+  return { growth, lateGrowth, end: last.rssKiB ?? 0 };
 }
 
 function printCurves(prisn?: Curve, pm2?: Curve): void {
@@ -680,45 +716,27 @@ function printCurves(prisn?: Curve, pm2?: Curve): void {
     return pt ? [String(pt.restarts), mib(pt.rssKiB), (pt.atMs / 1000).toFixed(0)] : ["", "", ""];
   };
   rows.push(["idle", mib(prisn?.idle), "", "", mib(pm2?.idle), ""]);
-  for (let i = 0; i < count; i++) {
-    const [pr, prss, pt] = cell(prisn, i);
-    const [mr, mrss, mt] = cell(pm2, i);
-    rows.push([pr, prss, pt, mr, mrss, mt]);
-  }
+  for (let i = 0; i < count; i++) rows.push([...cell(prisn, i), ...cell(pm2, i)]);
   rows.push(["removed", mib(prisn?.afterRemoval), "", "", mib(pm2?.afterRemoval), ""]);
   printTable(["prisn restarts", "agent RSS", "s", "pm2 restarts", "daemon RSS", "s"], rows);
-  const summary = (label: string, c?: Curve) => {
-    if (!c || c.points.length === 0) return undefined;
-    const first = c.points[0];
-    const last = c.points[c.points.length - 1];
-    const growth = (last.rssKiB ?? 0) - (first.rssKiB ?? 0);
-    const peak = Math.max(...c.points.map((p) => p.rssKiB ?? 0));
-    const rate = (last.restarts - first.restarts) / ((last.atMs - first.atMs) / 1000 || 1);
-    console.log(
-      `${label}: ${last.restarts} restarts in ${(last.atMs / 1000).toFixed(0)} s ` +
-        `(${rate.toFixed(0)}/s, stopped by ${c.stoppedBy}); RSS ${mib(first.rssKiB)} → ` +
-        `${mib(last.rssKiB)} MiB, growth ${mib(growth)} MiB, peak ${mib(peak)} MiB, ` +
-        `${mib(c.afterRemoval)} MiB 3 s after the app was removed` +
-        (c.extra ? `; ${c.extra}` : ""),
-    );
-    return { growth, end: last.rssKiB ?? 0, perThousand: growth / (last.restarts / 1000 || 1) };
-  };
-  const a = summary("prisn", prisn);
-  const b = summary("pm2", pm2);
+  const a = summarize("prisn", prisn);
+  const b = summarize("pm2", pm2);
   if (a && b) {
     const ratio = (x: number, y: number) => (y === 0 ? "-" : `${(x / y).toFixed(2)}x`);
     console.log(
-      `ratio pm2/prisn: growth ${ratio(b.growth, a.growth)} ` +
-        `(per 1,000 restarts: prisn ${(a.perThousand / 1024).toFixed(2)} MiB, ` +
-        `pm2 ${(b.perThousand / 1024).toFixed(2)} MiB); RSS at the end ${ratio(b.end, a.end)}`,
+      `ratio prisn/pm2: RSS growth ${ratio(a.growth, b.growth)}, growth after the first tenth ` +
+        `${ratio(a.lateGrowth, b.lateGrowth)}, RSS at the end ${ratio(a.end, b.end)}`,
     );
   }
 }
 
 async function main(): Promise<void> {
-  const { bin, version } = await ensurePm2();
+  const pm2 = WITH_PM2 ? await ensurePm2() : undefined;
   console.log(
-    `supervisor bench: prisn vs pm2 ${version} (${machineLine()}, node ${await nodeVersion()})`,
+    `supervisor bench: ${
+      [WITH_PRISN && "prisn", pm2 && `pm2 ${pm2.version}`].filter(Boolean)
+        .join(" vs ")
+    } (${machineLine()}, node ${await nodeVersion()})`,
   );
   console.log(
     `prisn [restart] backoff_initial = backoff_max = "${BACKOFF}" (prisn.toml refuses "0ms"); ` +
@@ -729,9 +747,9 @@ async function main(): Promise<void> {
       `\n(a) restart latency: ${SAMPLES} crashes each (+${WARMUP} warm-up), ` +
         `${CRASH_GAP_MS} ms apart, polling every ${POLL_MS} ms`,
     );
-    const prisn = await prisnLatency();
-    const pm2 = await pm2Latency(bin);
-    printLatency(prisn, pm2);
+    const prisn = WITH_PRISN ? await prisnLatency() : undefined;
+    const peer = pm2 ? await pm2Latency(pm2.bin) : undefined;
+    printLatency(prisn, peer);
   }
   if (PART === "b" || PART === "all") {
     console.log(
@@ -739,12 +757,12 @@ async function main(): Promise<void> {
         `sampled every ${CURVE_POLL_MS} ms`,
     );
     let prisn: Curve | undefined;
-    let pm2: Curve | undefined;
+    let peer: Curve | undefined;
     try {
-      prisn = await prisnCurve();
-      pm2 = await pm2Curve(bin);
+      if (WITH_PRISN) prisn = await prisnCurve();
+      if (pm2) peer = await pm2Curve(pm2.bin);
     } finally {
-      printCurves(prisn, pm2);
+      printCurves(prisn, peer);
     }
   }
 }

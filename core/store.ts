@@ -19,6 +19,7 @@ export async function storeVersion(
   if (await exists(finalDir)) return false;
   const parent = deploymentDir(p, name);
   await Deno.mkdir(parent, { recursive: true });
+  await Deno.chmod(parent, 0o700); // a version may hold secrets (prisn.toml [env]): owner only
   const temp = await Deno.makeTempDir({ dir: parent, prefix: `.tmp-${version}-` });
   try {
     const dirs = new Set<string>();

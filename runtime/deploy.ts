@@ -10,10 +10,12 @@ import {
   resolveSpec,
   runSpecOf,
 } from "../core/spec.ts";
-import { setCurrent, storeVersion, writeMetadata } from "../core/store.ts";
+import { removeDeploymentFiles, setCurrent, storeVersion, writeMetadata } from "../core/store.ts";
 import type { SourceInfo } from "../core/types.ts";
 import { collectPackage, type Package, versionId } from "../core/version.ts";
+import { formatDuration } from "../core/duration.ts";
 import type { AgentContext } from "./context.ts";
+import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl } from "./git_source.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -190,17 +192,26 @@ async function deployPackage(
   progress("Record", `version ${version} recorded`);
 
   let launch;
+  const preparing = Date.now();
   try {
     launch = await supervisor.launch(spec, version);
   } catch (e) {
-    if (!existing) records.deleteDeployment(spec.name); // nothing was ever active
-    else records.setVersionStatus(spec.name, version, "failed");
+    if (e instanceof InstallError) {
+      progress("Prepare", `failed; the installer's last lines:\n${e.detail}`);
+    }
+    if (!existing) {
+      records.deleteDeployment(spec.name); // nothing was ever active
+      await removeDeploymentFiles(paths, spec.name);
+    } else records.setVersionStatus(spec.name, version, "failed");
     throw e;
   }
+  const took = formatDuration(Date.now() - preparing);
   progress(
     "Prepare",
     `${spec.runtime} ${launch.interpreterVersion}` +
-      (launch.envId ? `, env ${launch.envId}` : ", no dependencies"),
+      (launch.envId
+        ? `, env ${launch.envId} (${launch.envReused ? "reused" : `built in ${took}`})`
+        : ", no dependencies"),
   );
 
   const result: DeployResult = {
@@ -223,6 +234,7 @@ async function deployPackage(
         ctx.event(spec.name, "NotReady", (e as Error).message);
       } else {
         records.deleteDeployment(spec.name);
+        await removeDeploymentFiles(paths, spec.name);
       }
       throw e;
     }

@@ -30,7 +30,8 @@ export async function collectGarbage(
       1,
       options.keepVersions ?? settingsOf(active?.spec ?? {}).history.versions,
     );
-    const others = versions.filter((v) => v.version !== d.version);
+    // Rollback targets only: a failed version never takes one of the kept slots.
+    const others = versions.filter((v) => v.version !== d.version && v.status !== "failed");
     const keep = new Set([d.version, ...others.slice(0, limit - 1).map((v) => v.version)]);
     for (const v of versions) {
       if (keep.has(v.version)) {

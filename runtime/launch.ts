@@ -11,6 +11,8 @@ export interface Launch extends ProcessSpec {
   interpreter: string;
   interpreterVersion: string;
   envId?: string;
+  /** True when the env existed already (built by an earlier deploy). */
+  envReused?: boolean;
   /** Values of secret env keys, masked in logs. */
   redact: string[];
 }
@@ -54,6 +56,7 @@ export async function prepareLaunch(
     interpreter: interp.command,
     interpreterVersion: interp.version,
     envId: env?.id,
+    envReused: env?.reused,
     redact: (spec.secrets ?? []).map((k) => spec.env[k]).filter((v) => v && v.length >= 3),
   };
 }
