@@ -177,6 +177,34 @@ async function waitForAgent(paths: Paths, timeoutMs: number): Promise<number> {
   throw new Error(`the agent did not answer within ${timeoutMs} ms`);
 }
 
+/**
+ * `prisn agent stop`, and if the agent has not exited 30 s later: SIGKILL to it and to the
+ * process groups of the runs it recorded, so nothing it started outlives the benchmark.
+ */
+async function stopAgent(home: BenchHome, agent: Deno.ChildProcess): Promise<void> {
+  await home.cli("agent", "stop").catch(() => undefined);
+  const exited = await Promise.race([agent.status.then(() => true), sleep(30_000)]);
+  if (exited) return;
+  let groups: number[] = [];
+  try {
+    const db = new DatabaseSync(home.paths.db, { readOnly: true });
+    groups = (db.prepare("SELECT pid FROM processes").all() as { pid: number }[]).map((r) => r.pid);
+    db.close();
+  } catch { /* no records to go by */ }
+  try {
+    agent.kill("SIGKILL");
+  } catch { /* gone */ }
+  await agent.status;
+  for (const pid of groups) {
+    try {
+      Deno.kill(-pid, "SIGKILL");
+    } catch { /* gone */ }
+  }
+  console.log(
+    `  (the agent did not stop within 30 s: killed it and ${groups.length} run group(s))`,
+  );
+}
+
 async function runLevel(jobs: number): Promise<LevelResult> {
   const home = new BenchHome("prisn-cron-bench-");
   let agent: Deno.ChildProcess | undefined;
@@ -278,16 +306,8 @@ async function runLevel(jobs: number): Promise<LevelResult> {
     };
   } finally {
     db?.close();
-    await home.close(); // prisn agent stop, then the temp folder goes
-    if (agent) {
-      const exited = await Promise.race([agent.status.then(() => true), sleep(15_000)]);
-      if (!exited) {
-        try {
-          agent.kill("SIGKILL");
-        } catch { /* gone */ }
-        await agent.status;
-      }
-    }
+    if (agent) await stopAgent(home, agent);
+    await home.close(); // the temp folder goes (and any agent a CLI call started there)
   }
 }
 
@@ -302,7 +322,7 @@ console.log(
 );
 const results: LevelResult[] = [];
 for (const jobs of LEVELS) {
-  console.log(`\n${jobs} cronjob(s): setting up…`);
+  console.log(`\n${jobs} cronjob(s): setting up… (load average ${loadAverage()})`);
   const r = await runLevel(jobs);
   results.push(r);
   const l = r.lateness;
