@@ -264,8 +264,16 @@ export class TcpProxy {
   async #serve(client: Deno.TcpConn): Promise<void> {
     this.#pending.add(client);
     let found: { backend: Required<Backend>; conn: Deno.TcpConn } | undefined;
+    const deadline = Date.now() + this.#waitForBackendMs;
     try {
-      found = await this.#connect(Date.now() + this.#waitForBackendMs);
+      while (!this.#closed) {
+        found = await this.#connect(deadline);
+        // No await from this check to `#links.add` below: a `drain` that takes the backend out
+        // of rotation meanwhile either sees the link or is seen here (and the client moves on).
+        if (!found || inRotation(this.#ready, found.backend)) break;
+        closeQuietly(found.conn);
+        found = undefined;
+      }
     } catch (error) {
       this.#report(error);
     } finally {
@@ -324,7 +332,7 @@ export class TcpProxy {
         const conn = await this.#dial(backend);
         if (!conn) continue;
         // Taken out of rotation (drained, removed) while connecting: nothing sent yet, move on.
-        if (this.#closed || !this.#ready.some((b) => b.id === backend.id)) {
+        if (this.#closed || !inRotation(this.#ready, backend)) {
           closeQuietly(conn);
           continue;
         }
@@ -402,6 +410,13 @@ async function pump(from: Deno.Conn, to: Deno.Conn, buffer: Uint8Array, link: Li
   } catch {
     abort(link);
   }
+}
+
+/** Whether `backend` (same id, host and port: a replaced replica may reuse its id) is in rotation. */
+function inRotation(ready: readonly Required<Backend>[], backend: Required<Backend>): boolean {
+  return ready.some((b) =>
+    b.id === backend.id && b.port === backend.port && b.host === backend.host
+  );
 }
 
 /** Closes both sockets of a link; idempotent. */

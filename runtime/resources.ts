@@ -34,6 +34,7 @@ export function limitsOf(resources: Resources | undefined): Limits | undefined {
  */
 export class ResourceControl {
   #enforcement = new Map<string, Promise<Enforcement>>();
+  #host?: Promise<Enforcement>;
 
   constructor(readonly home: string) {}
 
@@ -41,13 +42,19 @@ export class ResourceControl {
     return cgroupRoot(this.home);
   }
 
-  /** A group for one process start, or undefined when the spec sets no limits. */
+  /**
+   * A group for one process start: with the spec's limits, or, without limits, a plain cgroup
+   * where the host has usable ones, so that stopping reaches processes that left the process
+   * group (setsid, daemons). Undefined without limits on a host without usable cgroups.
+   */
   async group(name: string, resources: Resources | undefined): Promise<LimitGroup | undefined> {
     const limits = limitsOf(resources);
-    if (!limits) return undefined;
-    return await LimitGroup.create(name.replace(/[^A-Za-z0-9_.-]/g, "_"), limits, {
-      root: this.root,
-    });
+    const safe = name.replace(/[^A-Za-z0-9_.-]/g, "_");
+    if (limits) return await LimitGroup.create(safe, limits, { root: this.root });
+    this.#host ??= detectEnforcement(undefined, { root: this.root });
+    const enforcement = await this.#host;
+    if (enforcement !== "cgroup-v1" && enforcement !== "cgroup-v2") return undefined;
+    return await LimitGroup.create(safe, {}, { root: this.root, enforcement });
   }
 
   /** "cpu 500m, memory 512Mi (cgroup v1)" for `prisn get`, or undefined without limits. */
@@ -63,8 +70,14 @@ export class ResourceControl {
     return describeLimits(limits, await enforcement);
   }
 
-  /** Kills whatever an earlier agent of this home left in its groups and removes the groups. */
-  async cleanup(): Promise<string[]> {
-    return await cleanupStaleGroups(new Set(), { root: this.root, removeRoot: false });
+  /**
+   * Kills whatever is left in this home's groups and removes them: at start (an earlier agent's
+   * leftovers) and at shutdown (`removeRoot` then removes the home's parent group too).
+   */
+  async cleanup(options: { removeRoot?: boolean } = {}): Promise<string[]> {
+    return await cleanupStaleGroups(new Set(), {
+      root: this.root,
+      removeRoot: options.removeRoot ?? false,
+    });
   }
 }

@@ -190,5 +190,6 @@ export class Supervisor {
       ...[...this.services.values()].map((s) => s.stop()),
       ...[...this.runs.values()].map((r) => r.stop("agent stopped")),
     ]);
+    await this.resources.cleanup({ removeRoot: true }).catch(() => []);
   }
 }
