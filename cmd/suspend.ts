@@ -15,7 +15,7 @@ export function register(program: Command, app: App): void {
           "POST",
           `/v1/deployments/${encodeURIComponent(name)}/${verb}`,
         );
-        app.out(`${name} ${verb}ed`);
+        app.out(`${name} ${verb === "suspend" ? "suspended" : "resumed"}`);
       });
   }
 }

@@ -240,11 +240,12 @@ export class Agent {
     }
     if (m === "POST" && (c === "suspend" || c === "resume")) {
       const d = records.getDeployment(name)!;
+      const done = c === "suspend" ? "suspended" : "resumed";
       if (d.type !== "cronjob") {
-        throw new PrisnError("INVALID", `${name} is a ${d.type}; only cronjobs can be ${c}d`);
+        throw new PrisnError("INVALID", `${name} is a ${d.type}; only cronjobs can be ${done}`);
       }
       records.setSuspended(name, c === "suspend", Date.now());
-      this.ctx.event(name, c === "suspend" ? "Suspended" : "Resumed", `cronjob ${c}d`);
+      this.ctx.event(name, c === "suspend" ? "Suspended" : "Resumed", `cronjob ${done}`);
       this.scheduler.reload();
       return json({ name, suspended: c === "suspend" });
     }

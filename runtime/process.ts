@@ -24,16 +24,23 @@ export class GroupProcess {
   readonly exited: Promise<ExitInfo>;
   #child: Deno.ChildProcess;
   #done = false;
+  #stopping?: Promise<ExitInfo>;
 
   constructor(spec: ProcessSpec, log: LogWriter) {
-    this.#child = new Deno.Command(spec.command, {
-      args: spec.args,
+    // A new session (so a process group of its own): through util-linux `setsid`, which lets the
+    // runtime spawn without a full fork of the agent; else Deno's `detached` (fork + setsid).
+    const setsid = setsidPath();
+    if (setsid && spec.command.startsWith("/")) {
+      Deno.statSync(spec.command); // a missing program fails here, as a direct spawn would
+    }
+    this.#child = new Deno.Command(setsid ?? spec.command, {
+      args: setsid ? [spec.command, ...spec.args] : spec.args,
       cwd: spec.cwd,
       env: spec.env,
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-      detached: true,
+      detached: !setsid,
     }).spawn();
     this.pid = this.#child.pid;
     this.startTicks = processStartTicks(this.pid) ?? 0;
@@ -62,7 +69,12 @@ export class GroupProcess {
   }
 
   /** SIGTERM to the group, then SIGKILL after `graceMs` if it is still there. Idempotent. */
-  async stop(graceMs: number): Promise<ExitInfo> {
+  stop(graceMs: number): Promise<ExitInfo> {
+    this.#stopping ??= this.#stop(graceMs);
+    return this.#stopping;
+  }
+
+  async #stop(graceMs: number): Promise<ExitInfo> {
     if (!this.#done) {
       killGroup(this.pid, "SIGTERM");
       let timer: ReturnType<typeof setTimeout> | undefined;
@@ -99,6 +111,26 @@ async function pump(
   } finally {
     signal.removeEventListener("abort", cancel);
   }
+}
+
+let setsidCache: string | null | undefined;
+
+/** util-linux `setsid` (execs in place: same pid, new session), or null where there is none. */
+function setsidPath(): string | null {
+  if (setsidCache === undefined) {
+    setsidCache = null;
+    if (Deno.build.os === "linux") {
+      for (const p of ["/usr/bin/setsid", "/bin/setsid"]) {
+        try {
+          if (Deno.statSync(p).isFile) {
+            setsidCache = p;
+            break;
+          }
+        } catch { /* not here */ }
+      }
+    }
+  }
+  return setsidCache;
 }
 
 /** Signals a whole process group; false when it no longer exists. */

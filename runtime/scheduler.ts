@@ -34,6 +34,8 @@ export class Scheduler {
   #wake?: () => void;
   #stopped = false;
   #loop?: Promise<void>;
+  /** Per cronjob: fires decided whose run has not started yet, and the newest of their ticks. */
+  #firing = new Map<string, { count: number; newest: number }>();
 
   constructor(readonly ctx: AgentContext, readonly supervisor: Supervisor) {}
 
@@ -65,14 +67,19 @@ export class Scheduler {
     return this.#entries.get(name)?.nextAt;
   }
 
-  /** One pass at time `now`: fires, skips and records what is due. */
+  /** One pass at time `now`: fires, skips and records what is due (one SQLite transaction). */
   tick(now: number): void {
+    this.ctx.records.transaction(() => this.#tick(now));
+  }
+
+  #tick(now: number): void {
     for (const [name, entry] of this.#entries) {
       if (entry.nextAt !== undefined && entry.nextAt > now) continue;
       const d = entry.deployment;
       const decision = decideCron(cronPolicy(entry.spec, d.suspended), {
         lastScheduledAt: d.lastScheduledAt,
-        activeRuns: this.supervisor.activeRuns(name).length,
+        activeRuns: this.supervisor.activeRuns(name).length +
+          (this.#firing.get(name)?.count ?? 0),
         deployedAt: d.createdAt,
       }, now);
       for (const action of decision.actions) {
@@ -93,9 +100,22 @@ export class Scheduler {
   }
 
   async #fire(name: string, scheduledAt: number, replace: boolean, catchup: boolean) {
+    const firing = this.#firing.get(name) ?? { count: 0, newest: scheduledAt };
+    firing.count++;
+    firing.newest = Math.max(firing.newest, scheduledAt);
+    this.#firing.set(name, firing);
     try {
       if (replace) {
         await Promise.all(this.supervisor.activeRuns(name).map((r) => r.stop("replaced")));
+        if (firing.newest !== scheduledAt) {
+          this.ctx.event(
+            name,
+            "TickSkipped",
+            `the tick at ${new Date(scheduledAt).toISOString()} was replaced by a newer one ` +
+              `while the active run was stopping`,
+          );
+          return;
+        }
         this.ctx.event(
           name,
           "RunReplaced",
@@ -112,6 +132,8 @@ export class Scheduler {
       await this.supervisor.startRun(name, { trigger: "schedule", scheduledAt });
     } catch (e) {
       this.ctx.event(name, "FireFailed", (e as Error).message);
+    } finally {
+      if (--firing.count === 0) this.#firing.delete(name);
     }
   }
 

@@ -206,11 +206,6 @@ Deno.test('concurrency "replace" stops the active run and starts the new one', a
 
 Deno.test({
   name: 'concurrency "replace" never has two runs at once, even when a run takes its time to stop',
-  // BUG: every tick that comes while the replaced run is still stopping fires its own
-  // replace-and-start (runtime/scheduler.ts #fire); when the old run is finally gone all of them
-  // start together: 6 runs of the same cronjob at once after a 6 s stop. Each of those ticks also
-  // sends the group another SIGTERM, restarting the script's trap (runtime/process.ts stop()).
-  ignore: true,
 }, async () => {
   const h = new TestHome();
   try {
@@ -412,10 +407,6 @@ Deno.test("suspend stops a cronjob firing; resume fires again without a burst", 
 
 Deno.test({
   name: "suspend and resume say what they did in plain words",
-  // BUG: the words are built by appending "d"/"ed" to the verb: `prisn resume` prints
-  // "NAME resumeed" (cmd/suspend.ts), the event says "cronjob suspendd" and the refusal for a
-  // job "only cronjobs can be suspendd" (runtime/agent.ts).
-  ignore: true,
 }, async () => {
   const h = new TestHome();
   try {
