@@ -115,7 +115,6 @@ export interface PrisnToml {
  */
 export const PRISN_TOML_DEFAULTS = {
   replicas: 1,
-  timezone: "UTC",
   health: { interval: "10s", timeout: "2s", failures: 3 },
   retries: 0,
   retry_backoff: "10s",
