@@ -1,6 +1,9 @@
 import { describeNext, nextFireTimes } from "../core/schedule.ts";
 import type { DeploymentRecord, EventRecord, RunRecord } from "../core/types.ts";
+import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
+import { envKey } from "./envs.ts";
+import { resolveInterpreter } from "./interpreters.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { ReplicaStatus } from "./service.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -128,6 +131,16 @@ export class Views {
     if (launch) {
       detail.interpreter = `${launch.interpreter} ${launch.interpreterVersion}`;
       if (launch.envId) detail.env = launch.envId;
+    } else {
+      // Not started by this agent yet (a job after a restart): work the env id out, build nothing.
+      try {
+        const interp = await resolveInterpreter(v.spec.runtime);
+        detail.interpreter = `${interp.command} ${interp.version}`;
+        const key = await envKey(versionDir(this.ctx.paths, name, d.version), interp);
+        if (key) detail.env = key.id;
+      } catch {
+        // the interpreter is gone from the host: get still shows the rest
+      }
     }
     return detail;
   }

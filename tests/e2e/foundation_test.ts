@@ -250,3 +250,65 @@ Deno.test("an unwritable PRISN_HOME is refused with a one-line error", async () 
     await t.close();
   }
 });
+
+Deno.test("logs -f follows new lines of a service until interrupted; --tail limits the backlog", async () => {
+  const t = new TestHome();
+  try {
+    const dir = t.project("ticker", {
+      "main.sh": '#!/bin/bash\ni=0\nwhile true; do i=$((i+1)); echo "tick $i"; sleep 0.2; done\n',
+    });
+    await t.ok("deploy", dir, "--replicas", "1");
+    await waitFor(async () => (await t.ok("logs", "ticker")).includes("tick 3"), { what: "ticks" });
+    assert.equal((await t.ok("logs", "ticker", "--tail", "2")).trim().split("\n").length, 2);
+    assert.match(await t.ok("logs", "ticker", "0", "--tail", "1"), /tick \d+/, "replica by index");
+
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        new URL("../../main.ts", import.meta.url).pathname,
+        "logs",
+        "ticker",
+        "-f",
+        "--tail",
+        "0",
+      ],
+      env: { PRISN_HOME: t.home },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let seen = "";
+    try {
+      await waitFor(async () => {
+        const { value } = await reader.read();
+        seen += value ?? "";
+        return (seen.match(/tick \d+/g) ?? []).length >= 2;
+      }, { what: "followed lines", timeoutMs: 15_000 });
+    } finally {
+      child.kill("SIGINT");
+      reader.releaseLock();
+      await child.stdout.cancel().catch(() => {});
+      await child.stderr.cancel().catch(() => {});
+    }
+    const status = await child.status;
+    assert.equal(status.code, 0, "Ctrl-C ends -f cleanly");
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("list and get commands print YAML with -o yaml", async () => {
+  const t = new TestHome();
+  try {
+    await t.ok("deploy", t.project("y", { "main.sh": JOB }));
+    assert.match(await t.ok("get", "y", "-o", "yaml"), /^name: y$/m);
+    assert.match(await t.ok("ls", "-o", "yaml"), /^- name: y$/m);
+    const bad = await t.cli("ls", "-o", "xml");
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /output format "xml" is not supported/);
+  } finally {
+    await t.close();
+  }
+});
