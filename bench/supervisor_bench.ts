@@ -647,7 +647,7 @@ async function pm2Curve(bin: string): Promise<Curve> {
     });
     await p.cli("delete", "crashloop");
     await sleep(3_000);
-    return { idle, ...curve, afterRemoval: rssKiB(pid), extra: `app status at the end: ${status}` };
+    return { idle, ...curve, afterRemoval: rssKiB(pid), extra: `app status last seen: ${status}` };
   } finally {
     await p.close();
   }
@@ -722,10 +722,11 @@ function printCurves(prisn?: Curve, pm2?: Curve): void {
   const a = summarize("prisn", prisn);
   const b = summarize("pm2", pm2);
   if (a && b) {
-    const ratio = (x: number, y: number) => (y === 0 ? "-" : `${(x / y).toFixed(2)}x`);
+    const ratio = (x: number, y: number) => (x > 0 && y > 0 ? `${(x / y).toFixed(2)}x` : "-");
     console.log(
-      `ratio prisn/pm2: RSS growth ${ratio(a.growth, b.growth)}, growth after the first tenth ` +
-        `${ratio(a.lateGrowth, b.lateGrowth)}, RSS at the end ${ratio(a.end, b.end)}`,
+      `ratio prisn/pm2: RSS growth ${ratio(a.growth, b.growth)}, RSS at the end ` +
+        `${ratio(a.end, b.end)}; growth after the first tenth: prisn ${mib(a.lateGrowth)} MiB, ` +
+        `pm2 ${mib(b.lateGrowth)} MiB (ratio ${ratio(a.lateGrowth, b.lateGrowth)})`,
     );
   }
 }

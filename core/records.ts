@@ -1,4 +1,4 @@
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { PrisnError } from "./errors.ts";
 import type { DeploySpec } from "./spec.ts";
 import type {
@@ -50,6 +50,7 @@ export const EVENTS_KEPT = 500;
  */
 export class Records {
   readonly db: DatabaseSync;
+  #statements = new Map<string, StatementSync>();
 
   constructor(path: string) {
     let db: DatabaseSync | undefined;
@@ -68,11 +69,22 @@ export class Records {
   }
 
   close(): void {
+    this.#statements.clear();
     this.db.close();
   }
 
+  /** Prepared once per SQL text: a statement holds native memory until it is collected. */
+  #prepare(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) {
+      statement = this.db.prepare(sql);
+      this.#statements.set(sql, statement);
+    }
+    return statement;
+  }
+
   private migrate(): void {
-    const { user_version: at } = this.db.prepare("PRAGMA user_version").get() as {
+    const { user_version: at } = this.#prepare("PRAGMA user_version").get() as {
       user_version: number;
     };
     if (at > MIGRATIONS.length) {
@@ -101,21 +113,21 @@ export class Records {
   // --- deployments -------------------------------------------------------------------------
 
   getDeployment(name: string): DeploymentRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM deployments WHERE name = ?").get(name) as
+    const row = this.#prepare("SELECT * FROM deployments WHERE name = ?").get(name) as
       | Row
       | undefined;
     return row ? toDeployment(row) : undefined;
   }
 
   listDeployments(): DeploymentRecord[] {
-    return (this.db.prepare("SELECT * FROM deployments ORDER BY name").all() as Row[]).map(
+    return (this.#prepare("SELECT * FROM deployments ORDER BY name").all() as Row[]).map(
       toDeployment,
     );
   }
 
   /** Records a stored version (status "stored"), or refreshes its spec and source. */
   putVersion(v: Omit<VersionRecord, "createdAt" | "deployedAt" | "status">, now: number): void {
-    this.db.prepare(
+    this.#prepare(
       `INSERT INTO versions(deployment, version, spec, source, files, bytes, created_at,
                             deployed_at, status)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'stored')
@@ -143,14 +155,14 @@ export class Records {
       if (!v) {
         throw new PrisnError("NOT_FOUND", `version ${version} of ${deployment} is not recorded`);
       }
-      this.db.prepare(
+      this.#prepare(
         `UPDATE versions SET status = 'superseded'
          WHERE deployment = ? AND version != ? AND status = 'active'`,
       ).run(deployment, version);
-      this.db.prepare(
+      this.#prepare(
         "UPDATE versions SET status = 'active', deployed_at = ? WHERE deployment = ? AND version = ?",
       ).run(now, deployment, version);
-      this.db.prepare(
+      this.#prepare(
         `INSERT INTO deployments(name, type, version, replicas, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(name) DO UPDATE SET type = excluded.type, version = excluded.version,
@@ -160,7 +172,7 @@ export class Records {
   }
 
   setReplicas(name: string, replicas: number, now: number): void {
-    this.db.prepare("UPDATE deployments SET replicas = ?, updated_at = ? WHERE name = ?").run(
+    this.#prepare("UPDATE deployments SET replicas = ?, updated_at = ? WHERE name = ?").run(
       replicas,
       now,
       name,
@@ -168,7 +180,7 @@ export class Records {
   }
 
   setSuspended(name: string, suspended: boolean, now: number): void {
-    this.db.prepare("UPDATE deployments SET suspended = ?, updated_at = ? WHERE name = ?").run(
+    this.#prepare("UPDATE deployments SET suspended = ?, updated_at = ? WHERE name = ?").run(
       suspended ? 1 : 0,
       now,
       name,
@@ -179,15 +191,15 @@ export class Records {
   deleteDeployment(name: string): void {
     this.transaction(() => {
       for (const table of ["versions", "runs", "events", "processes"]) {
-        this.db.prepare(`DELETE FROM ${table} WHERE deployment = ?`).run(name);
+        this.#prepare(`DELETE FROM ${table} WHERE deployment = ?`).run(name);
       }
-      this.db.prepare("DELETE FROM deployments WHERE name = ?").run(name);
+      this.#prepare("DELETE FROM deployments WHERE name = ?").run(name);
     });
   }
 
   /** Remembers the latest cron tick handled, so a restarted agent neither repeats nor bursts. */
   setLastScheduled(name: string, at: number | undefined): void {
-    this.db.prepare("UPDATE deployments SET last_scheduled_at = ? WHERE name = ?").run(
+    this.#prepare("UPDATE deployments SET last_scheduled_at = ? WHERE name = ?").run(
       at ?? null,
       name,
     );
@@ -196,27 +208,27 @@ export class Records {
   // --- versions ----------------------------------------------------------------------------
 
   getVersion(deployment: string, version: string): VersionRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM versions WHERE deployment = ? AND version = ?")
+    const row = this.#prepare("SELECT * FROM versions WHERE deployment = ? AND version = ?")
       .get(deployment, version) as Row | undefined;
     return row ? toVersion(row) : undefined;
   }
 
   /** Versions, newest deploy first. */
   listVersions(deployment: string): VersionRecord[] {
-    return (this.db.prepare(
+    return (this.#prepare(
       "SELECT * FROM versions WHERE deployment = ? ORDER BY deployed_at DESC, rowid DESC",
     ).all(deployment) as Row[]).map(toVersion);
   }
 
   deleteVersion(deployment: string, version: string): void {
-    this.db.prepare("DELETE FROM versions WHERE deployment = ? AND version = ?").run(
+    this.#prepare("DELETE FROM versions WHERE deployment = ? AND version = ?").run(
       deployment,
       version,
     );
   }
 
   setVersionStatus(deployment: string, version: string, status: VersionStatus): void {
-    this.db.prepare("UPDATE versions SET status = ? WHERE deployment = ? AND version = ?").run(
+    this.#prepare("UPDATE versions SET status = ? WHERE deployment = ? AND version = ?").run(
       status,
       deployment,
       version,
@@ -226,7 +238,7 @@ export class Records {
   // --- runs --------------------------------------------------------------------------------
 
   insertRun(run: RunRecord, now: number): void {
-    this.db.prepare(
+    this.#prepare(
       `INSERT INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
                         scheduled_at, started_at, finished_at, exit_code, reason, pid, created_at)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -270,11 +282,11 @@ export class Records {
       values.push((value ?? null) as SQLInputValue);
     }
     if (sets.length === 0) return;
-    this.db.prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = ?`).run(...values, id);
+    this.#prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = ?`).run(...values, id);
   }
 
   getRun(id: string): RunRecord | undefined {
-    const row = this.db.prepare("SELECT * FROM runs WHERE id = ?").get(id) as Row | undefined;
+    const row = this.#prepare("SELECT * FROM runs WHERE id = ?").get(id) as Row | undefined;
     return row ? toRun(row) : undefined;
   }
 
@@ -294,7 +306,7 @@ export class Records {
     }
     const sql = `SELECT * FROM runs ${where.length ? "WHERE " + where.join(" AND ") : ""}
                  ORDER BY created_at DESC, rowid DESC LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, options.limit ?? 20) as Row[]).map(toRun);
+    return (this.#prepare(sql).all(...args, options.limit ?? 20) as Row[]).map(toRun);
   }
 
   /**
@@ -304,16 +316,16 @@ export class Records {
   pruneRuns(deployment: string, keepCompleted: number, keepFailed: number): string[] {
     const removed: string[] = [];
     for (const [status, keep] of [["completed", keepCompleted], ["failed", keepFailed]] as const) {
-      const rows = this.db.prepare(
+      const rows = this.#prepare(
         `SELECT id FROM runs WHERE deployment = ? AND status = ?
          ORDER BY created_at DESC, rowid DESC LIMIT -1 OFFSET ?`,
       ).all(deployment, status, keep) as { id: string }[];
       removed.push(...rows.map((r) => r.id));
     }
     if (removed.length) {
-      this.db.prepare(
-        `DELETE FROM runs WHERE id IN (${removed.map(() => "?").join(", ")})`,
-      ).run(...removed);
+      this.#prepare("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))").run(
+        JSON.stringify(removed),
+      );
     }
     return removed;
   }
@@ -321,7 +333,7 @@ export class Records {
   /** Counts of runs created since `since`, by status. */
   runCounts(since: number): Record<RunStatus, number> {
     const counts: Record<RunStatus, number> = { pending: 0, running: 0, completed: 0, failed: 0 };
-    const rows = this.db.prepare(
+    const rows = this.#prepare(
       "SELECT status, COUNT(*) AS n FROM runs WHERE created_at >= ? GROUP BY status",
     ).all(since) as { status: RunStatus; n: number }[];
     for (const r of rows) counts[r.status] = r.n;
@@ -330,7 +342,7 @@ export class Records {
 
   /** The newest run per deployment (for `status`). */
   latestRuns(): Map<string, RunRecord> {
-    const rows = this.db.prepare(
+    const rows = this.#prepare(
       `SELECT r.* FROM runs r JOIN (SELECT deployment, MAX(rowid) AS id FROM runs
         GROUP BY deployment) m ON r.rowid = m.id`,
     ).all() as Row[];
@@ -341,11 +353,11 @@ export class Records {
 
   /** Records an event; only the newest EVENTS_KEPT per deployment are kept (a crash loop adds many). */
   addEvent(deployment: string, kind: string, message: string, now: number): void {
-    const { lastInsertRowid } = this.db.prepare(
+    const { lastInsertRowid } = this.#prepare(
       "INSERT INTO events(deployment, at, kind, message) VALUES (?, ?, ?, ?)",
     ).run(deployment, now, kind, message);
     if (Number(lastInsertRowid) % 50 === 0) {
-      this.db.prepare(
+      this.#prepare(
         `DELETE FROM events WHERE deployment = ? AND id <= (
            SELECT id FROM events WHERE deployment = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
       ).run(deployment, deployment, EVENTS_KEPT);
@@ -354,7 +366,7 @@ export class Records {
 
   /** Events, newest first. */
   listEvents(deployment: string, limit = 10): EventRecord[] {
-    return this.db.prepare(
+    return this.#prepare(
       "SELECT * FROM events WHERE deployment = ? ORDER BY id DESC LIMIT ?",
     ).all(deployment, limit) as unknown as EventRecord[];
   }
@@ -362,18 +374,18 @@ export class Records {
   // --- processes ---------------------------------------------------------------------------
 
   putProcess(p: ProcessRecord): void {
-    this.db.prepare(
+    this.#prepare(
       `INSERT INTO processes(id, deployment, pid, start_ticks) VALUES (?, ?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, start_ticks = excluded.start_ticks`,
     ).run(p.id, p.deployment, p.pid, p.startTicks);
   }
 
   deleteProcess(id: string): void {
-    this.db.prepare("DELETE FROM processes WHERE id = ?").run(id);
+    this.#prepare("DELETE FROM processes WHERE id = ?").run(id);
   }
 
   listProcesses(): ProcessRecord[] {
-    return (this.db.prepare("SELECT * FROM processes").all() as Row[]).map((r) => ({
+    return (this.#prepare("SELECT * FROM processes").all() as Row[]).map((r) => ({
       id: String(r.id),
       deployment: String(r.deployment),
       pid: Number(r.pid),
