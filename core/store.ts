@@ -1,6 +1,10 @@
 import { dirname, join } from "node:path";
+import { exists, removeIfPresent } from "./fs.ts";
 import { deploymentDir, type Paths, versionDir } from "./paths.ts";
 import type { Package } from "./version.ts";
+
+/** Files copied at once while storing a version. */
+const COPY_BATCH = 64;
 
 /**
  * Writes a package as version `version` of deployment `name`: copied into a temp folder next to
@@ -25,11 +29,19 @@ export async function storeVersion(
     const dirs = new Set<string>();
     for (const f of pkg.files) dirs.add(dirname(join(temp, f.path)));
     for (const d of dirs) await Deno.mkdir(d, { recursive: true });
-    await Promise.all(pkg.files.map(async (f) => {
-      const target = join(temp, f.path);
-      await Deno.copyFile(f.source, target);
-      await Deno.chmod(target, f.executable ? 0o555 : 0o444);
-    }));
+    // In batches (bounded open files); allSettled so that on a failure no copy is still
+    // writing into the temp folder when it is removed.
+    for (let i = 0; i < pkg.files.length; i += COPY_BATCH) {
+      const copies = await Promise.allSettled(
+        pkg.files.slice(i, i + COPY_BATCH).map(async (f) => {
+          const target = join(temp, f.path);
+          await Deno.copyFile(f.source, target);
+          await Deno.chmod(target, f.executable ? 0o555 : 0o444);
+        }),
+      );
+      const failed = copies.find((c) => c.status === "rejected");
+      if (failed) throw failed.reason;
+    }
     if (beforeCommit) await beforeCommit(temp);
     await Deno.rename(temp, finalDir);
     return true;
@@ -58,24 +70,10 @@ export async function writeMetadata(p: Paths, name: string, data: unknown): Prom
 
 /** Removes a deployment's stored versions (read-only files included). */
 export async function removeDeploymentFiles(p: Paths, name: string): Promise<void> {
-  await Deno.remove(deploymentDir(p, name), { recursive: true }).catch((e) => {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  });
+  await removeIfPresent(deploymentDir(p, name));
 }
 
 /** Removes one stored version. */
 export async function removeVersion(p: Paths, name: string, version: string): Promise<void> {
-  await Deno.remove(versionDir(p, name, version), { recursive: true }).catch((e) => {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  });
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
+  await removeIfPresent(versionDir(p, name, version));
 }
