@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import { basename, join, relative, sep } from "node:path";
 import ignore from "ignore";
 import { invalid, PrisnError } from "./errors.ts";
+import { readOptional } from "./fs.ts";
 
 /** Folders never packaged: VCS data, dependency folders and caches that prisn rebuilds itself. */
 export const DEFAULT_IGNORES = [".git", "node_modules", "__pycache__", ".venv"];
@@ -46,11 +47,8 @@ export async function collectPackage(path: string): Promise<Package> {
   if (!info.isDirectory) throw invalid(`"${path}" is neither a folder nor a file`);
 
   const rules = ignore().add(DEFAULT_IGNORES);
-  try {
-    rules.add(await Deno.readTextFile(join(path, ".prisnignore")));
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
+  const ignoreFile = await readOptional(join(path, ".prisnignore"));
+  if (ignoreFile !== undefined) rules.add(ignoreFile);
   const files: PackageFile[] = [];
   await walk(path, path, rules, files);
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

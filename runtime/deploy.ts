@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { PrisnError } from "../core/errors.ts";
+import { readOptional } from "../core/fs.ts";
 import { parsePrisnToml, type PrisnToml } from "../core/prisn_toml.ts";
 import { validateSchedule } from "../core/schedule.ts";
 import {
@@ -110,14 +111,8 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
 }
 
 async function readToml(dir: string): Promise<PrisnToml | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(dir, "prisn.toml"));
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-  return parsePrisnToml(text, "prisn.toml");
+  const text = await readOptional(join(dir, "prisn.toml"));
+  return text === undefined ? undefined : parsePrisnToml(text, "prisn.toml");
 }
 
 async function deployPackage(

@@ -22,7 +22,9 @@
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { PrisnError } from "../core/errors.ts";
+import { exists, readOptional, removeIfPresent } from "../core/fs.ts";
 import type { RuntimeFamily } from "../core/runtimes.ts";
+import { runCommand } from "./command.ts";
 
 /** A resolved interpreter on this host (found by runtime/interpreters.ts). */
 export interface Interpreter {
@@ -209,12 +211,7 @@ export async function listEnvs(envsDir: string): Promise<string[]> {
 export async function removeEnv(envsDir: string, id: string): Promise<void> {
   if (!ID_PATTERN.test(id)) throw new PrisnError("INVALID", `"${id}" is not an environment id`);
   const dir = join(envsDir, id);
-  try {
-    await Deno.lstat(dir);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return;
-    throw error;
-  }
+  if (!(await exists(dir))) return;
   await Deno.mkdir(join(envsDir, LOCKS), { recursive: true });
   await withLock(envsDir, id, async () => {
     await removeIfPresent(join(dir, MARKER));
@@ -256,7 +253,7 @@ async function planEnv(sourceDir: string, interpreter: Interpreter): Promise<Pla
 
 async function planPython(sourceDir: string, interp: Interpreter): Promise<Plan | undefined> {
   const requirementsPath = join(sourceDir, "requirements.txt");
-  const requirementsText = await readOptional(requirementsPath);
+  const requirementsText = await readOptional(requirementsPath, { folderAsMissing: true });
   const parts: unknown[] = [];
   let requirements: string;
   let fromPyproject = false;
@@ -286,7 +283,7 @@ async function planPython(sourceDir: string, interp: Interpreter): Promise<Plan 
 }
 
 async function planNode(sourceDir: string, interp: Interpreter): Promise<Plan | undefined> {
-  const text = await readOptional(join(sourceDir, "package.json"));
+  const text = await readOptional(join(sourceDir, "package.json"), { folderAsMissing: true });
   if (text === undefined) return undefined;
   let manifest: Record<string, unknown>;
   try {
@@ -313,13 +310,13 @@ async function planNode(sourceDir: string, interp: Interpreter): Promise<Plan | 
   if (!wanted) return undefined;
   let lock: { name: string; text: string } | undefined;
   for (const name of ["npm-shrinkwrap.json", "package-lock.json"]) {
-    const lockText = await readOptional(join(sourceDir, name));
+    const lockText = await readOptional(join(sourceDir, name), { folderAsMissing: true });
     if (lockText !== undefined) {
       lock = { name, text: lockText };
       break;
     }
   }
-  const npmrc = await readOptional(join(sourceDir, ".npmrc"));
+  const npmrc = await readOptional(join(sourceDir, ".npmrc"), { folderAsMissing: true });
   const picked = Object.fromEntries(
     fields.filter((f) => f in manifest).map((f) => [f, manifest[f]]),
   );
@@ -356,7 +353,7 @@ async function collectRequirementFiles(
     if (!m) continue;
     const included = resolve(dirname(path), m[1]);
     if (seen.has(included)) continue;
-    const includedText = await readOptional(included);
+    const includedText = await readOptional(included, { folderAsMissing: true });
     if (includedText === undefined) {
       parts.push(["missing", m[1]]);
       continue;
@@ -366,7 +363,7 @@ async function collectRequirementFiles(
 }
 
 async function pyprojectDependencies(sourceDir: string): Promise<string[] | undefined> {
-  const text = await readOptional(join(sourceDir, "pyproject.toml"));
+  const text = await readOptional(join(sourceDir, "pyproject.toml"), { folderAsMissing: true });
   if (text === undefined) return undefined;
   let doc: Record<string, unknown>;
   try {
@@ -651,25 +648,6 @@ async function withLock<T>(envsDir: string, id: string, fn: () => Promise<T>): P
   }
 }
 
-async function readOptional(path: string): Promise<string | undefined> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound || error instanceof Deno.errors.IsADirectory) {
-      return undefined;
-    }
-    throw error;
-  }
-}
-
-async function removeIfPresent(path: string): Promise<void> {
-  try {
-    await Deno.remove(path, { recursive: true });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
@@ -680,7 +658,7 @@ interface RunResult {
   tail: string[];
 }
 
-/** Runs a program with exactly `env`, streaming its lines to onOutput and keeping the tail. */
+/** Runs an installer with exactly `env`, streaming its lines to onOutput and keeping the tail. */
 async function run(
   command: string,
   args: string[],
@@ -693,62 +671,25 @@ async function run(
   },
 ): Promise<RunResult> {
   options.onOutput?.(`prisn: running ${[command, ...args].join(" ")}`);
-  let child: Deno.ChildProcess;
+  const kept: string[] = [];
   try {
-    // Its own process group, so a timeout can stop what it started too (npm runs install
-    // scripts, which would otherwise keep the output pipes open).
-    child = new Deno.Command(command, {
-      args,
+    const result = await runCommand(command, args, {
       cwd: options.cwd,
       env: options.env,
-      clearEnv: true,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+      timeoutMs: options.timeoutMs,
+      onLine: (line) => {
+        kept.push(line);
+        if (kept.length > 200) kept.shift();
+        options.onOutput?.(line);
+      },
+    });
+    return { ...result, tail: kept };
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
       throw new PrisnError("UNAVAILABLE", `${options.what} is not installed: ${command} not found`);
     }
     throw error;
   }
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    try {
-      Deno.kill(-child.pid, "SIGKILL");
-    } catch {
-      // already exited
-    }
-  }, options.timeoutMs);
-  try {
-    const kept: string[] = [];
-    const keep = (line: string) => {
-      kept.push(line);
-      if (kept.length > 200) kept.shift();
-      options.onOutput?.(line);
-    };
-    const [status] = await Promise.all([
-      child.status,
-      readLines(child.stdout, keep),
-      readLines(child.stderr, keep),
-    ]);
-    return { code: status.code, timedOut, tail: kept };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void) {
-  let pending = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    pending += chunk;
-    const lines = pending.split(/\r?\n|\r/);
-    pending = lines.pop() ?? "";
-    for (const line of lines) onLine(line);
-  }
-  if (pending) onLine(pending);
 }
 
 /** The last line matching `prefer` (without its prefix), else the last non-blank line. */

@@ -12,6 +12,8 @@
 
 import { dirname, isAbsolute, join, normalize, sep } from "node:path";
 import { PrisnError } from "../core/errors.ts";
+import { exists, removeIfPresent } from "../core/fs.ts";
+import { runCommand } from "./command.ts";
 
 /** Where a deployed tree came from. */
 export interface GitSource {
@@ -272,25 +274,21 @@ class GitRunner {
   }
 
   /**
-   * Runs git in its own process group (detached), so that on the deadline the whole group is
-   * killed: remote helpers such as `git remote-http` would otherwise outlive git, keep its pipes
-   * open and hang on a server that never answers.
+   * Runs git against the deadline; on it, git's whole process group is killed (see
+   * {@link runCommand}): remote helpers such as `git remote-http` would otherwise outlive git.
    */
   async tryRun(args: string[], cwd?: string): Promise<GitResult> {
     const remaining = this.deadline - Date.now();
     if (remaining <= 0) return { code: -1, stdout: "", stderr: "", timedOut: true };
-    let child: Deno.ChildProcess;
+    const lines = { out: [] as string[], err: [] as string[] };
     try {
-      child = new Deno.Command("git", {
-        args: ["-c", "advice.detachedHead=false", ...args],
+      const result = await runCommand("git", ["-c", "advice.detachedHead=false", ...args], {
         cwd,
         env: this.env,
-        clearEnv: true,
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        detached: true,
-      }).spawn();
+        timeoutMs: remaining,
+        onLine: (line, stream) => lines[stream].push(line),
+      });
+      return { ...result, stdout: lines.out.join("\n"), stderr: lines.err.join("\n") };
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) {
         throw new PrisnError(
@@ -299,18 +297,6 @@ class GitRunner {
         );
       }
       throw error;
-    }
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid);
-    }, remaining);
-    try {
-      const out = await child.output();
-      const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-      return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr), timedOut };
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -340,31 +326,4 @@ function redactText(text: string, url: string, shown: string): string {
     /[a-z][a-z0-9+.-]*:\/\/[^\s/?#'"]*@/gi,
     (m) => redactUrl(m + "x").slice(0, -1),
   );
-}
-
-/** SIGKILL to a detached child's whole process group; a group already gone is fine. */
-function killGroup(pid: number): void {
-  try {
-    Deno.kill(-pid, "SIGKILL");
-  } catch {
-    // already exited
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return false;
-    throw error;
-  }
-}
-
-async function removeIfPresent(path: string): Promise<void> {
-  try {
-    await Deno.remove(path, { recursive: true });
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) throw error;
-  }
 }

@@ -1,3 +1,4 @@
+import type { LimitGroup } from "./limits.ts";
 import type { LogWriter } from "./logs.ts";
 
 export interface ExitInfo {
@@ -86,6 +87,40 @@ export class GroupProcess {
       if (first === "timeout") killGroup(this.pid, "SIGKILL");
     }
     return await this.exited;
+  }
+}
+
+/** Options for {@link spawnLimited}. */
+export interface SpawnLimitedOptions {
+  /** Where the process's output goes; left open on failure, for the caller to write and close. */
+  log: LogWriter;
+  /**
+   * Makes the resource-limit group for this start.
+   * @default no limits
+   */
+  limits?: (name: string) => Promise<LimitGroup | undefined>;
+  /** The limit group's name, e.g. `api.r1` or `nightly.run-1a2b3c4d`. */
+  name: string;
+}
+
+/**
+ * Starts one process for a replica or a run: creates its limit group (when `limits` gives one),
+ * wraps the command into it and spawns it in its own process group. When any step fails the new
+ * limit group is destroyed again and the error is thrown.
+ */
+export async function spawnLimited(
+  spec: ProcessSpec,
+  options: SpawnLimitedOptions,
+): Promise<{ proc: GroupProcess; group?: LimitGroup }> {
+  let group: LimitGroup | undefined;
+  try {
+    group = await options.limits?.(options.name);
+    const { command, args } = group ? group.wrap(spec.command, spec.args) : spec;
+    const proc = new GroupProcess({ command, args, cwd: spec.cwd, env: spec.env }, options.log);
+    return { proc, group };
+  } catch (error) {
+    await group?.destroy();
+    throw error;
   }
 }
 

@@ -4,7 +4,7 @@ import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { LogWriter } from "./logs.ts";
-import { type ExitInfo, GroupProcess } from "./process.ts";
+import { type ExitInfo, type GroupProcess, spawnLimited } from "./process.ts";
 import { probe } from "./probe.ts";
 import type { LimitGroup } from "./limits.ts";
 
@@ -108,14 +108,13 @@ export class Replica {
       let proc: GroupProcess;
       let group: LimitGroup | undefined;
       try {
-        group = await options.limits?.(`${options.deployment}.${options.name}`);
-        const cmd = group
-          ? group.wrap(options.launch.command, options.launch.args)
-          : { command: options.launch.command, args: options.launch.args };
-        proc = new GroupProcess({ ...cmd, cwd: options.launch.cwd, env }, log);
+        ({ proc, group } = await spawnLimited({ ...options.launch, env }, {
+          log,
+          limits: options.limits,
+          name: `${options.deployment}.${options.name}`,
+        }));
       } catch (e) {
         log.close();
-        await group?.destroy();
         ctx.event(
           options.deployment,
           "SpawnFailed",

@@ -4,7 +4,7 @@ import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { LogWriter } from "./logs.ts";
-import { GroupProcess } from "./process.ts";
+import { type GroupProcess, spawnLimited } from "./process.ts";
 import type { LimitGroup } from "./limits.ts";
 
 export interface RunRequest {
@@ -86,18 +86,17 @@ export class Run {
     let proc: GroupProcess;
     let group: LimitGroup | undefined;
     try {
-      group = await request.limits?.(`${request.deployment}.${this.id}`);
-      const cmd = group
-        ? group.wrap(request.launch.command, request.launch.args)
-        : { command: request.launch.command, args: request.launch.args };
-      proc = new GroupProcess({ ...cmd, cwd: request.launch.cwd, env }, log);
+      ({ proc, group } = await spawnLimited({ ...request.launch, env }, {
+        log,
+        limits: request.limits,
+        name: `${request.deployment}.${this.id}`,
+      }));
     } catch (e) {
       log.writeLines(
         [`prisn: could not start ${request.launch.command}: ${(e as Error).message}`],
         "err",
       );
       log.close();
-      await group?.destroy();
       ctx.records.updateRun(this.id, {
         status: "failed",
         startedAt,

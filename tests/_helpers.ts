@@ -1,4 +1,8 @@
+import assert from "node:assert/strict";
 import { join } from "node:path";
+import { type ErrorCode, PrisnError } from "../core/errors.ts";
+import type { RunRecord } from "../core/types.ts";
+export { freePort } from "../runtime/context.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();
@@ -27,11 +31,62 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * A check for `assert.throws` and `assert.rejects`: the error is a PrisnError with `code` and a
+ * one-line message that is `message` (a string) or matches it (a RegExp).
+ */
+export function isPrisnError(code: ErrorCode, message: string | RegExp): (error: unknown) => true {
+  return (error) => {
+    assert.ok(error instanceof PrisnError, `not a PrisnError: ${error}`);
+    assert.equal(error.code, code, error.message);
+    assert.ok(!error.message.includes("\n"), `not one line: ${error.message}`);
+    if (typeof message === "string") assert.equal(error.message, message);
+    else assert.match(error.message, message);
+    return true;
+  };
+}
+
+/** Asserts that `fn` throws an INVALID PrisnError (see {@link isPrisnError}). */
+export function assertInvalid(fn: () => unknown, message: string | RegExp): void {
+  assert.throws(fn, isPrisnError("INVALID", message));
+}
+
+/** True once a run has ended, either way. */
+export function finished(run: RunRecord): boolean {
+  return run.status === "completed" || run.status === "failed";
+}
+
+/** Settles with `promise`, or rejects after `ms`, so a hung step fails the test instead. */
+export async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** True when `command ARGS…` runs and exits 0 on this host (for skipping tests that need it). */
+export async function hasCommand(command: string, args = ["--version"]): Promise<boolean> {
+  try {
+    return (await new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output())
+      .success;
+  } catch {
+    return false;
+  }
+}
+
 export interface CliResult {
   code: number;
   stdout: string;
   stderr: string;
 }
+
+/** How long one CLI command may take in a test (a cold env build included). */
+const CLI_TIMEOUT_MS = 120_000;
 
 /** A temporary PRISN_HOME with a CLI bound to it; `close()` stops its agent and removes it. */
 export class TestHome {
@@ -43,13 +98,20 @@ export class TestHome {
     this.home = join(this.dir, "home");
   }
 
-  /** Runs the real CLI (`deno run main.ts …`) against this home. */
+  /**
+   * Runs the real CLI (`deno run main.ts …`) against this home, whatever its exit code; fails
+   * the test instead of hanging when it takes longer than two minutes.
+   */
   async cli(...args: string[]): Promise<CliResult> {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", join(root, "main.ts"), ...args],
-      env: { PRISN_HOME: this.home },
-      stdin: "null",
-    }).output();
+    const out = await within(
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "--quiet", join(root, "main.ts"), ...args],
+        env: { PRISN_HOME: this.home },
+        stdin: "null",
+      }).output(),
+      CLI_TIMEOUT_MS,
+      `prisn ${args.join(" ")}`,
+    );
     return {
       code: out.code,
       stdout: decoder.decode(out.stdout),
@@ -112,14 +174,6 @@ export function alive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** A free loopback port. */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** GET over loopback; the body text, or undefined on any failure. */

@@ -1,15 +1,6 @@
 import assert from "node:assert/strict";
 import { formatAge, formatDuration, parseDuration } from "../../core/duration.ts";
-import { PrisnError } from "../../core/errors.ts";
-
-function assertInvalid(fn: () => unknown, message: string) {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof PrisnError);
-    assert.equal(error.code, "INVALID");
-    assert.equal(error.message, message);
-    return true;
-  });
-}
+import { assertInvalid } from "../_helpers.ts";
 
 Deno.test("parseDuration() reads every unit into milliseconds", () => {
   assert.equal(parseDuration("500ms"), 500);

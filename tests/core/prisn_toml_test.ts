@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { PrisnError } from "../../core/errors.ts";
 import {
   durationMs,
   parsePrisnToml,
@@ -7,15 +6,11 @@ import {
   PRISN_TOML_KEYS,
   validateName,
 } from "../../core/prisn_toml.ts";
+import { assertInvalid, isPrisnError } from "../_helpers.ts";
 
 /** Asserts that parsing `text` fails with INVALID and exactly `message`. */
 function assertRejects(text: string, message: string, file?: string) {
-  assert.throws(() => parsePrisnToml(text, file), (e: unknown) => {
-    assert.ok(e instanceof PrisnError, `not a PrisnError: ${e}`);
-    assert.equal(e.code, "INVALID");
-    assert.equal(e.message, message);
-    return true;
-  });
+  assertInvalid(() => parsePrisnToml(text, file), message);
 }
 
 const FULL = `# a web service
@@ -394,15 +389,14 @@ Deno.test("validateName() accepts DNS labels of 1 to 63 characters", () => {
 
 Deno.test("validateName() rejects anything else with one line saying what is allowed", () => {
   for (const name of ["", "My_App", "Api", "-x", "x-", "x".repeat(64), "a.b", "a b", "ä"]) {
-    assert.throws(() => validateName(name), (e: unknown) => {
-      assert.ok(e instanceof PrisnError);
-      assert.equal(e.code, "INVALID");
-      assert.equal(
-        e.message,
+    assert.throws(
+      () => validateName(name),
+      isPrisnError(
+        "INVALID",
         `name "${name}" is not valid: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit`,
-      );
-      return true;
-    }, name);
+      ),
+      name,
+    );
   }
 });
 

@@ -1,16 +1,6 @@
 import assert from "node:assert/strict";
 import { formatCpu, formatMemory, parseCpu, parseMemory } from "../../core/quantity.ts";
-import { PrisnError } from "../../core/errors.ts";
-
-function invalidWith(message: string | RegExp) {
-  return (e: unknown) => {
-    assert.ok(e instanceof PrisnError);
-    assert.equal(e.code, "INVALID");
-    if (typeof message === "string") assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    return true;
-  };
-}
+import { isPrisnError } from "../_helpers.ts";
 
 Deno.test("parseCpu() reads millicores and cores into whole millicores", () => {
   assert.equal(parseCpu("500m"), 500);
@@ -27,17 +17,21 @@ Deno.test("parseCpu() reads millicores and cores into whole millicores", () => {
 Deno.test("parseCpu() rejects other forms, zero and sub-millicore values in one line", () => {
   assert.throws(
     () => parseCpu("abc", "resources.cpu"),
-    invalidWith(
+    isPrisnError(
+      "INVALID",
       'resources.cpu "abc" is not a CPU quantity: use millicores like 250m or cores like 0.5, 1, 2',
     ),
   );
   for (const bad of ["", "-1", "1c", "500M", "1e3", "1 m", "m"]) {
-    assert.throws(() => parseCpu(bad), invalidWith(/is not a CPU quantity/), bad);
+    assert.throws(() => parseCpu(bad), isPrisnError("INVALID", /is not a CPU quantity/), bad);
   }
-  assert.throws(() => parseCpu("0"), invalidWith('cpu "0" must be more than zero, e.g. 100m'));
-  assert.throws(() => parseCpu("0m"), invalidWith(/must be more than zero/));
-  assert.throws(() => parseCpu("0.0005"), invalidWith(/is finer than 1m/));
-  assert.throws(() => parseCpu("1.5m"), invalidWith(/is finer than 1m/));
+  assert.throws(
+    () => parseCpu("0"),
+    isPrisnError("INVALID", 'cpu "0" must be more than zero, e.g. 100m'),
+  );
+  assert.throws(() => parseCpu("0m"), isPrisnError("INVALID", /must be more than zero/));
+  assert.throws(() => parseCpu("0.0005"), isPrisnError("INVALID", /is finer than 1m/));
+  assert.throws(() => parseCpu("1.5m"), isPrisnError("INVALID", /is finer than 1m/));
 });
 
 Deno.test("parseMemory() reads binary, decimal and plain byte quantities", () => {
@@ -59,32 +53,36 @@ Deno.test("parseMemory() reads binary, decimal and plain byte quantities", () =>
 Deno.test("parseMemory() suggests the binary unit for habits like 512m, 512MB and 1gb", () => {
   assert.throws(
     () => parseMemory("512m", "resources.memory"),
-    invalidWith('resources.memory "512m" is not a memory quantity: did you mean "512Mi"?'),
+    isPrisnError(
+      "INVALID",
+      'resources.memory "512m" is not a memory quantity: did you mean "512Mi"?',
+    ),
   );
-  assert.throws(() => parseMemory("512MB"), invalidWith(/did you mean "512Mi"\?$/));
-  assert.throws(() => parseMemory("1gb"), invalidWith(/did you mean "1Gi"\?$/));
-  assert.throws(() => parseMemory("64 KiB"), invalidWith(/did you mean "64Ki"\?$/));
+  assert.throws(() => parseMemory("512MB"), isPrisnError("INVALID", /did you mean "512Mi"\?$/));
+  assert.throws(() => parseMemory("1gb"), isPrisnError("INVALID", /did you mean "1Gi"\?$/));
+  assert.throws(() => parseMemory("64 KiB"), isPrisnError("INVALID", /did you mean "64Ki"\?$/));
 });
 
 Deno.test("parseMemory() rejects other forms, zero, fractions of a byte and huge values", () => {
   assert.throws(
     () => parseMemory("lots"),
-    invalidWith(
+    isPrisnError(
+      "INVALID",
       'memory "lots" is not a memory quantity: use bytes or a suffix, like 512Mi, 2Gi or 500M',
     ),
   );
   for (const bad of ["", "-1Mi", "Mi", "1Xi", "1e", "1.2.3"]) {
-    assert.throws(() => parseMemory(bad), invalidWith(/is not a memory quantity/), bad);
+    assert.throws(() => parseMemory(bad), isPrisnError("INVALID", /is not a memory quantity/), bad);
   }
   assert.throws(
     () => parseMemory("0Mi"),
-    invalidWith('memory "0Mi" must be more than zero, e.g. 64Mi'),
+    isPrisnError("INVALID", 'memory "0Mi" must be more than zero, e.g. 64Mi'),
   );
   assert.throws(
     () => parseMemory("0.5"),
-    invalidWith('memory "0.5" is not a whole number of bytes'),
+    isPrisnError("INVALID", 'memory "0.5" is not a whole number of bytes'),
   );
-  assert.throws(() => parseMemory("16Ei"), invalidWith('memory "16Ei" is too large'));
+  assert.throws(() => parseMemory("16Ei"), isPrisnError("INVALID", 'memory "16Ei" is too large'));
 });
 
 Deno.test("formatMemory() writes the largest exact unit, binary first", () => {

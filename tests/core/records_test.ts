@@ -5,6 +5,7 @@ import { PrisnError } from "../../core/errors.ts";
 import { Records } from "../../core/records.ts";
 import { type DeployFlags, resolveSpec } from "../../core/spec.ts";
 import type { RunRecord, RunStatus, SourceInfo } from "../../core/types.ts";
+import { isPrisnError } from "../_helpers.ts";
 
 /** Runs `fn` with Records on a fresh database file; closes it and removes the folder after. */
 async function withRecords(fn: (records: Records, dbPath: string) => void | Promise<void>) {
@@ -77,22 +78,18 @@ Deno.test("Records turns on WAL journaling", async () => {
 Deno.test("Records refuses a database written by a newer prisn, as UNAVAILABLE", async () => {
   await withRecords((records, dbPath) => {
     records.db.exec("PRAGMA user_version = 999");
-    assert.throws(() => new Records(dbPath), (error: unknown) => {
-      assert.ok(error instanceof PrisnError);
-      assert.equal(error.code, "UNAVAILABLE");
-      assert.match(error.message, /database schema 999 is newer than this prisn/);
-      return true;
-    });
+    assert.throws(
+      () => new Records(dbPath),
+      isPrisnError("UNAVAILABLE", /database schema 999 is newer than this prisn/),
+    );
   });
 });
 
 Deno.test("Records reports a path it cannot open as UNAVAILABLE", () => {
-  assert.throws(() => new Records("/nonexistent-prisn-dir/sub/prisn.db"), (error: unknown) => {
-    assert.ok(error instanceof PrisnError);
-    assert.equal(error.code, "UNAVAILABLE");
-    assert.match(error.message, /^cannot open \/nonexistent-prisn-dir\/sub\/prisn\.db: /);
-    return true;
-  });
+  assert.throws(
+    () => new Records("/nonexistent-prisn-dir/sub/prisn.db"),
+    isPrisnError("UNAVAILABLE", /^cannot open \/nonexistent-prisn-dir\/sub\/prisn\.db: /),
+  );
 });
 
 // --- versions and deployments -------------------------------------------------------------------
@@ -197,12 +194,10 @@ Deno.test("activate() of an unrecorded version is NOT_FOUND and changes nothing"
   await withRecords((records) => {
     putVersion(records, "api", "v-1", 1000);
     records.activate("api", "v-1", 1, 1000);
-    assert.throws(() => records.activate("api", "v-9", 1, 2000), (error: unknown) => {
-      assert.ok(error instanceof PrisnError);
-      assert.equal(error.code, "NOT_FOUND");
-      assert.equal(error.message, "version v-9 of api is not recorded");
-      return true;
-    });
+    assert.throws(
+      () => records.activate("api", "v-9", 1, 2000),
+      isPrisnError("NOT_FOUND", "version v-9 of api is not recorded"),
+    );
     assert.equal(records.getVersion("api", "v-1")!.status, "active");
     assert.equal(records.getDeployment("api")!.version, "v-1");
     assert.equal(records.db.isTransaction, false, "the transaction was rolled back");

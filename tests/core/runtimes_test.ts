@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { PrisnError } from "../../core/errors.ts";
 import {
   DEFAULT_ENTRYPOINTS,
   isKnownRuntime,
@@ -8,6 +7,7 @@ import {
   runtimeForFile,
   validateRuntime,
 } from "../../core/runtimes.ts";
+import { assertInvalid } from "../_helpers.ts";
 
 Deno.test("validateRuntime() accepts every documented form", () => {
   for (const name of ["python3", "python3.11", "python3.9", "python", "node", "node20", "node8"]) {
@@ -21,15 +21,10 @@ Deno.test("validateRuntime() rejects unknown names with one line naming the allo
     const name of ["ruby", "python2", "python2.7", "python3.", "python3.x", "node-20", "Node", ""]
   ) {
     assert.equal(isKnownRuntime(name), false, name);
-    assert.throws(() => validateRuntime(name), (e: unknown) => {
-      assert.ok(e instanceof PrisnError);
-      assert.equal(e.code, "INVALID");
-      assert.equal(
-        e.message,
-        `runtime "${name}" is not supported: use python3, python3.X (e.g. python3.11), python, node, nodeNN (e.g. node20), bash, sh or deno`,
-      );
-      return true;
-    });
+    assertInvalid(
+      () => validateRuntime(name),
+      `runtime "${name}" is not supported: use python3, python3.X (e.g. python3.11), python, node, nodeNN (e.g. node20), bash, sh or deno`,
+    );
   }
 });
 

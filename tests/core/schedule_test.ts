@@ -10,6 +10,7 @@ import {
   validateSchedule,
 } from "../../core/schedule.ts";
 import { PrisnError } from "../../core/errors.ts";
+import { assertInvalid } from "../_helpers.ts";
 
 const ms = (iso: string) => Date.parse(iso);
 const isoList = (dates: Date[]) => dates.map((d) => d.toISOString());
@@ -31,15 +32,6 @@ function policy(overrides: Partial<CronPolicy> = {}): CronPolicy {
 
 function kinds(actions: CronAction[]): string[] {
   return actions.map((a) => a.kind);
-}
-
-function assertInvalid(fn: () => unknown, message: string) {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof PrisnError);
-    assert.equal(error.code, "INVALID");
-    assert.equal(error.message, message);
-    return true;
-  });
 }
 
 // --- validateSchedule -------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 import assert from "node:assert/strict";
-import { PrisnError } from "../../core/errors.ts";
 import type { PrisnToml } from "../../core/prisn_toml.ts";
 import {
   defaultName,
@@ -11,17 +10,7 @@ import {
   resolveSpec,
   runSpecOf,
 } from "../../core/spec.ts";
-
-/** Asserts `fn` throws a one-line INVALID PrisnError whose message matches `pattern`. */
-function assertInvalid(fn: () => unknown, pattern: RegExp) {
-  assert.throws(fn, (error: unknown) => {
-    assert.ok(error instanceof PrisnError, `not a PrisnError: ${error}`);
-    assert.equal(error.code, "INVALID");
-    assert.ok(!error.message.includes("\n"), `not one line: ${error.message}`);
-    assert.match(error.message, pattern);
-    return true;
-  });
-}
+import { assertInvalid } from "../_helpers.ts";
 
 function resolve(
   flags: DeployFlags = {},

@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { dirname, join } from "node:path";
-import { PrisnError } from "../../core/errors.ts";
 import { resolveSpec, runSpecOf } from "../../core/spec.ts";
 import {
   canonicalJson,
@@ -9,6 +8,7 @@ import {
   type PackageFile,
   versionId,
 } from "../../core/version.ts";
+import { isPrisnError } from "../_helpers.ts";
 
 /** Runs `fn` with a fresh temp folder that is removed afterwards. */
 async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
@@ -43,13 +43,7 @@ async function pathsOf(dir: string): Promise<string[]> {
 }
 
 async function assertInvalid(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
-  await assert.rejects(promise, (error: unknown) => {
-    assert.ok(error instanceof PrisnError, `not a PrisnError: ${error}`);
-    assert.equal(error.code, "INVALID");
-    assert.ok(!error.message.includes("\n"), `not one line: ${error.message}`);
-    assert.match(error.message, pattern);
-    return true;
-  });
+  await assert.rejects(promise, isPrisnError("INVALID", pattern));
 }
 
 const PROJECT: [string, string][] = [

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { EventRecord, RunRecord } from "../../core/types.ts";
-import { alive, TestHome, waitFor } from "../_helpers.ts";
+import { alive, finished, TestHome, waitFor } from "../_helpers.ts";
 
 interface Detail {
   name: string;
@@ -38,7 +38,6 @@ function detailOf(h: TestHome, name: string): Promise<Detail> {
   return h.json<Detail>("get", name);
 }
 
-const finished = (r: RunRecord) => r.status === "completed" || r.status === "failed";
 const byScheduled = (a: RunRecord, b: RunRecord) => a.scheduledAt! - b.scheduledAt!;
 const byStarted = (a: RunRecord, b: RunRecord) => (a.startedAt ?? 0) - (b.startedAt ?? 0);
 const iso = (ms: number) => new Date(ms).toISOString();

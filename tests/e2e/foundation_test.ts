@@ -1,17 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import type { RunRecord } from "../../core/types.ts";
 import { alive, freePort, httpGet, TestHome, waitFor } from "../_helpers.ts";
 
 const JOB = "#!/bin/bash\necho job-ran-ok\n";
-
-interface Run {
-  id: string;
-  deployment: string;
-  status: string;
-  version: string;
-  exitCode?: number;
-  trigger: string;
-}
 
 Deno.test("deploy of a folder job runs it once, records the run and keeps its output in logs", async () => {
   const t = new TestHome();
@@ -23,7 +15,7 @@ Deno.test("deploy of a folder job runs it once, records the run and keeps its ou
     }
     const version = /v-[0-9a-f]{8}/.exec(out)![0];
     const runs = await waitFor(async () => {
-      const r = await t.json<Run[]>("get", "jobs");
+      const r = await t.json<RunRecord[]>("get", "jobs");
       return r.length === 1 && r[0].status === "completed" ? r : undefined;
     }, { what: "the job's run to complete" });
     assert.equal(runs[0].deployment, "batch");
@@ -40,11 +32,11 @@ Deno.test("deploy of a folder job runs it once, records the run and keeps its ou
     await t.ok("run", "batch");
     await waitFor(
       async () =>
-        (await t.json<Run[]>("get", "jobs", "batch")).filter((r) => r.status === "completed")
+        (await t.json<RunRecord[]>("get", "jobs", "batch")).filter((r) => r.status === "completed")
           .length === 2,
       { what: "second run" },
     );
-    const again = await t.json<Run[]>("get", "jobs", "--limit", "1");
+    const again = await t.json<RunRecord[]>("get", "jobs", "--limit", "1");
     assert.equal(again.length, 1);
     assert.equal(again[0].trigger, "manual");
   } finally {
@@ -63,12 +55,16 @@ Deno.test("a single script file deploys under its stem; identical redeploy is un
     assert.equal(d1.entrypoint, "nightly_report.sh");
     assert.equal(d1.runtime, "bash");
     await waitFor(async () =>
-      (await t.json<Run[]>("get", "jobs")).some((r) => r.status === "completed")
+      (await t.json<RunRecord[]>("get", "jobs")).some((r) => r.status === "completed")
     );
 
     const same = await t.ok("deploy", file);
     assert.match(same, /unchanged/);
-    assert.equal((await t.json<Run[]>("get", "jobs")).length, 1, "unchanged deploy starts nothing");
+    assert.equal(
+      (await t.json<RunRecord[]>("get", "jobs")).length,
+      1,
+      "unchanged deploy starts nothing",
+    );
 
     Deno.writeTextFileSync(file, JOB + "echo two\n");
     await t.ok("deploy", file);

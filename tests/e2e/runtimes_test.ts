@@ -8,57 +8,29 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import type { RunRecord } from "../../core/types.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
 import { serveGitHttp, startGitDaemon } from "../fixtures/git_repos.ts";
-import { type CliResult, freePort, httpGet, TestHome, waitFor } from "../_helpers.ts";
+import {
+  type CliResult,
+  finished,
+  freePort,
+  hasCommand,
+  httpGet,
+  TestHome,
+  waitFor,
+} from "../_helpers.ts";
 
 // --- what this host has -------------------------------------------------------------------------
 
-async function has(command: string, args = ["--version"]): Promise<boolean> {
-  try {
-    return (await new Deno.Command(command, { args, stdout: "null", stderr: "null" }).output())
-      .success;
-  } catch {
-    return false;
-  }
-}
-
-const HAS_PYTHON = await has("python3", ["-c", "import venv, ensurepip, zipfile"]);
-const HAS_NODE = await has("node") && await has("npm");
-const HAS_GIT = await has("git");
+const HAS_PYTHON = await hasCommand("python3", ["-c", "import venv, ensurepip, zipfile"]);
+const HAS_NODE = await hasCommand("node") && await hasCommand("npm");
+const HAS_GIT = await hasCommand("git");
 if (!HAS_PYTHON) console.log("runtimes_test: skipping python tests: python3 with venv not found");
 if (!HAS_NODE) console.log("runtimes_test: skipping node tests: node or npm not found");
 if (!HAS_GIT) console.log("runtimes_test: skipping git tests: git not found");
 
 // --- helpers ------------------------------------------------------------------------------------
-
-/** Settles with `promise`, or rejects after `ms`, so a hung command fails the test instead. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** `prisn ARGS…` within two minutes (a cold env build included), whatever its exit code. */
-function cli(t: TestHome, ...args: string[]): Promise<CliResult> {
-  return within(t.cli(...args), 120_000, `prisn ${args.join(" ")}`);
-}
-
-/** `prisn ARGS…`, failing unless it exits 0 within two minutes. */
-function ok(t: TestHome, ...args: string[]): Promise<string> {
-  return within(t.ok(...args), 120_000, `prisn ${args.join(" ")}`);
-}
-
-/** `prisn ARGS… -o json`, parsed. */
-function json<T>(t: TestHome, ...args: string[]): Promise<T> {
-  return within(t.json<T>(...args), 60_000, `prisn ${args.join(" ")} -o json`);
-}
 
 /** Asserts a failed command: non-zero exit and exactly one line on stderr matching `pattern`. */
 function assertOneLineError(r: CliResult, pattern: RegExp, what: string): string {
@@ -75,7 +47,7 @@ async function timedDeploy(
   ...args: string[]
 ): Promise<{ ms: number; out: string }> {
   const started = performance.now();
-  const out = await ok(t, "deploy", ...args);
+  const out = await t.ok("deploy", ...args);
   return { ms: performance.now() - started, out };
 }
 
@@ -105,22 +77,13 @@ interface HistoryRow {
   source: Detail["source"];
 }
 
-interface Run {
-  id: string;
-  status: string;
-  version: string;
-  exitCode?: number;
-}
-
-const finished = (r: Run) => r.status === "completed" || r.status === "failed";
-
 /** Waits until the deployment has a finished run of `version` and returns its log. */
 async function runLog(t: TestHome, name: string, version?: string): Promise<string> {
   const run = await waitFor(async () => {
-    const runs = await json<Run[]>(t, "get", "jobs", name, "--limit", "50");
+    const runs = await t.json<RunRecord[]>("get", "jobs", name, "--limit", "50");
     return runs.find((r) => finished(r) && (!version || r.version === version));
   }, { timeoutMs: 60_000, what: `a finished run of ${name} ${version ?? ""}` });
-  const log = await ok(t, "logs", name, "--run", run.id);
+  const log = await t.ok("logs", name, "--run", run.id);
   assert.equal(run.status, "completed", `run ${run.id} of ${name} completed; its log:\n${log}`);
   return log;
 }
@@ -248,7 +211,7 @@ Deno.test({
             await waitFor(() => httpGet(port), { timeoutMs: 20_000, what: "the service" }),
             "hello-from-wheel v1",
           );
-          const d = await json<Detail>(t, "get", "pysvc");
+          const d = await t.json<Detail>("get", "pysvc");
           assert.equal(d.env, envId, "get -o json: env is the env id in use");
           assert.equal(d.type, "service");
           assert.equal(d.spec.type, "service");
@@ -258,7 +221,7 @@ Deno.test({
           assert.equal(d.spec.drain_grace, "1s", "effective spec: keys from prisn.toml");
           assert.deepEqual(d.spec.args, []);
           assert.match(d.interpreter ?? "", /python.* 3\.\d+\.\d+$/);
-          assert.match(await ok(t, "get", "pysvc"), new RegExp(`^Env:\\s+${envId}$`, "m"));
+          assert.match(await t.ok("get", "pysvc"), new RegExp(`^Env:\\s+${envId}$`, "m"));
           assert.deepEqual(list(join(t.home, "envs"), "python3-"), [envId]);
           firstBuild = builtAt(t.home, envId);
         },
@@ -294,10 +257,10 @@ Deno.test({
           "requirements.txt": "greet==1.0\n",
         });
         await addWheel(other, wheel);
-        const job = await ok(t, "deploy", other);
+        const job = await t.ok("deploy", other);
         assert.equal(preparedEnv(job), envId, "a second deployment shares the env");
         assert.match(await runLog(t, "pyjob"), /job sees hello-from-wheel$/m);
-        assert.equal((await json<Detail>(t, "get", "pyjob")).env, envId);
+        assert.equal((await t.json<Detail>("get", "pyjob")).env, envId);
         assert.deepEqual(list(join(t.home, "envs"), "python3-"), [envId], "still one env");
         assert.equal(builtAt(t.home, envId), firstBuild);
       });
@@ -321,7 +284,7 @@ Deno.test({
         "main.py": plainServer("still-serving"),
         "prisn.toml": `port = ${port}\n${QUICK_ROLL}`,
       });
-      const goodVersion = versionOf(await ok(t, "deploy", dir));
+      const goodVersion = versionOf(await t.ok("deploy", dir));
       await waitFor(async () => (await httpGet(port)) === "still-serving", {
         timeoutMs: 20_000,
         what: "the good version answering",
@@ -331,7 +294,7 @@ Deno.test({
       Deno.writeTextFileSync(join(dir, "main.py"), greetServer(""));
       Deno.writeTextFileSync(join(dir, "requirements.txt"), "greet==1.0\nnot-in-wheels-pkg==9.9\n");
       await addWheel(dir, await greetWheel(t.dir, "1.0", "new-version"));
-      const r = await cli(t, "deploy", dir);
+      const r = await t.cli("deploy", dir);
       const message = assertOneLineError(
         r,
         /pip install failed: .*not-in-wheels-pkg/,
@@ -340,9 +303,9 @@ Deno.test({
       console.log(`  ${message}`);
 
       assert.equal(await httpGet(port), "still-serving", "the running version still answers");
-      const d = await json<Detail>(t, "get", "pipfail");
+      const d = await t.json<Detail>("get", "pipfail");
       assert.equal(d.version, goodVersion, "the good version is still current");
-      const history = await json<HistoryRow[]>(t, "history", "pipfail");
+      const history = await t.json<HistoryRow[]>("history", "pipfail");
       assert.equal(history.find((h) => h.current)?.version, goodVersion);
       assert.deepEqual(
         list(join(t.home, "envs")).filter((n) => n !== ".locks"),
@@ -405,21 +368,21 @@ Deno.test({
         "package-lock.json": JSON.stringify(IS_NUMBER_LOCK, null, 2),
         "prisn.toml": `port = ${port}\n${QUICK_ROLL}`,
       });
-      const svcOut = await ok(t, "deploy", svc);
+      const svcOut = await t.ok("deploy", svc);
       const lockedEnv = preparedEnv(svcOut);
       assert.ok(lockedEnv?.startsWith("node-"), `Prepare names a node env:\n${svcOut}`);
       assert.equal(
         await waitFor(() => httpGet(port), { timeoutMs: 20_000, what: "the node service" }),
         "is-number says true false",
       );
-      assert.equal((await json<Detail>(t, "get", "nodesvc")).env, lockedEnv);
+      assert.equal((await t.json<Detail>("get", "nodesvc")).env, lockedEnv);
 
       // A job without a lockfile (npm install).
       const job = t.project("nodejob", {
         "index.js": 'const isNumber = require("is-number");\nconsole.log("cjs", isNumber(5));\n',
         "package.json": JSON.stringify(IS_NUMBER, null, 2),
       });
-      const jobOut = await ok(t, "deploy", job);
+      const jobOut = await t.ok("deploy", job);
       const unlockedEnv = preparedEnv(jobOut);
       assert.ok(unlockedEnv?.startsWith("node-"), `Prepare names a node env:\n${jobOut}`);
       assert.notEqual(unlockedEnv, lockedEnv, "a lockfile is part of the env's key");
@@ -431,10 +394,10 @@ Deno.test({
         "package.json": JSON.stringify(IS_NUMBER, null, 2),
         "prisn.toml": 'entrypoint = "index.mjs"\n',
       });
-      const esmOut = await ok(t, "deploy", esm);
+      const esmOut = await t.ok("deploy", esm);
       assert.equal(preparedEnv(esmOut), unlockedEnv, "same package.json, same env");
       assert.match(await runLog(t, "nodeesm"), /esm true$/m);
-      assert.equal((await json<Detail>(t, "get", "nodeesm")).runtime, "node");
+      assert.equal((await t.json<Detail>("get", "nodeesm")).runtime, "node");
 
       assert.deepEqual(
         list(join(t.home, "envs"), "node-"),
@@ -457,7 +420,7 @@ Deno.test("a bash cronjob runs every second and calls ./helper.sh: the executabl
       "helper.sh": '#!/bin/bash\necho "helper ran with $1"\n',
       "data.txt": "payload\n",
     });
-    const out = await ok(t, "deploy", dir, "--schedule", "* * * * * *");
+    const out = await t.ok("deploy", dir, "--schedule", "* * * * * *");
     assert.match(out, /cronjob scheduled "\* \* \* \* \* \*"/);
     const log = await runLog(t, "tick");
     assert.match(log, /helper ran with payload$/m);
@@ -466,7 +429,7 @@ Deno.test("a bash cronjob runs every second and calls ./helper.sh: the executabl
     assert.ok((Deno.statSync(join(current, "helper.sh")).mode! & 0o111) !== 0, "helper.sh +x");
     assert.ok((Deno.statSync(join(current, "main.sh")).mode! & 0o111) !== 0, "main.sh +x");
     assert.equal(Deno.statSync(join(current, "data.txt")).mode! & 0o111, 0, "data.txt stays -x");
-    const runs = await json<Run[]>(t, "get", "jobs", "tick", "--limit", "50");
+    const runs = await t.json<RunRecord[]>("get", "jobs", "tick", "--limit", "50");
     assert.ok(runs.some((r) => r.status === "completed" && r.exitCode === 0));
     assert.ok(!runs.some((r) => r.status === "failed"), "no failed run");
   } finally {
@@ -544,8 +507,7 @@ Deno.test({
       const repo = await makeRepo(t.dir);
 
       // file://, a branch and a sub-folder.
-      const byBranch = await ok(
-        t,
+      const byBranch = await t.ok(
         "deploy",
         repo.url,
         "--ref",
@@ -556,7 +518,7 @@ Deno.test({
         "g",
       );
       assert.match(await runLog(t, "g", versionOf(byBranch)), /app dev$/m);
-      let d = await json<Detail>(t, "get", "g");
+      let d = await t.json<Detail>("get", "g");
       assert.deepEqual(d.source, {
         kind: "git",
         location: repo.url,
@@ -566,15 +528,14 @@ Deno.test({
       });
 
       // An annotated tag resolves to its commit.
-      const byTag = await ok(t, "deploy", repo.url, "--ref", "v1", "--path", "app", "--name", "g");
+      const byTag = await t.ok("deploy", repo.url, "--ref", "v1", "--path", "app", "--name", "g");
       assert.match(await runLog(t, "g", versionOf(byTag)), /app one$/m);
-      d = await json<Detail>(t, "get", "g");
+      d = await t.json<Detail>("get", "g");
       assert.equal(d.source.ref, "v1");
       assert.equal(d.source.commit, repo.first);
 
       // A full commit id.
-      const bySha = await ok(
-        t,
+      const bySha = await t.ok(
         "deploy",
         repo.url,
         "--ref",
@@ -585,11 +546,11 @@ Deno.test({
         "g",
       );
       assert.match(await runLog(t, "g", versionOf(bySha)), /app two$/m);
-      d = await json<Detail>(t, "get", "g");
+      d = await t.json<Detail>("get", "g");
       assert.equal(d.source.ref, repo.main);
       assert.equal(d.source.commit, repo.main);
 
-      const history = await json<HistoryRow[]>(t, "history", "g");
+      const history = await t.json<HistoryRow[]>("history", "g");
       assert.deepEqual(
         history.map((h) => [h.version, h.source.commit]),
         [
@@ -600,16 +561,16 @@ Deno.test({
         "history: the commit of every version, newest first",
       );
       assert.match(
-        await ok(t, "history", "g"),
+        await t.ok("history", "g"),
         new RegExp(`COMMIT[\\s\\S]*${repo.main.slice(0, 12)}`),
       );
 
       // git:// from git daemon on loopback, the default branch, the repository root.
       daemon = await startGitDaemon(repo.root);
       const gitUrl = `${daemon.url}/repo.git`;
-      const viaDaemon = await ok(t, "deploy", gitUrl, "--name", "gd");
+      const viaDaemon = await t.ok("deploy", gitUrl, "--name", "gd");
       assert.match(await runLog(t, "gd", versionOf(viaDaemon)), /root two$/m);
-      d = await json<Detail>(t, "get", "gd");
+      d = await t.json<Detail>("get", "gd");
       assert.equal(d.source.location, gitUrl);
       assert.equal(d.source.commit, repo.main);
       assert.equal(d.source.ref, undefined);
@@ -618,26 +579,15 @@ Deno.test({
       const password = "hunter2-http-pw";
       http = serveGitHttp(repo.root, { auth: { user: "deployer", password } });
       const authUrl = `http://deployer:${password}@127.0.0.1:${http.port}/repo.git`;
-      const viaHttp = await ok(
-        t,
-        "deploy",
-        authUrl,
-        "--ref",
-        "v1",
-        "--path",
-        "app",
-        "--name",
-        "gh",
-      );
+      const viaHttp = await t.ok("deploy", authUrl, "--ref", "v1", "--path", "app", "--name", "gh");
       assert.match(await runLog(t, "gh", versionOf(viaHttp)), /app one$/m);
       assert.ok(!viaHttp.includes(password), `deploy output hides the password:\n${viaHttp}`);
-      d = await json<Detail>(t, "get", "gh");
+      d = await t.json<Detail>("get", "gh");
       assert.equal(d.source.location, `http://***@127.0.0.1:${http.port}/repo.git`);
       assert.equal(d.source.commit, repo.first);
       assert.equal(d.source.path, "app");
       const wrong = "wrong-pw-123";
-      const refused = await cli(
-        t,
+      const refused = await t.cli(
         "deploy",
         `http://deployer:${wrong}@127.0.0.1:${http.port}/repo.git`,
         "--name",
@@ -645,13 +595,13 @@ Deno.test({
       );
       assertOneLineError(refused, /Authentication failed/, "wrong password");
       assert.ok(!(refused.stdout + refused.stderr).includes(wrong), "no password in the error");
-      assert.equal((await json<Detail>(t, "get", "gh")).version, versionOf(viaHttp));
+      assert.equal((await t.json<Detail>("get", "gh")).version, versionOf(viaHttp));
       for (
         const [what, text] of [
           ["get -o json", JSON.stringify(d)],
-          ["get", await ok(t, "get", "gh")],
-          ["history -o json", JSON.stringify(await json(t, "history", "gh"))],
-          ["status -o json", JSON.stringify(await json(t, "status"))],
+          ["get", await t.ok("get", "gh")],
+          ["history -o json", JSON.stringify(await t.json("history", "gh"))],
+          ["status -o json", JSON.stringify(await t.json("status"))],
           ["prisn.db", dbText(t.home)],
           ["deployments/", readTree(join(t.home, "deployments"))],
           ["logs/", readTree(join(t.home, "logs"))],
@@ -687,13 +637,13 @@ Deno.test({
     const t = new TestHome();
     try {
       const repo = await makeRepo(t.dir);
-      const good = await ok(t, "deploy", repo.url, "--path", "app", "--name", "g");
+      const good = await t.ok("deploy", repo.url, "--path", "app", "--name", "g");
       const goodVersion = versionOf(good);
       await runLog(t, "g", goodVersion);
       const closed = freePort();
 
       const secret = "s3cret-pass-xyz";
-      const creds = await cli(t, "deploy", `https://user:${secret}@127.0.0.1:${closed}/x.git`);
+      const creds = await t.cli("deploy", `https://user:${secret}@127.0.0.1:${closed}/x.git`);
       const credsMessage = assertOneLineError(
         creds,
         /cannot reach git repository https:\/\/\*\*\*@127\.0\.0\.1/,
@@ -702,8 +652,7 @@ Deno.test({
       assert.ok(!(creds.stdout + creds.stderr).includes(secret), "the password is never printed");
       console.log(`  ${credsMessage}`);
 
-      const unreachable = await cli(
-        t,
+      const unreachable = await t.cli(
         "deploy",
         `git://127.0.0.1:${closed}/repo.git`,
         "--name",
@@ -714,25 +663,25 @@ Deno.test({
           assertOneLineError(unreachable, /cannot reach git repository git:\/\//, "unreachable"),
       );
 
-      const missingRef = await cli(t, "deploy", repo.url, "--ref", "no-such-branch", "--name", "g");
+      const missingRef = await t.cli("deploy", repo.url, "--ref", "no-such-branch", "--name", "g");
       console.log(
         "  " + assertOneLineError(missingRef, /ref "no-such-branch" not found/, "missing ref"),
       );
 
-      const missingSha = await cli(t, "deploy", repo.url, "--ref", "0".repeat(40), "--name", "g");
+      const missingSha = await t.cli("deploy", repo.url, "--ref", "0".repeat(40), "--name", "g");
       assertOneLineError(missingSha, /ref "0{40}" not found/, "missing commit");
 
-      const missingPath = await cli(t, "deploy", repo.url, "--path", "nope/sub", "--name", "g");
+      const missingPath = await t.cli("deploy", repo.url, "--path", "nope/sub", "--name", "g");
       console.log(
         "  " + assertOneLineError(missingPath, /path "nope\/sub" not found/, "missing path"),
       );
 
       // Nothing recorded: no new deployment, g untouched, no temp checkout left.
-      const names = (await json<Array<{ name: string }>>(t, "ls")).map((x) => x.name);
+      const names = (await t.json<Array<{ name: string }>>("ls")).map((x) => x.name);
       assert.deepEqual(names, ["g"]);
-      const d = await json<Detail>(t, "get", "g");
+      const d = await t.json<Detail>("get", "g");
       assert.equal(d.version, goodVersion);
-      assert.equal((await json<HistoryRow[]>(t, "history", "g")).length, 1, "no version recorded");
+      assert.equal((await t.json<HistoryRow[]>("history", "g")).length, 1, "no version recorded");
       assert.ok(!dbText(t.home).includes(secret), "prisn.db holds no password");
       assert.ok(!readTree(join(t.home, "state")).includes(secret), "state/ holds no password");
       assert.deepEqual(list(join(t.home, "state"), "git-"), [], "no checkout left behind");
@@ -755,7 +704,7 @@ Deno.test({
       const port = freePort();
       const good = `port = ${port}\n${QUICK_ROLL}`;
       const dir = t.project("guarded", { "main.py": plainServer("good"), "prisn.toml": good });
-      const version = versionOf(await ok(t, "deploy", dir));
+      const version = versionOf(await t.ok("deploy", dir));
       await waitFor(async () => (await httpGet(port)) === "good", {
         timeoutMs: 20_000,
         what: "the good version answering",
@@ -786,14 +735,14 @@ Deno.test({
       ];
       for (const [what, toml, pattern] of attempts) {
         Deno.writeTextFileSync(join(dir, "prisn.toml"), toml);
-        const r = await cli(t, "deploy", dir);
+        const r = await t.cli("deploy", dir);
         console.log(`  ${what}: ${assertOneLineError(r, pattern, what)}`);
         assert.equal(await httpGet(port), "good", `${what}: the running version still answers`);
-        const d = await json<Detail>(t, "get", "guarded");
+        const d = await t.json<Detail>("get", "guarded");
         assert.equal(d.version, version, `${what}: the running version is still current`);
         assert.equal(d.spec.port, port);
       }
-      const history = await json<HistoryRow[]>(t, "history", "guarded");
+      const history = await t.json<HistoryRow[]>("history", "guarded");
       assert.equal(history.find((h) => h.current)?.version, version);
     } finally {
       await t.close();
@@ -819,8 +768,7 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
       "# comment\nFROM_FILE='file value'\nexport GREETING=from-file\n",
     );
 
-    const deploy1 = await ok(
-      t,
+    const deploy1 = await t.ok(
       "deploy",
       dir,
       "--env-file",
@@ -835,14 +783,13 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
     assert.match(log1, /greeting=hello file=file value toml=toml-value token=\*{8}$/m);
     assert.match(log1, /stderr token=\*{8}$/m);
 
-    const table = await ok(t, "env", "envy");
+    const table = await t.ok("env", "envy");
     assert.match(table, /^KEY\s+VALUE/m);
     assert.match(table, /^FROM_FILE\s+file value/m);
     assert.match(table, /^FROM_TOML\s+toml-value/m);
     assert.match(table, /^GREETING\s+hello/m);
     assert.match(table, /^TOKEN\s+\*{8}\s+\(secret\)$/m);
-    const rows = await json<Array<{ key: string; value: string; secret: boolean }>>(
-      t,
+    const rows = await t.json<Array<{ key: string; value: string; secret: boolean }>>(
       "env",
       "envy",
     );
@@ -853,7 +800,7 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
     });
     assert.deepEqual(rows.map((r) => r.key), ["FROM_FILE", "FROM_TOML", "GREETING", "TOKEN"]);
 
-    const d1 = await json<Detail>(t, "get", "envy");
+    const d1 = await t.json<Detail>("get", "envy");
     assert.equal(d1.spec.env.TOKEN, "********");
     assert.equal(d1.spec.env.GREETING, "hello");
 
@@ -861,8 +808,7 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
     assert.equal(mode.toString(8), "600", "prisn.db is readable by its owner only");
 
     // A changed env value: a new version; rollback brings the old env back.
-    const deploy2 = await ok(
-      t,
+    const deploy2 = await t.ok(
       "deploy",
       dir,
       "--env-file",
@@ -876,19 +822,19 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
     assert.notEqual(v2, v1, "a changed env value makes a new version");
     assert.match(await runLog(t, "envy", v2), /greeting=goodbye .*token=\*{8}$/m);
 
-    const rolled = await ok(t, "rollback", "envy");
+    const rolled = await t.ok("rollback", "envy");
     assert.match(rolled, new RegExp(v1));
-    assert.equal((await json<Detail>(t, "get", "envy")).version, v1);
-    assert.match(await ok(t, "env", "envy"), /^GREETING\s+hello/m);
-    const started = await ok(t, "run", "envy");
+    assert.equal((await t.json<Detail>("get", "envy")).version, v1);
+    assert.match(await t.ok("env", "envy"), /^GREETING\s+hello/m);
+    const started = await t.ok("run", "envy");
     const runId = /run-[0-9a-f]{8}/.exec(started)![0];
     const rerun = await waitFor(async () => {
-      const runs = await json<Run[]>(t, "get", "jobs", "envy", "--limit", "50");
+      const runs = await t.json<RunRecord[]>("get", "jobs", "envy", "--limit", "50");
       return runs.find((r) => r.id === runId && finished(r));
     }, { timeoutMs: 30_000, what: "a run of the rolled-back version" });
     assert.equal(rerun.version, v1);
     assert.match(
-      await ok(t, "logs", "envy", "--run", rerun.id),
+      await t.ok("logs", "envy", "--run", rerun.id),
       /greeting=hello .*token=\*{8}$/m,
       "after rollback the app sees the old env",
     );
@@ -896,19 +842,19 @@ Deno.test("env from --env, --env-file and [env]; a --secret is masked everywhere
     // The secret value shows nowhere.
     const places: Array<[string, string]> = [
       ["deploy output", deploy1 + deploy2 + rolled],
-      ["get -o json", JSON.stringify(await json(t, "get", "envy"))],
-      ["get", await ok(t, "get", "envy")],
-      ["history -o json", JSON.stringify(await json(t, "history", "envy"))],
-      ["history", await ok(t, "history", "envy")],
-      ["status -o json", JSON.stringify(await json(t, "status"))],
-      ["status", await ok(t, "status")],
-      ["ls -o json", JSON.stringify(await json(t, "ls"))],
-      ["env -o json", JSON.stringify(await json(t, "env", "envy"))],
-      ["env", await ok(t, "env", "envy")],
-      ["events", JSON.stringify((await json<Detail>(t, "get", "envy")).events)],
-      ["logs", await ok(t, "logs", "envy")],
+      ["get -o json", JSON.stringify(await t.json("get", "envy"))],
+      ["get", await t.ok("get", "envy")],
+      ["history -o json", JSON.stringify(await t.json("history", "envy"))],
+      ["history", await t.ok("history", "envy")],
+      ["status -o json", JSON.stringify(await t.json("status"))],
+      ["status", await t.ok("status")],
+      ["ls -o json", JSON.stringify(await t.json("ls"))],
+      ["env -o json", JSON.stringify(await t.json("env", "envy"))],
+      ["env", await t.ok("env", "envy")],
+      ["events", JSON.stringify((await t.json<Detail>("get", "envy")).events)],
+      ["logs", await t.ok("logs", "envy")],
       ["log files", readTree(join(t.home, "logs"))],
-      ["get jobs -o json", JSON.stringify(await json(t, "get", "jobs", "envy"))],
+      ["get jobs -o json", JSON.stringify(await t.json("get", "jobs", "envy"))],
       ["deployments/", readTree(join(t.home, "deployments"))],
       ["state/", readTree(join(t.home, "state"))],
     ];
@@ -933,26 +879,26 @@ Deno.test("gc keeps history.versions versions and removes envs no kept version u
     const versions: string[] = [];
     for (const n of ["one", "two", "three", "four"]) {
       Deno.writeTextFileSync(join(dir, "main.sh"), `#!/bin/bash\necho ${n}\n`);
-      const out = await ok(t, "deploy", dir);
+      const out = await t.ok("deploy", dir);
       versions.push(versionOf(out));
       await runLog(t, "keeper", versions.at(-1));
     }
     const folder = join(t.home, "deployments", "keeper");
     assert.deepEqual(list(folder, "v-"), [...versions].sort());
 
-    const dry = await json<{ versions: string[]; envs: string[] }>(t, "gc", "--dry-run");
+    const dry = await t.json<{ versions: string[]; envs: string[] }>("gc", "--dry-run");
     assert.deepEqual(dry.versions.sort(), versions.slice(0, 2).map((v) => `keeper/${v}`).sort());
     assert.deepEqual(list(folder, "v-"), [...versions].sort(), "--dry-run removes no folder");
-    assert.equal((await json<HistoryRow[]>(t, "history", "keeper")).length, 4);
+    assert.equal((await t.json<HistoryRow[]>("history", "keeper")).length, 4);
 
-    const done = await ok(t, "gc");
+    const done = await t.ok("gc");
     assert.match(done, /^removed 2 version\(s\)/m);
     assert.deepEqual(list(folder, "v-"), versions.slice(2).sort(), "the 2 oldest folders went");
-    const history = await json<HistoryRow[]>(t, "history", "keeper");
+    const history = await t.json<HistoryRow[]>("history", "keeper");
     assert.deepEqual(history.map((h) => h.version), [versions[3], versions[2]]);
     assert.equal(history[0].current, true);
     assert.match(
-      await ok(t, "rollback", "keeper"),
+      await t.ok("rollback", "keeper"),
       new RegExp(versions[2]),
       "rollback still works",
     );
@@ -973,36 +919,36 @@ Deno.test({
         "prisn.toml": "[history]\nversions = 1\n",
       });
       await addWheel(dir, await greetWheel(t.dir, "1.0", "first"));
-      const envX = preparedEnv(await ok(t, "deploy", dir))!;
+      const envX = preparedEnv(await t.ok("deploy", dir))!;
       assert.match(await runLog(t, "pyenvs"), /greet is first$/m);
 
       await Deno.remove(join(dir, "wheels"), { recursive: true });
       await addWheel(dir, await greetWheel(t.dir, "2.0", "second"));
       Deno.writeTextFileSync(join(dir, "requirements.txt"), "greet==2.0\n");
-      const out = await ok(t, "deploy", dir);
+      const out = await t.ok("deploy", dir);
       const envY = preparedEnv(out)!;
       assert.notEqual(envY, envX);
       assert.match(await runLog(t, "pyenvs", versionOf(out)), /greet is second$/m);
       const envs = join(t.home, "envs");
       assert.deepEqual(list(envs, "python3-"), [envX, envY].sort());
 
-      const dry = await json<{ versions: string[]; envs: string[] }>(t, "gc", "--dry-run");
+      const dry = await t.json<{ versions: string[]; envs: string[] }>("gc", "--dry-run");
       assert.deepEqual(dry.envs, [envX]);
       assert.equal(dry.versions.length, 1);
       assert.deepEqual(list(envs, "python3-"), [envX, envY].sort(), "--dry-run removes no env");
 
-      const done = await json<{ versions: string[]; envs: string[] }>(t, "gc");
+      const done = await t.json<{ versions: string[]; envs: string[] }>("gc");
       assert.deepEqual(done.envs, [envX]);
       assert.deepEqual(list(envs, "python3-"), [envY], "env X is gone, env Y stays");
-      assert.equal((await json<HistoryRow[]>(t, "history", "pyenvs")).length, 1);
+      assert.equal((await t.json<HistoryRow[]>("history", "pyenvs")).length, 1);
 
       // The kept version still runs with its env.
-      await ok(t, "run", "pyenvs");
+      await t.ok("run", "pyenvs");
       await waitFor(async () => {
-        const runs = await json<Run[]>(t, "get", "jobs", "pyenvs", "--limit", "50");
+        const runs = await t.json<RunRecord[]>("get", "jobs", "pyenvs", "--limit", "50");
         return runs.filter((r) => r.status === "completed").length >= 3;
       }, { timeoutMs: 30_000, what: "a manual run after gc" });
-      assert.match(await ok(t, "logs", "pyenvs", "--run", "latest"), /greet is second$/m);
+      assert.match(await t.ok("logs", "pyenvs", "--run", "latest"), /greet is second$/m);
     } finally {
       await t.close();
     }
@@ -1020,23 +966,23 @@ Deno.test({
         "main.sh": "#!/bin/bash\necho one\n",
         "prisn.toml": "[history]\nversions = 2\n",
       });
-      const first = versionOf(await ok(t, "deploy", dir));
+      const first = versionOf(await t.ok("deploy", dir));
       Deno.writeTextFileSync(join(dir, "main.sh"), "#!/bin/bash\necho two\n");
-      const second = versionOf(await ok(t, "deploy", dir));
+      const second = versionOf(await t.ok("deploy", dir));
       Deno.writeTextFileSync(
         join(dir, "prisn.toml"),
         'runtime = "python3.99"\n[history]\nversions = 2\n',
       );
-      assertOneLineError(await cli(t, "deploy", dir), /python3\.99/, "missing interpreter");
+      assertOneLineError(await t.cli("deploy", dir), /python3\.99/, "missing interpreter");
 
-      await ok(t, "gc");
-      const history = await json<HistoryRow[]>(t, "history", "keeper");
+      await t.ok("gc");
+      const history = await t.json<HistoryRow[]>("history", "keeper");
       assert.deepEqual(
         history.map((h) => h.version),
         [second, first],
         "the current version and its rollback target are what is kept",
       );
-      assert.match(await ok(t, "rollback", "keeper"), new RegExp(first));
+      assert.match(await t.ok("rollback", "keeper"), new RegExp(first));
     } finally {
       await t.close();
     }
@@ -1053,9 +999,9 @@ Deno.test({
         "main.sh": "#!/bin/bash\necho hi\n",
         "prisn.toml": 'runtime = "python3.99"\n',
       });
-      assertOneLineError(await cli(t, "deploy", dir), /python3\.99/, "missing interpreter");
-      assert.deepEqual(await json(t, "ls"), []);
-      await ok(t, "gc");
+      assertOneLineError(await t.cli("deploy", dir), /python3\.99/, "missing interpreter");
+      assert.deepEqual(await t.json("ls"), []);
+      await t.ok("gc");
       assert.deepEqual(list(join(t.home, "deployments")), [], "no folder left");
     } finally {
       await t.close();
@@ -1075,12 +1021,12 @@ Deno.test({
         "requirements.txt": "greet==1.0\n",
       });
       await addWheel(dir, await greetWheel(t.dir, "1.0", "said"));
-      assert.match(await ok(t, "deploy", dir), /^Prepare\s.*env python3-[0-9a-f]{12} \(built/m);
+      assert.match(await t.ok("deploy", dir), /^Prepare\s.*env python3-[0-9a-f]{12} \(built/m);
       Deno.writeTextFileSync(join(dir, "main.py"), "import greet\nprint('again', greet.VALUE)\n");
-      assert.match(await ok(t, "deploy", dir), /^Prepare\s.*env python3-[0-9a-f]{12} \(reused\)/m);
+      assert.match(await t.ok("deploy", dir), /^Prepare\s.*env python3-[0-9a-f]{12} \(reused\)/m);
 
       Deno.writeTextFileSync(join(dir, "requirements.txt"), "greet==1.0\nabsent-pkg==1.0\n");
-      const r = await cli(t, "deploy", dir);
+      const r = await t.cli("deploy", dir);
       assertOneLineError(r, /pip install failed/, "failing pip install");
       assert.match(r.stdout, /Could not find a version that satisfies the requirement absent-pkg/);
     } finally {
@@ -1099,10 +1045,10 @@ Deno.test("a Deno entrypoint (main.ts) runs with the host's deno", async () => {
         "const n: number = 21 * 2;\nconsole.log(shout(`deno ${Deno.version.deno} says ${n}`));\n",
       "lib.ts": "export function shout(s: string): string {\n  return s.toUpperCase();\n}\n",
     });
-    const out = await ok(t, "deploy", dir, "--entrypoint", "main.ts");
+    const out = await t.ok("deploy", dir, "--entrypoint", "main.ts");
     assert.match(out, /^Prepare\s+deno \d+\.\d+\.\d+/m);
     assert.match(await runLog(t, "denojob"), /DENO \d+\.\d+\.\d+\S* SAYS 42$/m);
-    const d = await json<Detail>(t, "get", "denojob");
+    const d = await t.json<Detail>("get", "denojob");
     assert.equal(d.runtime, "deno");
     assert.match(d.interpreter ?? "", /deno \d+\.\d+\.\d+/);
     assert.equal(d.env, undefined, "deno needs no env");

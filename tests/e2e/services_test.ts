@@ -9,9 +9,11 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
+import { parseDuration } from "../../core/duration.ts";
 import { cleanupStaleGroups, describeLimits, detectEnforcement } from "../../runtime/limits.ts";
 import { cgroupRoot } from "../../runtime/resources.ts";
-import { alive, type CliResult, freePort, TestHome, waitFor } from "../_helpers.ts";
+import type { ReplicaStatus } from "../../runtime/service.ts";
+import { alive, freePort, hasCommand, TestHome, waitFor } from "../_helpers.ts";
 
 const FIXTURES = new URL("../fixtures/services/", import.meta.url).pathname;
 const SERVER_PY = Deno.readTextFileSync(join(FIXTURES, "server.py"));
@@ -21,8 +23,8 @@ const CRASH_PY = Deno.readTextFileSync(join(FIXTURES, "crash.py"));
 
 const MiB = 1024 * 1024;
 const LINUX = Deno.build.os === "linux";
-const HAS_NODE = await has("node");
-const HAS_PYTHON = await has("python3");
+const HAS_NODE = await hasCommand("node");
+const HAS_PYTHON = await hasCommand("python3");
 const MEMORY_LIMIT = { memoryBytes: 64 * MiB };
 const ENFORCEMENT = LINUX ? await probeEnforcement() : "none";
 const CGROUPS = ENFORCEMENT === "cgroup-v1" || ENFORCEMENT === "cgroup-v2";
@@ -39,15 +41,6 @@ if (!CGROUPS) {
 
 // --- helpers ---------------------------------------------------------------------------------
 
-async function has(command: string): Promise<boolean> {
-  try {
-    return (await new Deno.Command(command, { args: ["--version"], stdout: "null", stderr: "null" })
-      .output()).success;
-  } catch {
-    return false;
-  }
-}
-
 async function probeEnforcement() {
   const root = `prisn-test-services-${Deno.pid}`;
   try {
@@ -57,44 +50,10 @@ async function probeEnforcement() {
   }
 }
 
-/** Settles with `promise`, or rejects after `ms` so a hung command fails the test instead. */
-async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
-  });
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** `prisn ARGS…`, failing the test unless it exits 0 within a minute. */
-function ok(h: TestHome, ...args: string[]): Promise<string> {
-  return within(h.ok(...args), 60_000, `prisn ${args.join(" ")}`);
-}
-
-/** `prisn ARGS…` whatever its exit code, within a minute. */
-function cli(h: TestHome, ...args: string[]): Promise<CliResult> {
-  return within(h.cli(...args), 60_000, `prisn ${args.join(" ")}`);
-}
-
-interface ReplicaItem {
-  name: string;
-  version: string;
-  state: string;
-  ready: boolean;
-  restarts: number;
-  pid?: number;
-  port?: number;
-  lastExit?: { code: number; signal?: string; oomKilled: boolean };
-}
-
 interface Detail {
   name: string;
   version: string;
-  replicas: { desired: number; ready: number; items: ReplicaItem[] };
+  replicas: { desired: number; ready: number; items: ReplicaStatus[] };
   resources?: string;
   events: Array<{ kind: string; message: string; at: number }>;
 }
@@ -106,11 +65,10 @@ interface HistoryItem {
 }
 
 function get(h: TestHome, name: string): Promise<Detail> {
-  return within(h.json<Detail>("get", name), 60_000, `prisn get ${name}`);
+  return h.json<Detail>("get", name);
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
 
 /**
  * One HTTP/1.0 GET on a new TCP connection (so every request goes through the proxy's accept and
@@ -129,7 +87,8 @@ async function rawGet(
       conn.close();
     } catch { /* closed */ }
   }, timeoutMs);
-  const chunks: Uint8Array[] = [];
+  const decoder = new TextDecoder();
+  let text = "";
   try {
     const request = encoder.encode(`GET ${path} HTTP/1.0\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
     let written = 0;
@@ -138,7 +97,7 @@ async function rawGet(
     for (;;) {
       const n = await conn.read(buffer);
       if (n === null) break;
-      chunks.push(buffer.slice(0, n));
+      text += decoder.decode(buffer.subarray(0, n), { stream: true });
     }
   } catch (e) {
     throw timedOut ? new Error(`no answer within ${timeoutMs} ms`) : e;
@@ -148,21 +107,11 @@ async function rawGet(
       conn.close();
     } catch { /* closed */ }
   }
-  const text = decoder.decode(concat(chunks));
+  text += decoder.decode();
   const match = text.match(/^HTTP\/1\.[01] (\d{3})[^\r\n]*\r\n/);
   if (!match) throw new Error(`not an HTTP answer: ${JSON.stringify(text.slice(0, 80))}`);
   const split = text.indexOf("\r\n\r\n");
   return { status: Number(match[1]), body: split < 0 ? "" : text.slice(split + 4) };
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }
 
 /** The body of GET / through the port, or undefined when it fails. */
@@ -269,13 +218,6 @@ async function closeHome(h: TestHome): Promise<void> {
     .catch(() => {});
 }
 
-/** "200ms", "1.6s", "2s", "1m" → milliseconds. */
-function parseDelay(text: string): number {
-  const m = text.match(/^(\d+(?:\.\d+)?)(ms|s|m)$/);
-  if (!m) throw new Error(`not a delay: ${text}`);
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000 }[m[2] as "ms" | "s" | "m"];
-}
-
 function events(d: Detail, pattern: RegExp): string[] {
   return d.events.filter((e) => pattern.test(`${e.kind} ${e.message}`)).map((e) => e.message);
 }
@@ -316,7 +258,7 @@ async function pythonRollingFlow(zeroFailures: boolean): Promise<void> {
     const port = freePort();
     const flags = ["--name", "web", "--port", String(port), "--replicas", "3"];
     const app = pythonProject(h, "web", "one");
-    await ok(h, "deploy", app, ...flags);
+    await h.ok("deploy", app, ...flags);
     const first = (await get(h, "web")).version;
 
     const seen = await replicasAnswering(port, 3);
@@ -326,22 +268,22 @@ async function pythonRollingFlow(zeroFailures: boolean): Promise<void> {
     await load.progressed();
 
     pythonProject(h, "web", "two");
-    await ok(h, "deploy", app, ...flags);
+    await h.ok("deploy", app, ...flags);
     const second = await get(h, "web");
     assert.notEqual(second.version, first);
     assert.ok(second.replicas.items.every((r) => r.version === second.version));
     assert.equal((await body(port))?.split(" ")[0], "two");
     await load.progressed();
 
-    await ok(h, "scale", "web", "5");
+    await h.ok("scale", "web", "5");
     await replicasAnswering(port, 5);
     await load.progressed();
 
-    await ok(h, "rollback", "web");
+    await h.ok("rollback", "web");
     assert.equal((await get(h, "web")).version, first);
     await load.progressed();
 
-    await ok(h, "scale", "web", "2");
+    await h.ok("scale", "web", "2");
     await load.progressed();
     const result = await load.stop();
 
@@ -372,14 +314,14 @@ async function nodeRollingFlow(zeroFailures: boolean): Promise<void> {
     const port = freePort();
     const flags = ["--name", "api", "--port", String(port), "--replicas", "3"];
     const app = h.project("api", { "main.js": SERVER_JS, "message.txt": "one\n" });
-    await ok(h, "deploy", app, ...flags);
+    await h.ok("deploy", app, ...flags);
     const seen = await replicasAnswering(port, 3);
     assert.deepEqual([...seen].sort(), ["api-0", "api-1", "api-2"]);
 
     load = new Load(port);
     await load.progressed();
     h.project("api", { "message.txt": "two\n" });
-    await ok(h, "deploy", app, ...flags);
+    await h.ok("deploy", app, ...flags);
     await load.progressed(20);
     const result = await load.stop();
 
@@ -426,7 +368,7 @@ Deno.test({
         "message.txt": "good\n",
         "prisn.toml": toml(`entrypoint = "server.py"\n`),
       });
-      await ok(h, "deploy", app, "--name", "shop");
+      await h.ok("deploy", app, "--name", "shop");
       const good = (await get(h, "shop")).version;
       await replicasAnswering(port, 2);
       load = new Load(port);
@@ -438,7 +380,7 @@ Deno.test({
       ];
       for (const { env, why } of broken) {
         h.project("shop", { "prisn.toml": toml(`entrypoint = "crash.py"\n[env]\n${env}\n`) });
-        const r = await cli(h, "deploy", app, "--name", "shop");
+        const r = await h.cli("deploy", app, "--name", "shop");
         assert.notEqual(r.code, 0, `a broken version deployed: ${r.stdout}`);
         const message = r.stderr.trim();
         assert.equal(message.split("\n").length, 1, `not one line: ${message}`);
@@ -485,7 +427,7 @@ Deno.test({
         "prisn.toml": `type = "service"\nreplicas = 1\n` +
           `[restart]\nbackoff_initial = "200ms"\nbackoff_max = "2s"\n`,
       });
-      await ok(h, "deploy", app, "--name", "loop");
+      await h.ok("deploy", app, "--name", "loop");
       const start = Date.now();
       const states = new Set<string>();
       const restarts: number[] = [];
@@ -508,7 +450,7 @@ Deno.test({
 
       const exits = events(last, /exited with code 1, restarting in/).reverse(); // oldest first
       assert.ok(exits.length >= 4, `events: ${describeEvents(last)}`);
-      const delays = exits.map((m) => parseDelay(m.match(/restarting in (\S+)$/)![1]));
+      const delays = exits.map((m) => parseDuration(m.match(/restarting in (\S+)$/)![1]));
       for (let i = 1; i < delays.length; i++) {
         assert.ok(delays[i] >= delays[i - 1], `delays shrank: ${delays.join(", ")}`);
       }
@@ -539,7 +481,7 @@ async function grandchildFlow(options: { setsid: boolean; resources: boolean }):
       });
       const env = ["--env", `PIDFILE=${pidfile}`];
       if (options.setsid) env.push("--env", "DETACH=setsid");
-      await ok(h, "deploy", app, "--name", name, ...env);
+      await h.ok("deploy", app, "--name", name, ...env);
       const grandchildren = await waitFor(() => {
         const pids = Deno.readTextFileSync(pidfile).trim().split("\n").map(Number);
         return pids.length === 2 ? pids : undefined;
@@ -550,10 +492,10 @@ async function grandchildFlow(options: { setsid: boolean; resources: boolean }):
       assert.equal(replicas.length, 2);
 
       if (how === "delete") {
-        await ok(h, "delete", name);
-        assert.notEqual((await cli(h, "get", name)).code, 0);
+        await h.ok("delete", name);
+        assert.notEqual((await h.cli("get", name)).code, 0);
       } else {
-        await ok(h, "scale", name, "0");
+        await h.ok("scale", name, "0");
         const d = await get(h, name);
         assert.equal(d.replicas.desired, 0);
         assert.equal(d.replicas.items.length, 0);
@@ -601,14 +543,14 @@ Deno.test({
     try {
       const port = (held.addr as Deno.NetAddr).port;
       const app = pythonProject(h, "taken", "one");
-      const r = await cli(h, "deploy", app, "--name", "taken", "--port", String(port));
+      const r = await h.cli("deploy", app, "--name", "taken", "--port", String(port));
       assert.notEqual(r.code, 0, `deployed onto a taken port: ${r.stdout}`);
       const message = r.stderr.trim();
       assert.equal(message.split("\n").length, 1, `not one line: ${message}`);
       assert.match(message, new RegExp(`\\b${port}\\b`));
       assert.match(message, /in use|taken/);
 
-      assert.notEqual((await cli(h, "get", "taken")).code, 0, "the refused deploy was recorded");
+      assert.notEqual((await h.cli("get", "taken")).code, 0, "the refused deploy was recorded");
       assert.deepEqual(await h.json("ls"), []);
       assert.ok(
         !existsSync(join(h.home, "deployments", "taken")),
@@ -618,7 +560,7 @@ Deno.test({
 
       // Once the port is free the same deploy goes through: nothing was left half-done.
       held.close();
-      await ok(h, "deploy", app, "--name", "taken", "--port", String(port));
+      await h.ok("deploy", app, "--name", "taken", "--port", String(port));
       assert.equal((await body(port))?.split(" ")[0], "one");
     } finally {
       try {
@@ -637,7 +579,7 @@ Deno.test({
     try {
       const port = freePort();
       const app = pythonProject(h, "keep", "one");
-      await ok(h, "deploy", app, "--name", "keep", "--port", String(port), "--replicas", "2");
+      await h.ok("deploy", app, "--name", "keep", "--port", String(port), "--replicas", "2");
       const before = await get(h, "keep");
       const oldPids = before.replicas.items.map((r) => r.pid!);
       assert.equal(oldPids.length, 2);
@@ -649,7 +591,7 @@ Deno.test({
       Deno.kill(agent, "SIGKILL");
       await waitFor(() => !alive(agent), { what: "the agent gone after kill -9" });
 
-      await ok(h, "status");
+      await h.ok("status");
       const newAgent = h.agentPid();
       assert.ok(newAgent && newAgent !== agent && alive(newAgent), "no new agent started");
       for (const pid of oldPids) {
@@ -686,7 +628,7 @@ Deno.test({
         `port = ${port}\nreplicas = 1\n[resources]\nmemory = "64Mi"\n` +
           `[restart]\nbackoff_initial = "200ms"\n`,
       );
-      await ok(h, "deploy", app, "--name", "hog");
+      await h.ok("deploy", app, "--name", "hog");
       const before = await get(h, "hog");
       assert.equal(before.resources, describeLimits(MEMORY_LIMIT, ENFORCEMENT));
       assert.match(before.resources!, /64Mi/);
@@ -734,7 +676,7 @@ Deno.test({
           `health = { path = "/healthz", interval = "300ms", failures = 2 }\n` +
           `[env]\nUNHEALTHY_AFTER = "2"\n[restart]\nbackoff_initial = "200ms"\n`,
       );
-      await ok(h, "deploy", app, "--name", "sick");
+      await h.ok("deploy", app, "--name", "sick");
       const first = (await get(h, "sick")).replicas.items[0];
       assert.equal(first.state, "Ready");
       assert.equal((await body(port))?.split(" ")[0], "fine");

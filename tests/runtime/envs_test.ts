@@ -12,6 +12,7 @@ import {
 } from "../../runtime/envs.ts";
 import { PrisnError } from "../../core/errors.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
+import { freePort } from "../_helpers.ts";
 
 const PY_VERSION = await outputOf("python3", [
   "-c",
@@ -67,14 +68,6 @@ async function runIn(env: PreparedEnv, args: string[], cwd: string) {
   }).output();
   const decode = (b: Uint8Array) => new TextDecoder().decode(b).trim();
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
-}
-
-/** A closed loopback port: nothing listens there once this returns. */
-function closedPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }
 
 async function withTemp(fn: (dir: string) => Promise<void>) {
@@ -311,7 +304,7 @@ Deno.test("prepareEnv() fails fast with pip's reason when the index is unreachab
   await withTemp(async (dir) => {
     const envsDir = join(dir, "envs");
     const src = await pythonProject(join(dir, "src"), "prisn-no-such-package==1.0\n");
-    const index = `http://127.0.0.1:${closedPort()}/simple`;
+    const index = `http://127.0.0.1:${freePort()}/simple`;
     const started = performance.now();
     const error = await prepareEnv({
       envsDir,
@@ -354,7 +347,7 @@ Deno.test("prepareEnv() honours PIP_FIND_LINKS and pyproject.toml dependencies",
       interpreter: PYTHON,
       environment: agentEnv({
         PIP_FIND_LINKS: links,
-        PIP_INDEX_URL: `http://127.0.0.1:${closedPort()}/simple`,
+        PIP_INDEX_URL: `http://127.0.0.1:${freePort()}/simple`,
       }),
     });
     assert.ok(env);

@@ -2,13 +2,14 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fetchGit, isGitUrl, redactUrl } from "../../runtime/git_source.ts";
 import { PrisnError } from "../../core/errors.ts";
+import { exists } from "../../core/fs.ts";
 import {
-  freePort,
   makeTestRepo,
   serveGitHttp,
   startGitDaemon,
   type TestRepo,
 } from "../fixtures/git_repos.ts";
+import { freePort } from "../_helpers.ts";
 
 async function withRepo(fn: (repo: TestRepo, tmp: string) => Promise<void>) {
   const tmp = await Deno.makeTempDir({ prefix: "prisn-git-test-" });
@@ -16,15 +17,6 @@ async function withRepo(fn: (repo: TestRepo, tmp: string) => Promise<void>) {
     await fn(await makeTestRepo(join(tmp, "served")), tmp);
   } finally {
     await Deno.remove(tmp, { recursive: true });
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -1,17 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { PrisnError } from "../../core/errors.ts";
+import type { ErrorCode } from "../../core/errors.ts";
 import { findOnPath, resolveInterpreter } from "../../runtime/interpreters.ts";
+import { isPrisnError } from "../_helpers.ts";
 
 /** Asserts a rejection with `code` and exactly `message` (or a match). */
-async function assertFails(promise: Promise<unknown>, code: string, message: string | RegExp) {
-  await assert.rejects(promise, (e: unknown) => {
-    assert.ok(e instanceof PrisnError, `not a PrisnError: ${e}`);
-    assert.equal(e.code, code);
-    if (typeof message === "string") assert.equal(e.message, message);
-    else assert.match(e.message, message);
-    return true;
-  });
+async function assertFails(promise: Promise<unknown>, code: ErrorCode, message: string | RegExp) {
+  await assert.rejects(promise, isPrisnError(code, message));
 }
 
 /** A temp dir holding executable scripts `name` with body `script`, used as a PATH. */

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { PrisnError } from "../../core/errors.ts";
+import { exists } from "../../core/fs.ts";
 import {
   cleanupStaleGroups,
   describeLimits,
@@ -9,6 +10,8 @@ import {
   parseCgroupMounts,
   type WrappedCommand,
 } from "../../runtime/limits.ts";
+import { killGroup } from "../../runtime/process.ts";
+import { alive, waitFor } from "../_helpers.ts";
 
 const MiB = 1024 * 1024;
 const HOG = new URL("../fixtures/hog.py", import.meta.url).pathname;
@@ -52,25 +55,6 @@ async function findPython(): Promise<string | undefined> {
   }
 }
 
-async function waitFor(
-  condition: () => boolean | Promise<boolean>,
-  { timeoutMs = 10_000, what = "condition" } = {},
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!await condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
-
-function killGroup(pgid: number): void {
-  try {
-    Deno.kill(-pgid, "SIGKILL");
-  } catch {
-    // the group is gone already
-  }
-}
-
 function spawn(cmd: WrappedCommand): Deno.ChildProcess {
   return new Deno.Command(cmd.command, {
     args: cmd.args,
@@ -84,7 +68,7 @@ function spawn(cmd: WrappedCommand): Deno.ChildProcess {
 /** Runs `cmd` detached to the end (killing its process group after `timeoutMs`). */
 async function run(cmd: WrappedCommand, timeoutMs = 30_000) {
   const child = spawn(cmd);
-  const timer = setTimeout(() => killGroup(child.pid), timeoutMs);
+  const timer = setTimeout(() => killGroup(child.pid, "SIGKILL"), timeoutMs);
   try {
     const output = await child.output();
     const decoder = new TextDecoder();
@@ -95,7 +79,7 @@ async function run(cmd: WrappedCommand, timeoutMs = 30_000) {
     };
   } finally {
     clearTimeout(timer);
-    killGroup(child.pid);
+    killGroup(child.pid, "SIGKILL");
   }
 }
 
@@ -106,21 +90,6 @@ function statFields(pid: number): string[] | undefined {
     return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   } catch {
     return undefined;
-  }
-}
-
-/** Alive = /proc/PID exists and is not a zombie. */
-function alive(pid: number): boolean {
-  const state = statFields(pid)?.[0];
-  return state !== undefined && state !== "Z";
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -267,7 +236,11 @@ Deno.test({
           const { status, stdout } = await run(group.wrap("/usr/bin/printf", ["%s\\0", ...tricky]));
           assert.equal(status.code, 0, enforcement);
           assert.deepEqual(stdout.split("\0").slice(0, -1), tricky, enforcement);
-          assert.equal(exists(marker), false, `${enforcement}: an argument was run by a shell`);
+          assert.equal(
+            await exists(marker),
+            false,
+            `${enforcement}: an argument was run by a shell`,
+          );
         } finally {
           await group.destroy();
         }
@@ -358,7 +331,9 @@ Deno.test({
       assert.equal(status.code, 0);
       const share = Number(stdout.trim());
       assert.ok(share > 0.05 && share < 0.35, `busy loop got ${share} of a core`);
-      const statFile = group.paths.map((dir) => `${dir}/cpu.stat`).find(exists);
+      const statFiles = group.paths.map((dir) => `${dir}/cpu.stat`);
+      const present = await Promise.all(statFiles.map(exists));
+      const statFile = statFiles.find((_, i) => present[i]);
       assert.ok(statFile, "no cpu.stat");
       const throttled = (await Deno.readTextFile(statFile)).match(/^nr_throttled (\d+)$/m);
       assert.ok(throttled && Number(throttled[1]) > 0, "the kernel never throttled the group");
@@ -388,7 +363,7 @@ Deno.test({
       assert.equal((await child.status).signal, "SIGTERM");
       await waitFor(() => !alive(escapee), { what: "the escaped process to die" });
     } finally {
-      if (started) killGroup(started.child.pid);
+      if (started) killGroup(started.child.pid, "SIGKILL");
       await group.destroy();
       await removeRoot(root);
     }
@@ -406,16 +381,16 @@ Deno.test({
     let started: Awaited<ReturnType<typeof startWithEscapee>> | undefined;
     try {
       assert.ok(group.paths.length > 0);
-      for (const dir of group.paths) assert.ok(exists(dir), dir);
+      for (const dir of group.paths) assert.ok(await exists(dir), dir);
       started = await startWithEscapee(group);
       await group.destroy();
-      for (const dir of group.paths) assert.equal(exists(dir), false, dir);
+      for (const dir of group.paths) assert.equal(await exists(dir), false, dir);
       assert.equal((await started.child.status).signal, "SIGKILL");
       await waitFor(() => !alive(started!.escapee), { what: "the escaped process to die" });
       await group.destroy();
       assert.throws(() => group.wrap("/bin/true", []), PrisnError);
     } finally {
-      if (started) killGroup(started.child.pid);
+      if (started) killGroup(started.child.pid, "SIGKILL");
       await group.destroy();
       await removeRoot(root);
     }
@@ -435,7 +410,7 @@ Deno.test({
       const { status, stderr } = await run(wrapped);
       assert.equal(status.code, LIMIT_SETUP_EXIT_CODE);
       assert.match(stderr, /prisn: cannot join cgroup/);
-      assert.equal(exists(marker), false);
+      assert.equal(await exists(marker), false);
     } finally {
       await group.destroy();
       await Deno.remove(marker.slice(0, marker.lastIndexOf("/")), { recursive: true });
@@ -458,14 +433,14 @@ Deno.test({
         LimitGroup.create("twin", { memoryBytes: 64 * MiB }, { root }),
         (error: unknown) => error instanceof PrisnError && error.code === "CONFLICT",
       );
-      killGroup(child.pid);
+      killGroup(child.pid, "SIGKILL");
       await child.status;
       await waitFor(async () => (await procs(first)).length === 0, { what: "an empty group" });
       second = await LimitGroup.create("twin", { memoryBytes: 32 * MiB }, { root });
       const limitFile = HOST === "cgroup-v1" ? "memory.limit_in_bytes" : "memory.max";
       assert.equal((await Deno.readTextFile(`${second.paths[0]}/${limitFile}`)).trim(), "33554432");
     } finally {
-      killGroup(child.pid);
+      killGroup(child.pid, "SIGKILL");
       await child.status;
       await second?.destroy();
       await first.destroy();
@@ -490,18 +465,22 @@ Deno.test({
       const removed = await cleanupStaleGroups(new Set(["keep-me"]), { root });
       assert.deepEqual(removed, ["stale-1", "stale-2"]);
       assert.equal((await child.status).signal, "SIGKILL");
-      for (const dir of groups[0].paths) assert.ok(exists(dir), dir);
+      for (const dir of groups[0].paths) assert.ok(await exists(dir), dir);
       for (const group of groups.slice(1)) {
-        for (const dir of group.paths) assert.equal(exists(dir), false, dir);
+        for (const dir of group.paths) assert.equal(await exists(dir), false, dir);
       }
     } finally {
-      killGroup(child.pid);
+      killGroup(child.pid, "SIGKILL");
       await child.status;
       for (const group of groups) await group.destroy();
       await removeRoot(root);
     }
     for (const dir of groups[0].paths) {
-      assert.equal(exists(dir.slice(0, dir.lastIndexOf("/"))), false, "root group left behind");
+      assert.equal(
+        await exists(dir.slice(0, dir.lastIndexOf("/"))),
+        false,
+        "root group left behind",
+      );
     }
   },
 });

@@ -4,36 +4,13 @@
 import assert from "node:assert/strict";
 import { PrisnError } from "../../core/errors.ts";
 import { type Backend, TcpProxy } from "../../runtime/proxy.ts";
+import { freePort, waitFor, within } from "../_helpers.ts";
 
 const HOST = "127.0.0.1";
+/** How long one awaited step may take before the test fails instead of hanging. */
+const STEP_MS = 5_000;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Polls `condition` until it holds; fails after `timeoutMs`. */
-async function waitFor(
-  condition: () => boolean,
-  what: string,
-  timeoutMs = 5000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-/** Resolves to `promise`'s value, or fails after `timeoutMs`. */
-async function within<T>(promise: Promise<T>, what: string, timeoutMs = 5000): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let written = 0;
@@ -158,18 +135,10 @@ async function request(port: number, text = "ping"): Promise<string> {
   try {
     await writeAll(conn, encoder.encode(text));
     await conn.closeWrite();
-    return decoder.decode(await within(readAll(conn), "the answer"));
+    return decoder.decode(await within(readAll(conn), STEP_MS, "the answer"));
   } finally {
     closeQuietly(conn);
   }
-}
-
-/** A loopback port with nothing listening on it. */
-function freePort(): number {
-  const listener = Deno.listen({ hostname: HOST, port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
 }
 
 async function startProxy(options: { waitForBackendMs?: number } = {}): Promise<TcpProxy> {
@@ -208,12 +177,13 @@ Deno.test("a backend that refuses connections is skipped and no client fails", a
     ]);
     const answers = await within(
       Promise.all(Array.from({ length: 40 }, () => request(proxy.port))),
+      STEP_MS,
       "40 requests",
     );
     assert.deepEqual(answers.filter((x) => x !== "a" && x !== "b"), [], "failed requests");
     assert.ok(a.accepted > 0 && b.accepted > 0, `a=${a.accepted} b=${b.accepted}`);
     assert.equal(a.accepted + b.accepted, 40);
-    await waitFor(() => proxy.connections() === 0, "no open connections");
+    await waitFor(() => proxy.connections() === 0, { what: "no open connections" });
   } finally {
     await proxy.close();
     await Promise.all([a.close(), b.close()]);
@@ -225,9 +195,9 @@ Deno.test("a client waits for the first backend to appear", async () => {
   const a = nameServer("a");
   try {
     const answer = request(proxy.port);
-    await waitFor(() => proxy.pending() === 1, "the client to be held");
+    await waitFor(() => proxy.pending() === 1, { what: "the client to be held" });
     proxy.add(a.backend("a"));
-    assert.equal(await within(answer, "the held request"), "a");
+    assert.equal(await within(answer, STEP_MS, "the held request"), "a");
     assert.equal(proxy.pending(), 0);
   } finally {
     await proxy.close();
@@ -239,7 +209,7 @@ Deno.test("a held client is closed when no backend appears within the wait", asy
   const proxy = await startProxy({ waitForBackendMs: 150 });
   try {
     const started = Date.now();
-    assert.equal(await within(request(proxy.port), "the client to be closed"), "");
+    assert.equal(await within(request(proxy.port), STEP_MS, "the client to be closed"), "");
     assert.ok(Date.now() - started >= 140, `closed after ${Date.now() - started} ms`);
     assert.equal(proxy.pending(), 0);
   } finally {
@@ -254,9 +224,9 @@ Deno.test("a held client reaches a refusing backend once it starts listening", a
   try {
     proxy.setBackends([{ id: "late", port, host: HOST }]);
     const answer = request(proxy.port);
-    await waitFor(() => proxy.pending() === 1, "the client to be held");
+    await waitFor(() => proxy.pending() === 1, { what: "the client to be held" });
     server = nameServer("late", port);
-    assert.equal(await within(answer, "the held request"), "late");
+    assert.equal(await within(answer, STEP_MS, "the held request"), "late");
   } finally {
     await proxy.close();
     await server?.close();
@@ -272,7 +242,7 @@ Deno.test("drain waits for an open connection, and the backend gets no new ones"
     proxy.setBackends([a.backend("a")]);
     client = await Deno.connect({ hostname: HOST, port: proxy.port });
     await writeAll(client, encoder.encode("x"));
-    assert.equal(await within(readSome(client), "the echo"), "x");
+    assert.equal(await within(readSome(client), STEP_MS, "the echo"), "x");
     proxy.add(b.backend("b"));
     assert.equal(proxy.connections("a"), 1);
 
@@ -281,13 +251,16 @@ Deno.test("drain waits for an open connection, and the backend gets no new ones"
     assert.deepEqual(proxy.backends(), ["b"]);
     for (let i = 0; i < 5; i++) assert.equal(await request(proxy.port), "b");
     await writeAll(client, encoder.encode("still there"));
-    assert.equal(await within(readSome(client), "the echo"), "still there");
+    assert.equal(await within(readSome(client), STEP_MS, "the echo"), "still there");
     assert.equal(drained, false);
     assert.equal(a.accepted, 1);
 
     await client.closeWrite();
-    assert.equal(decoder.decode(await within(readAll(client), "the end of the echo")), "|eof");
-    await within(draining, "drain to finish");
+    assert.equal(
+      decoder.decode(await within(readAll(client), STEP_MS, "the end of the echo")),
+      "|eof",
+    );
+    await within(draining, STEP_MS, "drain to finish");
     assert.equal(proxy.connections("a"), 0);
     assert.equal(a.accepted, 1);
   } finally {
@@ -305,15 +278,15 @@ Deno.test("drain closes connections still open when the grace period ends", asyn
     proxy.setBackends([a.backend("a")]);
     client = await Deno.connect({ hostname: HOST, port: proxy.port });
     await writeAll(client, encoder.encode("x"));
-    assert.equal(await within(readSome(client), "the echo"), "x");
+    assert.equal(await within(readSome(client), STEP_MS, "the echo"), "x");
 
     const started = Date.now();
-    await within(proxy.drain("a", 100), "drain to give up");
+    await within(proxy.drain("a", 100), STEP_MS, "drain to give up");
     const took = Date.now() - started;
     assert.ok(took >= 90, `drain took ${took} ms`);
     assert.equal(proxy.connections(), 0);
-    assert.equal((await within(readAll(client), "the end of stream")).length, 0);
-    await waitFor(() => a.open === 0, "the upstream side to be closed");
+    assert.equal((await within(readAll(client), STEP_MS, "the end of stream")).length, 0);
+    await waitFor(() => a.open === 0, { what: "the upstream side to be closed" });
   } finally {
     if (client) closeQuietly(client);
     await proxy.close();
@@ -357,14 +330,14 @@ Deno.test("raw TCP passes through both ways, including a half-close", async () =
       const received = readAll(conn);
       await writeAll(conn, payload);
       await conn.closeWrite();
-      const echoed = await within(received, "the echo");
+      const echoed = await within(received, STEP_MS, "the echo");
       assert.equal(echoed.length, payload.length + 4);
       assert.deepEqual(echoed.subarray(0, payload.length), payload);
       assert.equal(decoder.decode(echoed.subarray(payload.length)), "|eof");
     } finally {
       closeQuietly(conn);
     }
-    await waitFor(() => proxy.connections() === 0 && a.open === 0, "both sides to close");
+    await waitFor(() => proxy.connections() === 0 && a.open === 0, { what: "both sides to close" });
   } finally {
     await proxy.close();
     await a.close();
@@ -381,10 +354,10 @@ Deno.test("a client that resets mid-transfer does not disturb the proxy", async 
   try {
     proxy.setBackends([flood.backend("flood")]);
     const conn = await Deno.connect({ hostname: HOST, port: proxy.port });
-    await within(conn.read(new Uint8Array(1024)), "the first bytes");
+    await within(conn.read(new Uint8Array(1024)), STEP_MS, "the first bytes");
     conn.close(); // unread data pending: the kernel answers further data with a reset
-    await waitFor(() => proxy.connections() === 0, "the reset connection to be closed");
-    await waitFor(() => flood.open === 0, "the upstream side to be closed");
+    await waitFor(() => proxy.connections() === 0, { what: "the reset connection to be closed" });
+    await waitFor(() => flood.open === 0, { what: "the upstream side to be closed" });
 
     proxy.setBackends([b.backend("b")]);
     assert.equal(await request(proxy.port), "b");
@@ -402,14 +375,14 @@ Deno.test("no socket is left open after many connections come and go", async () 
     proxy.setBackends([a.backend("a"), b.backend("b")]);
     const answers = await within(
       Promise.all(Array.from({ length: 100 }, (_, i) => request(proxy.port, `m${i}`))),
+      STEP_MS,
       "100 requests",
     );
     assert.equal(answers.filter((x) => x === "b").length, 50);
     assert.equal(answers.filter((x) => /^m\d+\|eof$/.test(x)).length, 50);
-    await waitFor(
-      () => proxy.connections() === 0 && a.open === 0 && b.open === 0,
-      "every proxied connection to close",
-    );
+    await waitFor(() => proxy.connections() === 0 && a.open === 0 && b.open === 0, {
+      what: "every proxied connection to close",
+    });
     assert.equal(proxy.pending(), 0);
     assert.equal(a.accepted + b.accepted, 100);
   } finally {
@@ -428,19 +401,19 @@ Deno.test("close() ends every connection and leaves nothing listening", async ()
     const linked = await Deno.connect({ hostname: HOST, port });
     clients.push(linked);
     await writeAll(linked, encoder.encode("x"));
-    assert.equal(await within(readSome(linked), "the echo"), "x");
+    assert.equal(await within(readSome(linked), STEP_MS, "the echo"), "x");
 
     proxy.setBackends([]);
     const held = await Deno.connect({ hostname: HOST, port });
     clients.push(held);
-    await waitFor(() => proxy.pending() === 1, "the second client to be held");
+    await waitFor(() => proxy.pending() === 1, { what: "the second client to be held" });
 
-    await within(proxy.close(), "close");
+    await within(proxy.close(), STEP_MS, "close");
     assert.equal(proxy.connections(), 0);
     assert.equal(proxy.pending(), 0);
-    assert.equal((await within(readAll(linked), "the end of stream")).length, 0);
-    assert.equal((await within(readAll(held), "the end of stream")).length, 0);
-    await waitFor(() => a.open === 0, "the upstream side to be closed");
+    assert.equal((await within(readAll(linked), STEP_MS, "the end of stream")).length, 0);
+    assert.equal((await within(readAll(held), STEP_MS, "the end of stream")).length, 0);
+    await waitFor(() => a.open === 0, { what: "the upstream side to be closed" });
     await assert.rejects(Deno.connect({ hostname: HOST, port }), Deno.errors.ConnectionRefused);
     await proxy.close(); // a second close is harmless
   } finally {
