@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { type Paths, paths as homePaths } from "../core/paths.ts";
+import { processAlive as alive } from "../runtime/process.ts";
 
 /** The checkout's root folder. */
 export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -117,15 +118,6 @@ export class BenchHome implements AsyncDisposable {
         Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
   }
 }
 

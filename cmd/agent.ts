@@ -5,6 +5,7 @@ import { Agent } from "../runtime/agent.ts";
 import { AgentClient } from "../runtime/client.ts";
 import type { StatusView } from "../runtime/views.ts";
 import type { App } from "./_app.ts";
+import { processAlive as alive } from "../runtime/process.ts";
 
 export function register(program: Command, app: App): void {
   const agent = program.command("agent").description("the node agent: run, stop, status");
@@ -68,13 +69,4 @@ export function register(program: Command, app: App): void {
         client.close();
       }
     });
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
 }

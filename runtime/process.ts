@@ -209,6 +209,16 @@ export async function killRecordedGroup(
   return true;
 }
 
+/** Whether a process exists and is not a zombie (zombies linger where pid 1 does not reap). */
+export function processAlive(pid: number): boolean {
+  try {
+    Deno.kill(pid, "SIGCONT");
+  } catch {
+    return false;
+  }
+  return Deno.build.os !== "linux" || !isZombie(pid);
+}
+
 function isZombie(pid: number): boolean {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);

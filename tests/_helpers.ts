@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type ErrorCode, PrisnError } from "../core/errors.ts";
 import type { RunRecord } from "../core/types.ts";
+import { processAlive } from "../runtime/process.ts";
+
+/** Whether a process is alive (not gone, not a zombie). */
+export const alive = processAlive;
 export { freePort } from "../runtime/context.ts";
 
 const root = new URL("..", import.meta.url).pathname;
@@ -163,16 +167,6 @@ export class TestHome {
       } catch { /* gone */ }
     }
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-  }
-}
-
-export function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return false;
   }
 }
 
