@@ -205,6 +205,13 @@ export class Replica {
       await delay(100, stop);
     }
     if (!proc.running || stop.aborted) return;
+    this.ctx.event(
+      options.deployment,
+      "ReplicaReady",
+      `replica ${options.name} is ready (${
+        spec.path ? `GET ${spec.path} answered 2xx` : `port ${spec.port} accepts connections`
+      })`,
+    );
     this.#setReady(true);
     // Liveness: periodic; N failures in a row restart the replica.
     let failures = 0;
@@ -213,6 +220,13 @@ export class Replica {
       await Promise.race([delay(options.health.intervalMs, stop), exited]);
       if (!proc.running || stop.aborted) return;
       if (await probe(spec)) {
+        if (failures > 0) {
+          this.ctx.event(
+            options.deployment,
+            "LivenessPassed",
+            `replica ${options.name} passed its health check again after ${failures} failure(s)`,
+          );
+        }
         failures = 0;
         continue;
       }

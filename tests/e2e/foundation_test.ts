@@ -115,6 +115,12 @@ Deno.test("a service answers on its port, shows in status/ls/get, and an agent r
       { port: number; replicas: { desired: number; ready: number; items: { pid: number }[] } }
     >("get", "web");
     assert.equal(get.port, port);
+    assert.ok(
+      (get as unknown as { events: { kind: string }[] }).events.some((e) =>
+        e.kind === "ReplicaReady"
+      ),
+      "the readiness pass is an event",
+    );
     assert.deepEqual([get.replicas.desired, get.replicas.ready], [1, 1]);
     const status = await t.ok("status");
     assert.match(status, /^Node: /m);
