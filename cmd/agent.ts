@@ -63,10 +63,15 @@ export function register(program: Command, app: App): void {
           `agent running: pid ${s.agent.pid}, node ${s.node}, up ${
             formatDuration(Date.now() - s.agent.startedAt)
           }, ` +
-            `${s.deployments.length} deployment(s), home ${s.home}`,
+            `${s.deployments.length} deployment(s), ${mib(s.agent.memory.rss)} MiB resident ` +
+            `(JS heap ${mib(s.agent.memory.heapUsed)} MiB), home ${s.home}`,
         );
       } finally {
         client.close();
       }
     });
+}
+
+function mib(bytes: number): string {
+  return (bytes / 1048576).toFixed(1);
 }

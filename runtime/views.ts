@@ -43,7 +43,11 @@ export interface DeploymentDetail extends DeploymentSummary {
 export interface StatusView {
   node: string;
   home: string;
-  agent: { pid: number; startedAt: number };
+  agent: {
+    pid: number;
+    startedAt: number;
+    memory: { rss: number; heapUsed: number; heapTotal: number };
+  };
   deployments: DeploymentSummary[];
   runs: { lastHour: Record<string, number> };
 }
@@ -149,9 +153,14 @@ export class Views {
     return {
       node: this.ctx.node,
       home: this.ctx.paths.home,
-      agent: { pid: Deno.pid, startedAt: this.startedAt },
+      agent: { pid: Deno.pid, startedAt: this.startedAt, memory: agentMemory() },
       deployments: this.summaries(),
       runs: { lastHour: this.ctx.records.runCounts(Date.now() - 3_600_000) },
     };
   }
+}
+
+function agentMemory() {
+  const { rss, heapUsed, heapTotal } = Deno.memoryUsage();
+  return { rss, heapUsed, heapTotal };
 }
