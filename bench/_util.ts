@@ -215,3 +215,40 @@ export async function cliFloor(options: { runs?: number } = {}): Promise<Stats> 
   }, { runs: options.runs ?? 30, warmup: 3 });
   return stats(samples);
 }
+
+/** A whole-number setting from the environment (e.g. a bench's iteration count), else `fallback`. */
+export function envInt(name: string, fallback: number): number {
+  const text = Deno.env.get(name);
+  if (text === undefined || text === "") return fallback;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`${name}="${text}" is not valid: give a whole number of 1 or more`);
+  }
+  return n;
+}
+
+/**
+ * A Python http.server app for benches: listens on $PORT and answers every GET with `body`, a
+ * Python expression evaluated once at start (after `prelude`, Python statements).
+ */
+export function pythonHttpServer(body: string, prelude = ""): string {
+  return `import os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+${prelude}
+BODY = (${body} + "\\n").encode()
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+`;
+}

@@ -20,6 +20,7 @@ import {
   machineLine,
   ms,
   printTable,
+  pythonHttpServer,
   sleep,
   stats,
   STATS_HEADERS,
@@ -65,27 +66,11 @@ async function makeProject(dir: string, kind: Kind, files: number): Promise<void
   }
 }
 
-const SERVICE_PY = `import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stamp.txt")) as f:
-    STAMP = f.read().strip()
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (STAMP + "\\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-`;
+const SERVICE_PY = pythonHttpServer(
+  "STAMP",
+  `with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "stamp.txt")) as f:
+    STAMP = f.read().strip()`,
+);
 
 /** One HTTP/1.0 GET over a new TCP connection (no keep-alive reuse); the body, or undefined. */
 async function getFresh(port: number, timeoutMs: number): Promise<string | undefined> {

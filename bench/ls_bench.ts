@@ -26,6 +26,7 @@ import {
   ms,
   printTable,
   PRISN,
+  pythonHttpServer,
   sleep,
   type Stats,
   stats,
@@ -48,22 +49,7 @@ async function writeProjects(dir: string): Promise<{ job: string; service: strin
   await Deno.writeTextFile(join(job, "prisn.toml"), HISTORY_TOML);
   await Deno.writeTextFile(
     join(service, "main.py"),
-    `import os
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok\\n")
-
-    def log_message(self, *args):
-        pass
-
-
-HTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-`,
+    pythonHttpServer('"ok"'),
   );
   return { job, service };
 }

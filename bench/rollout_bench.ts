@@ -21,30 +21,22 @@ import { AgentClient } from "../runtime/client.ts";
 import {
   BenchHome,
   cliFloor,
+  envInt,
   freePort,
   machineLine,
   ms,
   printTable,
+  pythonHttpServer,
   sleep,
   stats,
   STATS_HEADERS,
   statsRow,
 } from "./_util.ts";
 
-const ITERATIONS = positiveInt("ROLLOUT_BENCH_ITERATIONS", 5);
+const ITERATIONS = envInt("ROLLOUT_BENCH_ITERATIONS", 5);
 const REPLICAS = 3;
 const POLL_MS = 5;
 const WAIT_LIMIT_MS = 120_000;
-
-function positiveInt(name: string, fallback: number): number {
-  const text = Deno.env.get(name);
-  if (text === undefined || text === "") return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${name}="${text}" is not valid: give a whole number of 1 or more`);
-  }
-  return n;
-}
 
 interface App {
   label: string;
@@ -56,27 +48,7 @@ const APPS: App[] = [
   {
     label: "python http.server",
     entry: "main.py",
-    source: (stamp) =>
-      `import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-STAMP = "${stamp}"
-
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (STAMP + "\\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-`,
+    source: (stamp) => pythonHttpServer(JSON.stringify(stamp)),
   },
   {
     label: "node http",

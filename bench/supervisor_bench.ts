@@ -30,6 +30,7 @@ import { type Paths, paths as homePaths } from "../core/paths.ts";
 import type { DeploymentDetail } from "../runtime/views.ts";
 import { AgentClient } from "../runtime/client.ts";
 import {
+  envInt,
   freePort,
   machineLine,
   printTable,
@@ -61,16 +62,6 @@ const CURVE_POLL_MS = 1_000;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-function envInt(name: string, fallback: number): number {
-  const text = Deno.env.get(name);
-  if (text === undefined || text === "") return fallback;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${name}="${text}" is not valid: give a whole number of 1 or more`);
-  }
-  return n;
-}
 
 // --- cleanup: one place that stops everything this process started ---------------------------
 
