@@ -1,5 +1,6 @@
 import type { LimitGroup } from "./limits.ts";
 import type { LogWriter } from "./logs.ts";
+import type { OutputFifos } from "./output_fifos.ts";
 
 export interface ExitInfo {
   code: number;
@@ -15,8 +16,10 @@ export interface ProcessSpec {
 }
 
 /**
- * A supervised process in its own process group (setsid), with stdout and stderr captured line by
- * line into a LogWriter. Stopping signals the whole group, so children and grandchildren go too.
+ * A supervised process in its own process group (setsid). Its stdout and stderr are captured line
+ * by line into a LogWriter, through pipes of its own (closed with the process), or into a
+ * replica's OutputFifos that outlive it. Stopping signals the whole group, so children and
+ * grandchildren go too.
  */
 export class GroupProcess {
   readonly pid: number;
@@ -27,24 +30,35 @@ export class GroupProcess {
   #done = false;
   #stopping?: Promise<ExitInfo>;
 
-  constructor(spec: ProcessSpec, log: LogWriter) {
+  constructor(spec: ProcessSpec, output: LogWriter | OutputFifos) {
     // A new session (so a process group of its own): through util-linux `setsid`, which lets the
     // runtime spawn without a full fork of the agent; else Deno's `detached` (fork + setsid).
     const setsid = setsidPath();
     if (setsid && spec.command.startsWith("/")) {
       Deno.statSync(spec.command); // a missing program fails here, as a direct spawn would
     }
-    this.#child = new Deno.Command(setsid ?? spec.command, {
-      args: setsid ? [spec.command, ...spec.args] : spec.args,
+    const fifos = "wrap" in output ? output : undefined;
+    const { command, args } = fifos ? fifos.wrap(spec.command, spec.args) : spec;
+    this.#child = new Deno.Command(setsid ?? command, {
+      args: setsid ? [command, ...args] : args,
       cwd: spec.cwd,
       env: spec.env,
       stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
+      stdout: fifos ? "null" : "piped",
+      stderr: fifos ? "null" : "piped",
       detached: !setsid,
     }).spawn();
     this.pid = this.#child.pid;
     this.startTicks = processStartTicks(this.pid) ?? 0;
+    if (fifos) {
+      this.exited = this.#child.status.then((s) => {
+        this.#done = true;
+        killGroup(this.pid, "SIGKILL"); // anything the process left behind in its group
+        return { code: s.code, signal: s.signal ?? undefined };
+      });
+      return;
+    }
+    const log = output as LogWriter;
     const stopPumps = new AbortController();
     const drained = Promise.all([
       pump(this.#child.stdout, (b) => log.feed(b, "out"), stopPumps.signal),
@@ -92,8 +106,11 @@ export class GroupProcess {
 
 /** Options for {@link spawnLimited}. */
 export interface SpawnLimitedOptions {
-  /** Where the process's output goes; left open on failure, for the caller to write and close. */
-  log: LogWriter;
+  /**
+   * Where the process's output goes: a LogWriter (own pipes; left open on failure, for the caller
+   * to write and close), or a replica's OutputFifos.
+   */
+  output: LogWriter | OutputFifos;
   /**
    * Makes the resource-limit group for this start.
    * @default no limits
@@ -116,7 +133,7 @@ export async function spawnLimited(
   try {
     group = await options.limits?.(options.name);
     const { command, args } = group ? group.wrap(spec.command, spec.args) : spec;
-    const proc = new GroupProcess({ command, args, cwd: spec.cwd, env: spec.env }, options.log);
+    const proc = new GroupProcess({ command, args, cwd: spec.cwd, env: spec.env }, options.output);
     return { proc, group };
   } catch (error) {
     await group?.destroy();

@@ -4,6 +4,8 @@ import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { LogWriter } from "./logs.ts";
+import { OutputFifos } from "./output_fifos.ts";
+import { join } from "node:path";
 import { type ExitInfo, type GroupProcess, spawnLimited } from "./process.ts";
 import { probe } from "./probe.ts";
 import type { LimitGroup } from "./limits.ts";
@@ -95,26 +97,41 @@ export class Replica {
     this.state = "Stopped";
   }
 
+  /** Runs the replica; its output goes through FIFOs kept for its whole life (see OutputFifos). */
   async #run(): Promise<void> {
+    const { ctx, options } = this;
+    const log = new LogWriter(ctx.paths, options.deployment, options.name, {
+      redact: options.launch.redact,
+    });
+    const fifos = await OutputFifos.create(
+      join(ctx.paths.state, "fifo"),
+      `${options.deployment}.${options.name}`,
+      log,
+    ).catch(() => undefined);
+    try {
+      await this.#restartLoop(fifos ?? log);
+    } finally {
+      await fifos?.close();
+      log.close();
+    }
+  }
+
+  async #restartLoop(output: LogWriter | OutputFifos): Promise<void> {
     const { ctx, options } = this;
     let backoff = options.restart.initialMs;
     let streak = 0; // restarts since the replica last ran stably
     while (!this.#stop.signal.aborted) {
-      const log = new LogWriter(ctx.paths, options.deployment, options.name, {
-        redact: options.launch.redact,
-      });
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
       if (options.port !== undefined) env.PORT = String(options.port);
       let proc: GroupProcess;
       let group: LimitGroup | undefined;
       try {
         ({ proc, group } = await spawnLimited({ ...options.launch, env }, {
-          log,
+          output,
           limits: options.limits,
           name: `${options.deployment}.${options.name}`,
         }));
       } catch (e) {
-        log.close();
         ctx.event(
           options.deployment,
           "SpawnFailed",

@@ -87,7 +87,7 @@ export class Run {
     let group: LimitGroup | undefined;
     try {
       ({ proc, group } = await spawnLimited({ ...request.launch, env }, {
-        log,
+        output: log,
         limits: request.limits,
         name: `${request.deployment}.${this.id}`,
       }));
