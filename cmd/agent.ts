@@ -1,7 +1,6 @@
 import { join } from "node:path";
 import type { Command } from "commander";
 import { formatDuration } from "../core/duration.ts";
-import { Agent } from "../runtime/agent.ts";
 import { AgentClient } from "../runtime/client.ts";
 import type { StatusView } from "../runtime/views.ts";
 import type { App } from "./_app.ts";
@@ -22,6 +21,7 @@ export function register(program: Command, app: App): void {
         log = (line) =>
           Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
       }
+      const { Agent } = await import("../runtime/agent.ts"); // the CLI's other paths stay light
       const a = await Agent.start({ paths: app.paths, node: opts.node, log });
       const stop = () => a.stop();
       Deno.addSignalListener("SIGINT", stop);

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { parseEnvPair } from "../core/spec.ts";
+import { parseEnvPair } from "../core/values.ts";
 import type { App } from "./_app.ts";
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { parseReplicas } from "../core/spec.ts";
+import { parseReplicas } from "../core/values.ts";
 import type { App } from "./_app.ts";
 
 export function register(program: Command, app: App): void {

@@ -5,6 +5,9 @@
  * @module
  */
 
+import { join } from "node:path";
+import { PrisnError } from "./errors.ts";
+
 /**
  * True when something is at `path`: a file, a folder or a link (a dangling link too, as it is not
  * followed).
@@ -55,5 +58,22 @@ export async function readOptional(
     if (error instanceof Deno.errors.NotFound) return undefined;
     if (options.folderAsMissing && error instanceof Deno.errors.IsADirectory) return undefined;
     throw error;
+  }
+}
+
+/** Creates PRISN_HOME if needed and checks that prisn can write there; a one-line error if not. */
+export async function ensureWritable(home: string): Promise<void> {
+  try {
+    await Deno.mkdir(home, { recursive: true });
+    const probe = join(home, `.write-test-${Deno.pid}`);
+    await Deno.writeTextFile(probe, "");
+    await Deno.remove(probe);
+  } catch (e) {
+    throw new PrisnError(
+      "UNAVAILABLE",
+      `PRISN_HOME ${home} is not writable (${(e as Error).name}): ` +
+        `set PRISN_HOME to a folder you own or fix its permissions`,
+      { cause: e },
+    );
   }
 }

@@ -11,6 +11,7 @@ import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
 import { Views } from "./views.ts";
 import { join } from "node:path";
+import { ensureWritable } from "../core/fs.ts";
 
 /** @default 14 days of logs kept */
 const LOG_RETENTION_DAYS = 14;
@@ -296,24 +297,6 @@ export class Agent {
     return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
   }
 }
-
-async function ensureWritable(home: string): Promise<void> {
-  try {
-    await Deno.mkdir(home, { recursive: true });
-    const probe = join(home, `.write-test-${Deno.pid}`);
-    await Deno.writeTextFile(probe, "");
-    await Deno.remove(probe);
-  } catch (e) {
-    throw new PrisnError(
-      "UNAVAILABLE",
-      `PRISN_HOME ${home} is not writable (${(e as Error).name}): ` +
-        `set PRISN_HOME to a folder you own or fix its permissions`,
-      { cause: e },
-    );
-  }
-}
-
-export { ensureWritable };
 
 const STATUS: Record<string, number> = {
   INVALID: 400,

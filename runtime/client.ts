@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { type ErrorCode, PrisnError } from "../core/errors.ts";
 import type { Paths } from "../core/paths.ts";
-import { ensureWritable } from "./agent.ts";
+import { ensureWritable } from "../core/fs.ts";
 
 /** How to start this same program as a background agent (source checkout or compiled binary). */
 export function agentCommand(): { command: string; args: string[] } {
