@@ -21,6 +21,7 @@ import { Records } from "../core/records.ts";
 import type { Paths } from "../core/paths.ts";
 import { AgentClient } from "../runtime/client.ts";
 import { BenchHome, machineLine, ms, percentile, printTable, PRISN, sleep } from "./_util.ts";
+import { ResourceControl } from "../runtime/resources.ts";
 
 const SECONDS = Number(Deno.env.get("CRON_BENCH_SECONDS") ?? 60);
 const LEVELS = (Deno.env.get("CRON_BENCH_LEVELS") ?? "1,100,1000").split(",").map(Number);
@@ -200,6 +201,8 @@ async function stopAgent(home: BenchHome, agent: Deno.ChildProcess): Promise<voi
       Deno.kill(-pid, "SIGKILL");
     } catch { /* gone */ }
   }
+  // What the killed agent would have removed at its stop: this home's cgroups.
+  await new ResourceControl(home.paths.home).cleanup({ removeRoot: true }).catch(() => []);
   console.log(
     `  (the agent did not stop within 30 s: killed it and ${groups.length} run group(s))`,
   );
