@@ -11,7 +11,7 @@ import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
 import { Views } from "./views.ts";
 import { join } from "node:path";
-import { ensureWritable } from "../core/fs.ts";
+import { ensureWritable, removeIfPresent } from "../core/fs.ts";
 
 /** @default 14 days of logs kept */
 const LOG_RETENTION_DAYS = 14;
@@ -74,6 +74,9 @@ export class Agent {
     }
     const agent = new Agent(paths, records, options);
     agent.#lock = lock;
+    // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
+    // so no new replica's FIFOs can be caught by this.
+    await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
     await agent.#serve();
     await Deno.writeTextFile(join(paths.state, "agent.pid"), `${Deno.pid}\n`);
     await agent.supervisor.restore();
