@@ -39,7 +39,6 @@ export class Agent {
   #lock?: Deno.FsFile;
   #stopping?: Promise<void>;
   #done: PromiseWithResolvers<void> = Promise.withResolvers();
-  #deploying = new Map<string, Promise<unknown>>();
   #timers: ReturnType<typeof setTimeout>[] = [];
   #log: (line: string) => void;
 
@@ -132,18 +131,6 @@ export class Agent {
     this.#timers.push(setTimeout(daily, 60_000), setInterval(daily, 86_400_000));
   }
 
-  /** One deploy per deployment name at a time; others wait their turn. */
-  #serialByName<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const before = this.#deploying.get(name) ?? Promise.resolve();
-    const run = before.then(fn, fn);
-    const tail = run.catch(() => {});
-    this.#deploying.set(name, tail);
-    tail.then(() => {
-      if (this.#deploying.get(name) === tail) this.#deploying.delete(name);
-    });
-    return run;
-  }
-
   async #handle(req: Request): Promise<Response> {
     try {
       return await this.#route(req);
@@ -218,7 +205,7 @@ export class Agent {
     const body = m === "POST" ? await req.json().catch(() => ({})) : {};
     if (m === "POST" && c === "rollback") {
       return json(
-        await this.#serialByName(name, async () => {
+        await this.supervisor.exclusive(name, async () => {
           const r = await rollback(this.ctx, this.supervisor, name, body.version);
           this.scheduler.reload();
           return r;
@@ -227,7 +214,7 @@ export class Agent {
     }
     if (m === "POST" && c === "scale") {
       return json({
-        replicas: await this.#serialByName(
+        replicas: await this.supervisor.exclusive(
           name,
           () => scale(this.ctx, this.supervisor, name, body.replicas),
         ),
@@ -255,7 +242,7 @@ export class Agent {
     }
     if (m === "DELETE" && !c) {
       const purge = url.searchParams.get("purge") === "true";
-      await this.#serialByName(name, async () => {
+      await this.supervisor.exclusive(name, async () => {
         await this.supervisor.remove(name);
         records.deleteDeployment(name);
         this.scheduler.reload();
@@ -283,11 +270,11 @@ export class Agent {
         const send = (obj: unknown) =>
           controller.enqueue(encoder.encode(JSON.stringify(obj) + "\n"));
         try {
-          const name = request.flags?.name ?? "";
-          const result = await this.#serialByName(
-            `deploy:${name || request.source}`,
-            () =>
-              deploy(this.ctx, this.supervisor, request, (step, detail) => send({ step, detail })),
+          const result = await deploy(
+            this.ctx,
+            this.supervisor,
+            request,
+            (step, detail) => send({ step, detail }),
           );
           this.scheduler.reload();
           send({ result });

@@ -138,119 +138,122 @@ async function deployPackage(
     spec.timezone ??= Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
     validateSchedule(spec.schedule!, spec.timezone);
   }
-  const version = versionId(pkg.files, runSpecOf(spec));
-  const existing = records.getDeployment(spec.name);
-  if (existing && existing.type !== spec.type) {
-    throw new PrisnError(
-      "CONFLICT",
-      `"${spec.name}" is deployed as a ${existing.type}, not a ${spec.type}: ` +
-        `delete it first or deploy under another --name`,
-    );
-  }
-  const replicas = request.flags.replicas !== undefined || toml?.replicas !== undefined
-    ? spec.replicas
-    : existing?.replicas ?? spec.replicas;
-  if (existing?.version === version) {
-    progress("Version", `${version} (unchanged)`);
-    if (spec.type === "service" && replicas !== existing.replicas) {
-      records.setReplicas(spec.name, replicas, Date.now());
-      await supervisor.scale(spec.name, replicas);
-      progress("Activate", `scaled to ${replicas} replica(s)`);
+  // From here on, one change per deployment at a time (deploy, rollback, scale, delete).
+  return await supervisor.exclusive(spec.name, async () => {
+    const version = versionId(pkg.files, runSpecOf(spec));
+    const existing = records.getDeployment(spec.name);
+    if (existing && existing.type !== spec.type) {
+      throw new PrisnError(
+        "CONFLICT",
+        `"${spec.name}" is deployed as a ${existing.type}, not a ${spec.type}: ` +
+          `delete it first or deploy under another --name`,
+      );
     }
-    return {
+    const replicas = request.flags.replicas !== undefined || toml?.replicas !== undefined
+      ? spec.replicas
+      : existing?.replicas ?? spec.replicas;
+    if (existing?.version === version) {
+      progress("Version", `${version} (unchanged)`);
+      if (spec.type === "service" && replicas !== existing.replicas) {
+        records.setReplicas(spec.name, replicas, Date.now());
+        await supervisor.scale(spec.name, replicas);
+        progress("Activate", `scaled to ${replicas} replica(s)`);
+      }
+      return {
+        name: spec.name,
+        version,
+        type: spec.type,
+        unchanged: true,
+        port: spec.port,
+        replicas,
+      };
+    }
+    const known = records.getVersion(spec.name, version);
+    progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
+
+    const wrote = await storeVersion(paths, spec.name, version, pkg);
+    progress(
+      "Store",
+      `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
+    );
+
+    const versionRecord = {
+      deployment: spec.name,
+      version,
+      spec,
+      source,
+      files: pkg.files.length,
+      bytes: pkg.bytes,
+    };
+    records.putVersion(versionRecord, Date.now());
+    progress("Record", `version ${version} recorded`);
+
+    let launch;
+    const preparing = Date.now();
+    try {
+      launch = await supervisor.launch(spec, version);
+    } catch (e) {
+      if (e instanceof InstallError) {
+        progress("Prepare", `failed; the installer's last lines:\n${e.detail}`);
+      }
+      if (!existing) {
+        records.deleteDeployment(spec.name); // nothing was ever active
+        await removeDeploymentFiles(paths, spec.name);
+      } else records.setVersionStatus(spec.name, version, "failed");
+      throw e;
+    }
+    const took = formatDuration(Date.now() - preparing);
+    progress(
+      "Prepare",
+      `${spec.runtime} ${launch.interpreterVersion}` +
+        (launch.envId
+          ? `, env ${launch.envId} (${launch.envReused ? "reused" : `built in ${took}`})`
+          : ", no dependencies"),
+    );
+
+    const result: DeployResult = {
       name: spec.name,
       version,
       type: spec.type,
-      unchanged: true,
+      unchanged: false,
       port: spec.port,
       replicas,
     };
-  }
-  const known = records.getVersion(spec.name, version);
-  progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
-
-  const wrote = await storeVersion(paths, spec.name, version, pkg);
-  progress(
-    "Store",
-    `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
-  );
-
-  const versionRecord = {
-    deployment: spec.name,
-    version,
-    spec,
-    source,
-    files: pkg.files.length,
-    bytes: pkg.bytes,
-  };
-  records.putVersion(versionRecord, Date.now());
-  progress("Record", `version ${version} recorded`);
-
-  let launch;
-  const preparing = Date.now();
-  try {
-    launch = await supervisor.launch(spec, version);
-  } catch (e) {
-    if (e instanceof InstallError) {
-      progress("Prepare", `failed; the installer's last lines:\n${e.detail}`);
-    }
-    if (!existing) {
-      records.deleteDeployment(spec.name); // nothing was ever active
-      await removeDeploymentFiles(paths, spec.name);
-    } else records.setVersionStatus(spec.name, version, "failed");
-    throw e;
-  }
-  const took = formatDuration(Date.now() - preparing);
-  progress(
-    "Prepare",
-    `${spec.runtime} ${launch.interpreterVersion}` +
-      (launch.envId
-        ? `, env ${launch.envId} (${launch.envReused ? "reused" : `built in ${took}`})`
-        : ", no dependencies"),
-  );
-
-  const result: DeployResult = {
-    name: spec.name,
-    version,
-    type: spec.type,
-    unchanged: false,
-    port: spec.port,
-    replicas,
-  };
-  if (spec.type === "service") {
-    try {
-      await supervisor.rolloutService(spec, version, replicas);
-    } catch (e) {
-      if (existing) {
-        records.setVersionStatus(spec.name, version, "failed");
-        ctx.event(spec.name, "RolloutFailed", (e as Error).message);
-      } else if (e instanceof PrisnError && e.code === "FAILED") {
-        await activateRecord(ctx, spec, version, replicas, source); // first version: it stays, restarting
-        ctx.event(spec.name, "NotReady", (e as Error).message);
-      } else {
-        records.deleteDeployment(spec.name);
-        await removeDeploymentFiles(paths, spec.name);
+    if (spec.type === "service") {
+      try {
+        await supervisor.rolloutService(spec, version, replicas);
+      } catch (e) {
+        if (existing) {
+          records.setVersionStatus(spec.name, version, "failed");
+          ctx.event(spec.name, "RolloutFailed", (e as Error).message);
+        } else if (e instanceof PrisnError && e.code === "FAILED") {
+          await activateRecord(ctx, spec, version, replicas, source); // first version: it stays, restarting
+          ctx.event(spec.name, "NotReady", (e as Error).message);
+        } else {
+          records.deleteDeployment(spec.name);
+          await removeDeploymentFiles(paths, spec.name);
+        }
+        throw e;
       }
-      throw e;
-    }
-    await activateRecord(ctx, spec, version, replicas, source);
-    const svc = supervisor.services.get(spec.name);
-    progress("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
-  } else {
-    await activateRecord(ctx, spec, version, replicas, source);
-    if (spec.type === "job") {
-      const run = await supervisor.startRun(spec.name, { trigger: "deploy" });
-      result.runId = run.id;
-      progress("Activate", `job started as ${run.id}`);
+      await activateRecord(ctx, spec, version, replicas, source);
+      const svc = supervisor.services.get(spec.name);
+      progress("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
     } else {
-      progress(
-        "Activate",
-        `cronjob scheduled "${spec.schedule}"${spec.timezone ? ` (${spec.timezone})` : ""}`,
-      );
+      await activateRecord(ctx, spec, version, replicas, source);
+      if (spec.type === "job") {
+        const run = await supervisor.startRun(spec.name, { trigger: "deploy" });
+        result.runId = run.id;
+        progress("Activate", `job started as ${run.id}`);
+      } else {
+        progress(
+          "Activate",
+          `cronjob scheduled "${spec.schedule}"${spec.timezone ? ` (${spec.timezone})` : ""}`,
+        );
+      }
     }
-  }
-  ctx.event(spec.name, "Deployed", `${version} deployed`);
-  return result;
+    ctx.event(spec.name, "Deployed", `${version} deployed`);
+    return result;
+  });
 }
 
 async function activateRecord(

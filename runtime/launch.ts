@@ -25,7 +25,6 @@ export async function prepareLaunch(
   ctx: AgentContext,
   spec: DeploySpec,
   version: string,
-  options: { onOutput?: (line: string) => void } = {},
 ): Promise<Launch> {
   const dir = versionDir(ctx.paths, spec.name, version);
   const interp = await resolveInterpreter(spec.runtime);
@@ -34,7 +33,6 @@ export async function prepareLaunch(
     sourceDir: dir,
     interpreter: interp,
     environment: Deno.env.toObject(),
-    onOutput: options.onOutput,
   });
   if (env) await linkNodeModules(dir, env); // ESM `import` ignores NODE_PATH
   const command = env?.command ?? interp.command;

@@ -41,8 +41,6 @@ export interface ReplicaOptions {
 export class Replica {
   state: ReplicaState = "Starting";
   restarts = 0;
-  /** Times the process exited before it was ever ready. */
-  failedStarts = 0;
   lastExit?: ExitInfo & { oomKilled: boolean };
   readonly createdAt = Date.now();
   #process?: GroupProcess;
@@ -67,9 +65,6 @@ export class Replica {
   }
   get pid(): number | undefined {
     return this.#process?.running ? this.#process.pid : undefined;
-  }
-  get startedAt(): number | undefined {
-    return this.#process?.startedAt;
   }
 
   start(): void {
@@ -137,7 +132,6 @@ export class Replica {
           "SpawnFailed",
           `replica ${options.name} could not start: ${(e as Error).message}`,
         );
-        this.failedStarts++;
         this.#notify("exited");
         this.state = "CrashLoopBackOff";
         await delay(backoff, this.#stop.signal);
@@ -156,7 +150,6 @@ export class Replica {
       const exit = await proc.exited;
       await probing;
       ctx.records.deleteProcess(`${options.deployment}/${options.name}`);
-      const wasReady = this.#ready;
       this.#setReady(false);
       if (this.#stop.signal.aborted) {
         await group?.destroy();
@@ -166,7 +159,6 @@ export class Replica {
       const oom = (await group?.oomKilled()) ?? false;
       await group?.destroy();
       this.lastExit = { ...exit, oomKilled: oom };
-      if (!wasReady && !this.#everReady) this.failedStarts++;
       this.#notify("exited");
       const ranMs = Date.now() - proc.startedAt;
       if (ranMs >= options.restart.stableMs) {
@@ -201,8 +193,6 @@ export class Replica {
       if (!this.#stop.signal.aborted) this.restarts++;
     }
   }
-
-  #everReady = false;
 
   async #probeLoop(proc: GroupProcess): Promise<void> {
     const { options } = this;
@@ -265,7 +255,6 @@ export class Replica {
     if (ready === this.#ready) return;
     this.#ready = ready;
     if (ready) {
-      this.#everReady = true;
       this.state = "Ready";
       this.#notify("ready");
     } else if (this.state === "Ready") {

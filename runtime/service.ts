@@ -46,10 +46,6 @@ export class Service {
     readonly resources?: ResourceControl,
   ) {}
 
-  get port(): number | undefined {
-    return this.#proxy?.port;
-  }
-
   get ready(): number {
     return this.replicas.filter((r) => r.ready && !this.#retiring.has(r)).length;
   }

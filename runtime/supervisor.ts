@@ -18,9 +18,10 @@ import { Service } from "./service.ts";
 export class Supervisor {
   readonly services = new Map<string, Service>();
   readonly runs = new Map<string, Run>();
-  #launches = new Map<string, Promise<Launch>>();
-  #resolved = new Map<string, Launch>();
+  /** Per deployment, the launch of the version last asked for (one each: bounded). */
+  #launches = new Map<string, { version: string; launch: Promise<Launch>; ready?: Launch }>();
   #stopping = new AbortController();
+  #exclusive = new Map<string, Promise<unknown>>();
 
   readonly resources: ResourceControl;
 
@@ -28,21 +29,37 @@ export class Supervisor {
     this.resources = new ResourceControl(ctx.paths.home);
   }
 
+  /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
+  exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const before = this.#exclusive.get(name) ?? Promise.resolve();
+    const run = before.then(fn, fn);
+    const tail = run.catch(() => {});
+    this.#exclusive.set(name, tail);
+    tail.then(() => {
+      if (this.#exclusive.get(name) === tail) this.#exclusive.delete(name);
+    });
+    return run;
+  }
+
   /** How to start a version, resolved once per agent (env builds are cached on disk too). */
-  launch(spec: DeploySpec, version: string, onOutput?: (line: string) => void): Promise<Launch> {
-    const key = `${spec.name}@${version}`;
-    let launch = this.#launches.get(key);
-    if (!launch) {
-      launch = prepareLaunch(this.ctx, spec, version, { onOutput });
-      this.#launches.set(key, launch);
-      launch.then((l) => this.#resolved.set(key, l), () => this.#launches.delete(key));
-    }
-    return launch;
+  launch(spec: DeploySpec, version: string): Promise<Launch> {
+    const known = this.#launches.get(spec.name);
+    if (known?.version === version) return known.launch;
+    const entry: { version: string; launch: Promise<Launch>; ready?: Launch } = {
+      version,
+      launch: prepareLaunch(this.ctx, spec, version),
+    };
+    this.#launches.set(spec.name, entry);
+    entry.launch.then((l) => entry.ready = l, () => {
+      if (this.#launches.get(spec.name) === entry) this.#launches.delete(spec.name);
+    });
+    return entry.launch;
   }
 
   /** The launch of a version if this agent has resolved it already. */
   launchIfKnown(name: string, version: string): Launch | undefined {
-    return this.#resolved.get(`${name}@${version}`);
+    const known = this.#launches.get(name);
+    return known?.version === version ? known.ready : undefined;
   }
 
   /** Rolls a service to a version (see Service.rollout). */
@@ -139,12 +156,7 @@ export class Supervisor {
       service?.stop(),
       ...this.activeRuns(name).map((r) => r.stop("stopped")),
     ]);
-    for (const key of this.#launches.keys()) {
-      if (key.startsWith(`${name}@`)) {
-        this.#launches.delete(key);
-        this.#resolved.delete(key);
-      }
-    }
+    this.#launches.delete(name);
   }
 
   /**
