@@ -96,6 +96,7 @@ export class Agent {
       for (const t of this.#timers) clearTimeout(t);
       await this.scheduler.stop();
       await this.supervisor.shutdown();
+      await this.ctx.output?.close();
       await this.#server?.shutdown();
       await Deno.remove(this.paths.socket).catch(() => {});
       await Deno.remove(join(this.paths.state, "agent.pid")).catch(() => {});

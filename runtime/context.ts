@@ -1,11 +1,17 @@
 import type { Paths } from "../core/paths.ts";
 import type { Records } from "../core/records.ts";
+import { OutputCollector } from "./output_collector.ts";
 
 /** What every part of the agent shares: the data root, the records and this node's name. */
 export interface AgentContext {
   paths: Paths;
   records: Records;
   node: string;
+  /**
+   * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
+   * none, and replicas then capture through per-start pipes.
+   */
+  output?: OutputCollector;
   /** Records an event for a deployment (shown by `prisn get NAME`). */
   event(deployment: string, kind: string, message: string): void;
 }
@@ -15,6 +21,7 @@ export function createContext(paths: Paths, records: Records, node: string): Age
     paths,
     records,
     node,
+    output: OutputCollector.create(),
     event(deployment, kind, message) {
       records.addEvent(deployment, kind, message, Date.now());
     },

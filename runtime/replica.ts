@@ -98,11 +98,21 @@ export class Replica {
     const log = new LogWriter(ctx.paths, options.deployment, options.name, {
       redact: options.launch.redact,
     });
-    const fifos = await OutputFifos.create(
-      join(ctx.paths.state, "fifo"),
-      `${options.deployment}.${options.name}`,
-      log,
-    ).catch(() => undefined);
+    const fifos = ctx.output
+      ? await OutputFifos.create(
+        ctx.output,
+        join(ctx.paths.state, "fifo"),
+        `${options.deployment}.${options.name}`,
+        log,
+      ).catch((e) => {
+        ctx.event(
+          options.deployment,
+          "OutputPipes",
+          `${options.name}: ${e.message}; per-start pipes`,
+        );
+        return undefined;
+      })
+      : undefined;
     try {
       await this.#restartLoop(fifos ?? log);
     } finally {

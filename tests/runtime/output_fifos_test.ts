@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { paths } from "../../core/paths.ts";
 import { listLogFiles, LogWriter } from "../../runtime/logs.ts";
+import { OutputCollector } from "../../runtime/output_collector.ts";
 import { OutputFifos } from "../../runtime/output_fifos.ts";
 import { GroupProcess } from "../../runtime/process.ts";
 import { waitFor } from "../_helpers.ts";
@@ -10,9 +11,10 @@ Deno.test("OutputFifos carry the output of successive starts into one log, stder
   const dir = await Deno.makeTempDir({ prefix: "prisn-fifo-" });
   const p = paths(join(dir, "home"));
   const log = new LogWriter(p, "app", "app-0");
-  const fifos = await OutputFifos.create(join(dir, "fifo"), "app.app-0", log);
+  const collector = OutputCollector.create();
+  assert.ok(collector, "epoll is available on this host");
+  const fifos = await OutputFifos.create(collector, join(dir, "fifo"), "app.app-0", log);
   try {
-    assert.ok(fifos, "mkfifo is available on this host");
     for (const n of [1, 2]) {
       const proc: GroupProcess = new GroupProcess({
         command: "/bin/bash",
@@ -35,7 +37,8 @@ Deno.test("OutputFifos carry the output of successive starts into one log, stder
     await assert.rejects(Deno.stat(fifos.out));
     await assert.rejects(Deno.stat(fifos.err));
   } finally {
-    await fifos?.close();
+    await fifos.close();
+    await collector.close();
     log.close();
     await Deno.remove(dir, { recursive: true });
   }
