@@ -5,6 +5,8 @@ import { AgentClient } from "../runtime/client.ts";
 import type { StatusView } from "../runtime/views.ts";
 import type { App } from "./_app.ts";
 import { processAlive as alive } from "../runtime/process.ts";
+import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
+import { parsePositive } from "../core/values.ts";
 
 export function register(program: Command, app: App): void {
   const agent = program.command("agent").description("the node agent: run, stop, status");
@@ -13,7 +15,16 @@ export function register(program: Command, app: App): void {
     .description("run the agent in the foreground (for systemd); other commands start it on demand")
     .option("--node <name>", "this node's name (default: the host name)")
     .option("--background", "started by the CLI: write messages to state/agent.log")
+    .option(
+      "--start-parallelism <n>",
+      `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
+        `default ${DEFAULT_START_PARALLELISM})`,
+    )
     .action(async (opts) => {
+      const startParallelism = parsePositive(
+        opts.startParallelism ?? Deno.env.get("PRISN_START_PARALLELISM"),
+        "--start-parallelism",
+      );
       let log: ((line: string) => void) | undefined;
       if (opts.background) {
         await Deno.mkdir(app.paths.state, { recursive: true });
@@ -22,7 +33,7 @@ export function register(program: Command, app: App): void {
           Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
       }
       const { Agent } = await import("../runtime/agent.ts"); // the CLI's other paths stay light
-      const a = await Agent.start({ paths: app.paths, node: opts.node, log });
+      const a = await Agent.start({ paths: app.paths, node: opts.node, log, startParallelism });
       const stop = () => a.stop();
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);

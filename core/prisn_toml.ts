@@ -58,6 +58,21 @@ export interface History {
   versions?: number;
 }
 
+/** How a replica's or run's output is logged. */
+export interface LogSettings {
+  /**
+   * Most output logged per second, as a byte quantity ("1Mi"), counted over 10-second windows;
+   * lines beyond it are dropped and counted. `false`: no limit.
+   */
+  rate_limit?: string | false;
+}
+
+/** How a service moves to a new version. */
+export interface RolloutSettings {
+  /** Replicas replaced at a time (absent: a quarter of the replicas, at least 1). */
+  max_parallel?: number;
+}
+
 /**
  * A validated prisn.toml. Every key is optional; what applies when a key is absent is listed
  * in {@link PRISN_TOML_DEFAULTS} and docs/prisn-toml.md.
@@ -104,6 +119,8 @@ export interface PrisnToml {
   /** Longest a new replica may take to become ready during a deploy. */
   readiness_timeout?: string;
   history?: History;
+  logs?: LogSettings;
+  rollout?: RolloutSettings;
   /** Names of `env` keys whose values are secret: never printed, never logged. */
   secrets?: string[];
 }
@@ -126,6 +143,7 @@ export const PRISN_TOML_DEFAULTS = {
   drain_grace: "10s",
   readiness_timeout: "30s",
   history: { successful: 10, failed: 10, versions: 5 },
+  logs: { rate_limit: "1Mi" },
 } as const;
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -254,6 +272,27 @@ const HISTORY = z.strictObject({
   versions: int(1, "must be an integer of at least 1").optional(),
 }, { error: "must be a table { successful, failed, versions }" });
 
+const LOG_RATE = 'must be a byte quantity per second like "1Mi", or false';
+const LOGS = z.strictObject({
+  rate_limit: z.union([z.literal(false, { error: LOG_RATE }), z.string(), z.number()], {
+    error: LOG_RATE,
+  }).transform((value, ctx): string | false => {
+    if (value === false) return false;
+    const text = String(value);
+    try {
+      parseMemory(text, "logs.rate_limit");
+    } catch (e) {
+      fullMessage(ctx, e);
+      return z.NEVER;
+    }
+    return text;
+  }).optional(),
+}, { error: 'must be a table like { rate_limit = "1Mi" }' });
+
+const ROLLOUT = z.strictObject({
+  max_parallel: int(1, "must be a positive integer").optional(),
+}, { error: "must be a table { max_parallel }" });
+
 const ENV_VALUE = "must be a string, number or boolean";
 
 const TOP = z.strictObject({
@@ -316,6 +355,8 @@ const TOP = z.strictObject({
   drain_grace: duration().optional(),
   readiness_timeout: duration({ positive: true }).optional(),
   history: HISTORY.optional(),
+  logs: LOGS.optional(),
+  rollout: ROLLOUT.optional(),
   secrets: z.array(
     str("must be a string").superRefine(checkedBy((name) => validateEnvName("secret", name))),
     { error: 'must be a list of env key names like ["API_KEY"]' },
@@ -328,6 +369,8 @@ const TABLES: Readonly<Record<string, z.ZodObject>> = {
   resources: RESOURCES,
   restart: RESTART,
   history: HISTORY,
+  logs: LOGS,
+  rollout: ROLLOUT,
 };
 
 /**

@@ -1,4 +1,5 @@
 import { parseDuration } from "./duration.ts";
+import { parseMemory } from "./quantity.ts";
 import { type HealthCheck, PRISN_TOML_DEFAULTS as D, type PrisnToml } from "./prisn_toml.ts";
 
 /** Every tunable of a deployment as numbers, with prisn's defaults filled in (one place). */
@@ -16,6 +17,10 @@ export interface Settings {
   catchup: "none" | "latest";
   startingDeadlineMs: number;
   history: { successful: number; failed: number; versions: number };
+  /** Bytes of output logged per second at most (over 10 s windows); undefined: no limit. */
+  logRateBytes?: number;
+  /** Replicas a rollout replaces at a time, for `replicas` replicas. */
+  maxParallel(replicas: number): number;
 }
 
 function ms(value: string | undefined, fallback: string, key: string): number {
@@ -55,5 +60,9 @@ export function settingsOf(spec: PrisnToml): Settings {
       failed: spec.history?.failed ?? D.history.failed,
       versions: spec.history?.versions ?? D.history.versions,
     },
+    logRateBytes: spec.logs?.rate_limit === false
+      ? undefined
+      : parseMemory(spec.logs?.rate_limit ?? D.logs.rate_limit, "logs.rate_limit"),
+    maxParallel: (replicas) => spec.rollout?.max_parallel ?? Math.max(1, Math.ceil(replicas / 4)),
   };
 }

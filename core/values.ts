@@ -9,6 +9,16 @@ export function parseReplicas(value: string | number): number {
   return Number(text);
 }
 
+/** A positive integer setting (`what` names it in the error), or undefined when not given. */
+export function parsePositive(value: string | undefined, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  const text = value.trim();
+  if (!/^\d+$/.test(text) || Number(text) < 1 || Number(text) > 1_000_000) {
+    throw invalid(`${what} "${value}" is not valid: give a whole number of at least 1`);
+  }
+  return Number(text);
+}
+
 export function parsePort(value: string | number): number {
   const text = String(value).trim();
   const n = Number(text);

@@ -10,6 +10,7 @@ import { pruneLogs } from "./logs.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
 import { Views } from "./views.ts";
+import { raiseFileLimit } from "./_libc.ts";
 import { join } from "node:path";
 import { ensureWritable, removeIfPresent } from "../core/fs.ts";
 
@@ -22,6 +23,8 @@ export interface AgentOptions {
   node?: string;
   /** Where the agent's own messages go. @default stderr */
   log?: (line: string) => void;
+  /** Replicas starting at once across the agent. @default DEFAULT_START_PARALLELISM */
+  startParallelism?: number;
 }
 
 /**
@@ -46,7 +49,7 @@ export class Agent {
     this.paths = paths;
     this.#log = options.log ?? ((line) => console.error(line));
     this.ctx = createContext(paths, records, options.node ?? Deno.hostname());
-    this.supervisor = new Supervisor(this.ctx);
+    this.supervisor = new Supervisor(this.ctx, { startParallelism: options.startParallelism });
     this.scheduler = new Scheduler(this.ctx, this.supervisor);
     this.views = new Views(this.ctx, this.supervisor, this.scheduler, this.startedAt);
   }
@@ -54,6 +57,7 @@ export class Agent {
   /** Starts an agent: refuses when one already serves this PRISN_HOME. */
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const paths = options.paths ?? defaultPaths();
+    raiseFileLimit(); // 1,000 replicas need ~3,000 descriptors; systemd's default soft limit is 1024
     await ensureWritable(paths.home);
     await Deno.mkdir(paths.state, { recursive: true });
     const lock = await Deno.open(join(paths.state, "agent.lock"), { create: true, write: true });

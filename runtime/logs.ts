@@ -1,5 +1,6 @@
 import { dirname, join } from "node:path";
 import { logFile, type Paths } from "../core/paths.ts";
+import { formatMemory } from "../core/quantity.ts";
 import { delay } from "./context.ts";
 
 const encoder = new TextEncoder();
@@ -8,6 +9,16 @@ const encoder = new TextEncoder();
 export const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 /** @default 3 rotated files kept per stream and day */
 export const DEFAULT_KEEP = 3;
+/** The window a log rate limit is counted over (a burst of up to 10× the rate passes). */
+export const RATE_WINDOW_MS = 10_000;
+
+/** Lines a rate limit dropped in one window. */
+export interface Dropped {
+  lines: number;
+  bytes: number;
+  /** The limit, bytes per second. */
+  rate: number;
+}
 
 /**
  * Appends timestamped lines to logs/NAME/YYYY-MM-DD/<stream>.log. Rotates by size
@@ -30,8 +41,23 @@ export class LogWriter {
       keep?: number;
       /** Secret values replaced by ******** before anything is written. */
       redact?: string[];
+      /**
+       * Bytes of fed output logged per second at most, counted over {@link RATE_WINDOW_MS}
+       * windows; lines over it are dropped (never queued), and counted.
+       * @default no limit
+       */
+      rateBytes?: number;
+      /** Told once per window that dropped lines (the log gets a line saying so too). */
+      onDropped?: (dropped: Dropped) => void;
+      /** The clock, for tests. @default Date.now */
+      now?: () => number;
     } = {},
   ) {}
+
+  #window = { start: -Infinity, used: 0, lines: 0, bytes: 0 };
+
+  /** Lines dropped by the rate limit since this writer was made. */
+  droppedLines = 0;
 
   /** Feeds raw bytes from a process's stdout/stderr. */
   feed(chunk: Uint8Array, source: "out" | "err" = "out"): void {
@@ -42,7 +68,43 @@ export class LogWriter {
       lines.push(this.#partial[source]);
       this.#partial[source] = "";
     }
-    if (lines.length) this.writeLines(lines, source);
+    const kept = this.options.rateBytes === undefined ? lines : this.#admit(lines);
+    if (kept.length) this.writeLines(kept, source);
+  }
+
+  /** The lines the current window still has room for; the rest are counted as dropped. */
+  #admit(lines: string[]): string[] {
+    const now = (this.options.now ?? Date.now)();
+    const w = this.#window;
+    if (now - w.start >= RATE_WINDOW_MS) {
+      this.#reportDropped();
+      w.start = now;
+      w.used = 0;
+    }
+    const budget = this.options.rateBytes! * RATE_WINDOW_MS / 1000;
+    const kept: string[] = [];
+    for (const line of lines) {
+      const size = line.length + 1; // UTF-16 units: bytes for ASCII, close enough otherwise
+      if (w.used + size <= budget) {
+        w.used += size;
+        kept.push(line);
+      } else {
+        w.lines++;
+        w.bytes += size;
+      }
+    }
+    return kept;
+  }
+
+  #reportDropped(): void {
+    const w = this.#window;
+    if (w.lines === 0) return;
+    const dropped = { lines: w.lines, bytes: w.bytes, rate: this.options.rateBytes! };
+    this.droppedLines += w.lines;
+    w.lines = 0;
+    w.bytes = 0;
+    this.writeLines([`prisn: ${describeDropped(dropped)}`], "err");
+    this.options.onDropped?.(dropped);
   }
 
   /** Writes whole lines (without their newline), each stamped with the current time. */
@@ -69,8 +131,12 @@ export class LogWriter {
     for (const source of ["out", "err"] as const) {
       const rest = this.#partial[source] + this.#decoders[source].decode();
       this.#partial[source] = "";
-      if (rest) this.writeLines([rest], source);
+      if (rest) {
+        const kept = this.options.rateBytes === undefined ? [rest] : this.#admit([rest]);
+        if (kept.length) this.writeLines(kept, source);
+      }
     }
+    if (this.options.rateBytes !== undefined) this.#reportDropped();
     this.#file?.close();
     this.#file = undefined;
   }
@@ -94,6 +160,12 @@ export class LogWriter {
     while (written < bytes.byteLength) written += this.#file.writeSync(bytes.subarray(written));
     this.#size += bytes.byteLength;
   }
+}
+
+/** "12 line(s) (1.2Mi) dropped: output over the log rate limit of 1Mi/s". */
+export function describeDropped(d: Dropped): string {
+  return `${d.lines} line(s) (${formatMemory(d.bytes)}) dropped: output over the log rate limit ` +
+    `of ${formatMemory(d.rate)}/s`;
 }
 
 function rotate(path: string, keep: number): void {

@@ -3,12 +3,13 @@ import type { Settings } from "../core/settings.ts";
 import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
-import { LogWriter } from "./logs.ts";
+import { describeDropped, LogWriter } from "./logs.ts";
 import { OutputFifos } from "./output_fifos.ts";
 import { join } from "node:path";
 import { type ExitInfo, type GroupProcess, spawnLimited } from "./process.ts";
 import { probe } from "./probe.ts";
 import type { LimitGroup } from "./limits.ts";
+import type { Release } from "./start_queue.ts";
 
 export type ReplicaState =
   | "Starting"
@@ -29,6 +30,15 @@ export interface ReplicaOptions {
   restart: Settings["restart"];
   /** Between SIGTERM and SIGKILL. */
   stopGraceMs: number;
+  /** Output logged per second at most (see LogWriter); undefined: no limit. */
+  logRateBytes?: number;
+  /**
+   * Waits for a place in the agent's start queue (see StartQueue); held from the first spawn until
+   * the replica is first ready, exits, or `startTimeoutMs` passes. Undefined: start at once.
+   */
+  startSlot?: (signal: AbortSignal) => Promise<Release | undefined>;
+  /** How long a start may hold its slot. @default 30 s */
+  startTimeoutMs?: number;
   /** A resource-limit group for one process start (undefined: no limits). */
   limits?: (name: string) => Promise<LimitGroup | undefined>;
   onReadyChange: (replica: Replica, ready: boolean) => void;
@@ -48,6 +58,9 @@ export class Replica {
   #stop = new AbortController();
   #loop?: Promise<void>;
   #readyWaiters: Array<(r: "ready" | "exited") => void> = [];
+  /** Resolves once the replica has its start slot (or was stopped waiting for one). */
+  #begun = Promise.withResolvers<void>();
+  #releaseSlot?: Release;
 
   constructor(readonly ctx: AgentContext, readonly options: ReplicaOptions) {}
 
@@ -71,10 +84,16 @@ export class Replica {
     this.#loop ??= this.#run();
   }
 
-  /** Resolves when the replica is first ready, or its process exits before that, or time runs out. */
-  waitReady(timeoutMs: number): Promise<"ready" | "exited" | "timeout"> {
-    if (this.#ready) return Promise.resolve("ready");
-    return new Promise((resolve) => {
+  /**
+   * Resolves when the replica is first ready, or its process exits before that, or time runs out;
+   * the time counts from when it got its start slot, not while it queued for one.
+   */
+  async waitReady(timeoutMs: number): Promise<"ready" | "exited" | "timeout"> {
+    if (this.#ready) return "ready";
+    await this.#begun.promise;
+    if (this.#ready) return "ready";
+    if (this.#stop.signal.aborted) return "exited";
+    return await new Promise((resolve) => {
       const t = setTimeout(() => resolve("timeout"), timeoutMs);
       this.#readyWaiters.push((r) => {
         clearTimeout(t);
@@ -86,6 +105,8 @@ export class Replica {
   /** Stops the process (SIGTERM to the group, grace, SIGKILL) and the restart loop. Idempotent. */
   async stop(): Promise<void> {
     this.#stop.abort();
+    this.#begun.resolve();
+    this.#releaseSlot?.();
     this.#setReady(false);
     await this.#process?.stop(this.options.stopGraceMs);
     await this.#loop;
@@ -95,8 +116,22 @@ export class Replica {
   /** Runs the replica; its output goes through FIFOs kept for its whole life (see OutputFifos). */
   async #run(): Promise<void> {
     const { ctx, options } = this;
+    const release = await options.startSlot?.(this.#stop.signal);
+    this.#begun.resolve();
+    if (this.#stop.signal.aborted) return release?.();
+    let slotTimer: ReturnType<typeof setTimeout> | undefined;
+    if (release) {
+      this.#releaseSlot = () => {
+        clearTimeout(slotTimer);
+        release();
+      };
+      slotTimer = setTimeout(this.#releaseSlot, options.startTimeoutMs ?? 30_000);
+    }
     const log = new LogWriter(ctx.paths, options.deployment, options.name, {
       redact: options.launch.redact,
+      rateBytes: options.logRateBytes,
+      onDropped: (d) =>
+        ctx.event(options.deployment, "LogsDropped", `${options.name}: ${describeDropped(d)}`),
     });
     const fifos = ctx.output
       ? await OutputFifos.create(
@@ -116,6 +151,7 @@ export class Replica {
     try {
       await this.#restartLoop(fifos ?? log);
     } finally {
+      this.#releaseSlot?.();
       await fifos?.close();
       log.close();
     }
@@ -274,6 +310,7 @@ export class Replica {
   }
 
   #notify(r: "ready" | "exited"): void {
+    this.#releaseSlot?.(); // the start is over, either way
     const waiters = this.#readyWaiters;
     this.#readyWaiters = [];
     for (const w of waiters) w(r);

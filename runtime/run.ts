@@ -3,7 +3,7 @@ import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import type { Launch } from "./launch.ts";
-import { LogWriter } from "./logs.ts";
+import { describeDropped, LogWriter } from "./logs.ts";
 import { type GroupProcess, spawnLimited } from "./process.ts";
 import type { LimitGroup } from "./limits.ts";
 
@@ -73,6 +73,9 @@ export class Run {
     const { ctx, request } = this;
     const log = new LogWriter(ctx.paths, request.deployment, this.id, {
       redact: request.launch.redact,
+      rateBytes: settingsOf(request.spec).logRateBytes,
+      onDropped: (d) =>
+        ctx.event(request.deployment, "LogsDropped", `${this.id}: ${describeDropped(d)}`),
     });
     const env: Record<string, string> = {
       ...request.launch.env,

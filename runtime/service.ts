@@ -7,6 +7,15 @@ import type { Launch } from "./launch.ts";
 import { TcpProxy } from "./proxy.ts";
 import { describe, Replica } from "./replica.ts";
 import type { ResourceControl } from "./resources.ts";
+import type { StartQueue } from "./start_queue.ts";
+
+/** What a Service shares with the rest of the agent. */
+export interface ServiceOptions {
+  /** Makes resource-limit groups. @default no limits */
+  resources?: ResourceControl;
+  /** The agent's start queue. @default every replica starts at once */
+  starts?: StartQueue;
+}
 
 /** What a service should look like: one version, its launch, a replica count. */
 export interface ServiceTarget {
@@ -43,7 +52,7 @@ export class Service {
   constructor(
     readonly ctx: AgentContext,
     readonly name: string,
-    readonly resources?: ResourceControl,
+    readonly options: ServiceOptions = {},
   ) {}
 
   get ready(): number {
@@ -57,10 +66,12 @@ export class Service {
   }
 
   /**
-   * Brings the service to `target`. Replicas of another version are replaced one at a time:
-   * start a new one, wait until ready, put it in rotation, drain and stop an old one.
-   * A new version that never becomes ready is abandoned while old replicas keep serving
-   * (throws FAILED); with no old replicas the new ones stay and keep being restarted.
+   * Brings the service to `target`. With nothing to replace, every replica starts at once (through
+   * the agent's start queue). Replicas of another version are replaced in batches of
+   * `rollout.max_parallel`: start that many new ones, wait until they are ready, put them in
+   * rotation, drain and stop as many old ones. A new version that never becomes ready is
+   * abandoned while old replicas keep serving (throws FAILED); with no old replicas the new ones
+   * stay and keep being restarted.
    */
   rollout(target: ServiceTarget): Promise<void> {
     return this.#serial(async () => {
@@ -78,39 +89,28 @@ export class Service {
       this.target = target;
       const old = this.replicas.filter((r) => r.version !== target.version);
       const current = this.replicas.filter((r) => r.version === target.version);
+      const batch = old.length === 0 ? Infinity : settings.maxParallel(target.replicas);
       try {
         while (current.length < target.replicas) {
-          const replica = this.#startReplica(target);
-          current.push(replica);
-          const result = await replica.waitReady(settings.readinessTimeoutMs);
-          if (result !== "ready") {
-            const why = result === "timeout"
-              ? `not ready within ${Math.round(settings.readinessTimeoutMs / 1000)}s`
-              : describe(replica.lastExit);
-            if (old.length > 0) {
-              throw new PrisnError(
-                "FAILED",
-                `${target.version} never became ready (replica ${replica.name} ${why}); ` +
-                  `${old[0].version} keeps serving`,
-              );
-            }
-            throw new PrisnError(
-              "FAILED",
-              `${target.version} is not ready (replica ${replica.name} ${why}); ` +
-                `it keeps restarting: see prisn logs ${this.name}`,
-            );
+          const added: Replica[] = [];
+          while (added.length < batch && current.length < target.replicas) {
+            const replica = this.#startReplica(target);
+            added.push(replica);
+            current.push(replica);
           }
-          const retired = old.shift();
-          if (retired) await this.#retire(retired, settings.drainGraceMs);
+          await this.#allReady(added, target, old[0]?.version);
+          await Promise.all(
+            old.splice(0, added.length).map((r) => this.#retire(r, settings.drainGraceMs)),
+          );
         }
-        while (current.length > target.replicas) {
-          await this.#retire(current.pop()!, settings.drainGraceMs);
-        }
-        for (const r of old.splice(0)) await this.#retire(r, settings.drainGraceMs);
+        const extra = current.splice(target.replicas);
+        await Promise.all(
+          [...extra, ...old.splice(0)].map((r) => this.#retire(r, settings.drainGraceMs)),
+        );
       } catch (e) {
         if (old.length > 0 && previous) {
           // Abandon the new version: its replicas go, the old ones stay as they are.
-          for (const r of current) await this.#retire(r, 0);
+          await Promise.all(current.map((r) => this.#retire(r, 0)));
           this.target = previous;
           if (oldProxy && this.#proxy !== oldProxy) {
             await this.#proxy?.close();
@@ -125,6 +125,39 @@ export class Service {
         this.#proxy = undefined;
       }
     });
+  }
+
+  /** Waits for every replica of a batch; the first that is not ready fails the rollout. */
+  async #allReady(batch: Replica[], target: ServiceTarget, serving?: string): Promise<void> {
+    const { readinessTimeoutMs } = settingsOf(target.spec);
+    // Settles at the first replica that is not ready, without waiting for the rest.
+    const failed = await new Promise<[Replica, "exited" | "timeout"] | undefined>((resolve) => {
+      let pending = batch.length;
+      if (pending === 0) resolve(undefined);
+      for (const r of batch) {
+        r.waitReady(readinessTimeoutMs).then((result) => {
+          if (result !== "ready") resolve([r, result]);
+          else if (--pending === 0) resolve(undefined);
+        });
+      }
+    });
+    if (!failed) return;
+    const [replica, result] = failed;
+    const why = result === "timeout"
+      ? `not ready within ${Math.round(readinessTimeoutMs / 1000)}s`
+      : describe(replica.lastExit);
+    if (serving) {
+      throw new PrisnError(
+        "FAILED",
+        `${target.version} never became ready (replica ${replica.name} ${why}); ` +
+          `${serving} keeps serving`,
+      );
+    }
+    throw new PrisnError(
+      "FAILED",
+      `${target.version} is not ready (replica ${replica.name} ${why}); ` +
+        `it keeps restarting: see prisn logs ${this.name}`,
+    );
   }
 
   /** Adds or removes replicas of the current version; removal drains first. */
@@ -181,8 +214,13 @@ export class Service {
       health: settings.health,
       restart: settings.restart,
       stopGraceMs: settings.stopGraceMs,
-      limits: this.resources
-        ? (name) => this.resources!.group(name, target.spec.resources)
+      logRateBytes: settings.logRateBytes,
+      startSlot: this.options.starts
+        ? (signal) => this.options.starts!.acquire(this.name, signal)
+        : undefined,
+      startTimeoutMs: settings.readinessTimeoutMs,
+      limits: this.options.resources
+        ? (name) => this.options.resources!.group(name, target.spec.resources)
         : undefined,
       onReadyChange: (r, ready) => {
         if (!this.#proxy || r.port === undefined) return;

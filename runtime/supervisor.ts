@@ -10,6 +10,12 @@ import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
 import { Run } from "./run.ts";
 import { Service } from "./service.ts";
+import { StartQueue } from "./start_queue.ts";
+
+export interface SupervisorOptions {
+  /** Replicas of the whole agent starting at once. @default DEFAULT_START_PARALLELISM */
+  startParallelism?: number;
+}
 
 /**
  * Keeps actual processes in line with the recorded desired state: one Service per service
@@ -25,8 +31,12 @@ export class Supervisor {
 
   readonly resources: ResourceControl;
 
-  constructor(readonly ctx: AgentContext) {
+  /** The agent's start queue: how many replicas start at once, deployments served in turn. */
+  readonly starts: StartQueue;
+
+  constructor(readonly ctx: AgentContext, options: SupervisorOptions = {}) {
     this.resources = new ResourceControl(ctx.paths.home);
+    this.starts = new StartQueue(options.startParallelism);
   }
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
@@ -66,7 +76,7 @@ export class Supervisor {
   async rolloutService(spec: DeploySpec, version: string, replicas: number): Promise<void> {
     const launch = await this.launch(spec, version);
     const service = this.services.get(spec.name) ??
-      new Service(this.ctx, spec.name, this.resources);
+      new Service(this.ctx, spec.name, { resources: this.resources, starts: this.starts });
     this.services.set(spec.name, service);
     await service.rollout({ version, spec, launch, replicas });
   }

@@ -314,11 +314,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
   );
 });
 
@@ -429,15 +429,35 @@ Deno.test("PRISN_TOML_KEYS lists every key once, tables' keys dotted", () => {
 });
 
 Deno.test("PRISN_TOML_DEFAULTS are themselves valid prisn.toml values", () => {
-  const { health, restart, history, ...top } = PRISN_TOML_DEFAULTS;
+  const { health, restart, history, logs, ...top } = PRISN_TOML_DEFAULTS;
   const toml = parsePrisnToml(
     [
       ...Object.entries(top).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
       `health = { path = "/", interval = "${health.interval}", timeout = "${health.timeout}", failures = ${health.failures} }`,
       `restart = ${JSON.stringify(restart).replace(/"(\w+)":/g, "$1 = ")}`,
       `history = ${JSON.stringify(history).replace(/"(\w+)":/g, "$1 = ")}`,
+      `logs = { rate_limit = "${logs.rate_limit}" }`,
     ].join("\n"),
   );
+  assert.deepEqual(toml.logs, { rate_limit: "1Mi" });
   assert.equal(toml.stop_grace, "10s");
   assert.deepEqual(toml.history, { successful: 10, failed: 10, versions: 5 });
+});
+
+Deno.test("parsePrisnToml() takes logs.rate_limit as a byte quantity or false, and rollout.max_parallel", () => {
+  assert.deepEqual(parsePrisnToml('[logs]\nrate_limit = "256Ki"').logs, { rate_limit: "256Ki" });
+  assert.deepEqual(parsePrisnToml("[logs]\nrate_limit = false").logs, { rate_limit: false });
+  assert.deepEqual(parsePrisnToml("[rollout]\nmax_parallel = 3").rollout, { max_parallel: 3 });
+  assertRejects(
+    '[logs]\nrate_limit = "1MB"',
+    'prisn.toml:2: logs.rate_limit "1MB" is not a memory quantity: did you mean "1Mi"?',
+  );
+  assertRejects(
+    "[logs]\nrate_limit = true",
+    'prisn.toml:2: logs.rate_limit must be a byte quantity per second like "1Mi", or false (got true)',
+  );
+  assertRejects(
+    "[rollout]\nmax_parallel = 0",
+    "prisn.toml:2: rollout.max_parallel must be a positive integer (got 0)",
+  );
 });
