@@ -61,6 +61,7 @@ export class LogWriter {
 
   /** Feeds raw bytes from a process's stdout/stderr. */
   feed(chunk: Uint8Array, source: "out" | "err" = "out"): void {
+    if (this.#spent() && this.#dropRaw(chunk, source)) return;
     const text = this.#partial[source] + this.#decoders[source].decode(chunk, { stream: true });
     const lines = text.split("\n");
     this.#partial[source] = lines.pop() ?? "";
@@ -70,6 +71,39 @@ export class LogWriter {
     }
     const kept = this.options.rateBytes === undefined ? lines : this.#admit(lines);
     if (kept.length) this.writeLines(kept, source);
+  }
+
+  /** True while the current rate window has no room left (a flood: nothing will be kept). */
+  #spent(): boolean {
+    const rate = this.options.rateBytes;
+    if (rate === undefined) return false;
+    const w = this.#window;
+    const now = (this.options.now ?? Date.now)();
+    return now - w.start < RATE_WINDOW_MS && w.used >= rate * RATE_WINDOW_MS / 1000;
+  }
+
+  /**
+   * The cheap path of a flood: counts the chunk's lines as dropped without decoding or splitting
+   * it (a native byte search), keeping only the text after its last newline. False when the chunk
+   * ends no line (then it joins the partial line as usual).
+   */
+  #dropRaw(chunk: Uint8Array, source: "out" | "err"): boolean {
+    let at = chunk.indexOf(0x0a);
+    if (at < 0) return false;
+    const w = this.#window;
+    let last = at;
+    w.bytes += this.#partial[source].length;
+    while (at >= 0) {
+      w.lines++;
+      last = at;
+      at = chunk.indexOf(0x0a, at + 1);
+    }
+    w.bytes += last + 1;
+    this.#decoders[source] = new TextDecoder();
+    this.#partial[source] = this.#decoders[source].decode(chunk.subarray(last + 1), {
+      stream: true,
+    });
+    return true;
   }
 
   /** The lines the current window still has room for; the rest are counted as dropped. */
@@ -88,7 +122,8 @@ export class LogWriter {
       if (w.used + size <= budget) {
         w.used += size;
         kept.push(line);
-      } else {
+      } else { // over: the rest of the window is dropped, so what is logged stays in order
+        w.used = budget;
         w.lines++;
         w.bytes += size;
       }

@@ -96,10 +96,13 @@ const CLI_TIMEOUT_MS = 120_000;
 export class TestHome {
   readonly dir: string;
   readonly home: string;
+  /** Extra environment of every CLI call (and so of the agent it starts). */
+  readonly env: Record<string, string>;
 
-  constructor() {
+  constructor(options: { env?: Record<string, string> } = {}) {
     this.dir = Deno.makeTempDirSync({ prefix: "prisn-test-" });
     this.home = join(this.dir, "home");
+    this.env = options.env ?? {};
   }
 
   /**
@@ -110,7 +113,7 @@ export class TestHome {
     const out = await within(
       new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", "--quiet", join(root, "main.ts"), ...args],
-        env: { PRISN_HOME: this.home },
+        env: { ...this.env, PRISN_HOME: this.home },
         stdin: "null",
       }).output(),
       CLI_TIMEOUT_MS,

@@ -529,3 +529,77 @@ Deno.test("pruneLogs() without a logs folder removes nothing", async () => {
     assert.equal(await pruneLogs(p, 7), 0);
   });
 });
+
+Deno.test("LogWriter over its rate limit drops whole lines, then says how many in one line and one callback per window", async () => {
+  await withHome(async (p) => {
+    let now = 1_000_000;
+    const told: Array<{ lines: number; bytes: number; rate: number }> = [];
+    // 100 B/s over a 10 s window: 1,000 bytes pass per window.
+    const log = new LogWriter(p, "app", "app-0", {
+      rateBytes: 100,
+      now: () => now,
+      onDropped: (d) => told.push(d),
+    });
+    const line = "x".repeat(99); // 100 bytes with its newline
+    log.feed(encoder.encode(`${line}\n`.repeat(25)));
+    assert.equal(told.length, 0, "nothing is reported before the window ends");
+    now += 10_000; // the next window
+    log.feed(encoder.encode("after\n"));
+    log.close();
+    const lines = await logLines(p, "app");
+    assert.equal(lines.filter((l) => l.endsWith(line)).length, 10);
+    const note = lines.map(parse).find((l) => l.text.startsWith("prisn:"));
+    assert.deepEqual(note, {
+      stamp: note?.stamp,
+      err: true,
+      text: "prisn: 15 line(s) (1.5Ki) dropped: output over the log rate limit of 100/s",
+    });
+    assert.equal(parse(lines.at(-1)!).text, "after");
+    assert.deepEqual(told, [{ lines: 15, bytes: 1500, rate: 100 }]);
+    assert.equal(log.droppedLines, 15);
+  });
+});
+
+Deno.test("LogWriter reports lines still dropped when it is closed", async () => {
+  await withHome(async (p) => {
+    const told: number[] = [];
+    const log = new LogWriter(p, "app", "r", {
+      rateBytes: 2,
+      onDropped: (d) => told.push(d.lines),
+    });
+    log.feed(encoder.encode("0123456789\nabcdefghij\n"));
+    log.close();
+    assert.deepEqual(told, [1]);
+    const texts = (await logLines(p, "app")).map((l) => parse(l).text);
+    assert.deepEqual(texts, [
+      "0123456789",
+      "prisn: 1 line(s) (11) dropped: output over the log rate limit of 2/s",
+    ]);
+  });
+});
+
+Deno.test("LogWriter counts a flood's lines exactly on its fast path, partial lines included", async () => {
+  await withHome(async (p) => {
+    let now = 5_000_000;
+    const told: number[] = [];
+    const log = new LogWriter(p, "app", "r", {
+      rateBytes: 1,
+      now: () => now,
+      onDropped: (d) => told.push(d.lines),
+    });
+    log.feed(encoder.encode("kept 1\n")); // 7 of 10 bytes
+    log.feed(encoder.encode("gone 1\ngone 2\ngo")); // window spent: counted, not split
+    log.feed(encoder.encode("ne 3\ngone 4\nstill partial"));
+    log.feed(encoder.encode(" and more\n"));
+    now += 10_000;
+    log.feed(encoder.encode("kept 2\n"));
+    log.close();
+    assert.deepEqual(told, [5]);
+    const texts = (await logLines(p, "app")).map((l) => parse(l).text);
+    assert.deepEqual(texts, [
+      "kept 1",
+      "prisn: 5 line(s) (51) dropped: output over the log rate limit of 1/s",
+      "kept 2",
+    ]);
+  });
+});
