@@ -1,14 +1,15 @@
 import { formatDuration } from "../core/duration.ts";
 import type { Settings } from "../core/settings.ts";
+import type { Resources } from "../core/prisn_toml.ts";
 import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { describeDropped, LogWriter } from "./logs.ts";
 import { OutputFifos } from "./output_fifos.ts";
 import { join } from "node:path";
-import { type ExitInfo, type GroupProcess, spawnLimited } from "./process.ts";
+import type { ExitStatus, ProcessDriver, ProcessHandle } from "./driver.ts";
+import { TaskRunner } from "./task_runner.ts";
 import { probe } from "./probe.ts";
-import type { LimitGroup } from "./limits.ts";
 import type { Release } from "./start_queue.ts";
 
 export type ReplicaState =
@@ -39,8 +40,10 @@ export interface ReplicaOptions {
   startSlot?: (signal: AbortSignal) => Promise<Release | undefined>;
   /** How long a start may hold its slot. @default 30 s */
   startTimeoutMs?: number;
-  /** A resource-limit group for one process start (undefined: no limits). */
-  limits?: (name: string) => Promise<LimitGroup | undefined>;
+  /** Starts its processes. */
+  driver: ProcessDriver;
+  /** The spec's resource limits. @default none */
+  resources?: Resources;
   onReadyChange: (replica: Replica, ready: boolean) => void;
 }
 
@@ -51,9 +54,10 @@ export interface ReplicaOptions {
 export class Replica {
   state: ReplicaState = "Starting";
   restarts = 0;
-  lastExit?: ExitInfo & { oomKilled: boolean };
+  lastExit?: ExitStatus;
   readonly createdAt = Date.now();
-  #process?: GroupProcess;
+  #process?: ProcessHandle;
+  #task?: TaskRunner;
   #ready = false;
   #stop = new AbortController();
   #loop?: Promise<void>;
@@ -108,7 +112,7 @@ export class Replica {
     this.#begun.resolve();
     this.#releaseSlot?.();
     this.#setReady(false);
-    await this.#process?.stop(this.options.stopGraceMs);
+    await this.#task?.stop(this.options.stopGraceMs);
     await this.#loop;
     this.state = "Stopped";
   }
@@ -164,19 +168,34 @@ export class Replica {
     while (!this.#stop.signal.aborted) {
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
       if (options.port !== undefined) env.PORT = String(options.port);
-      let proc: GroupProcess;
-      let group: LimitGroup | undefined;
-      try {
-        ({ proc, group } = await spawnLimited({ ...options.launch, env }, {
+      let probing: Promise<void> = Promise.resolve();
+      const task = new TaskRunner(ctx, {
+        driver: options.driver,
+        id: `${options.deployment}/${options.name}`,
+        deployment: options.deployment,
+        request: {
+          spec: { ...options.launch, env },
           output,
-          limits: options.limits,
           name: `${options.deployment}.${options.name}`,
-        }));
-      } catch (e) {
+          resources: options.resources,
+        },
+        hooks: {
+          poststart: (handle) => {
+            this.#process = handle;
+            this.state = "Running";
+            probing = this.#probeLoop(handle);
+          },
+        },
+      });
+      this.#task = task;
+      const outcome = await task.run();
+      this.#task = undefined;
+      if (outcome.kind === "stopped-before-start") break;
+      if (outcome.kind === "not-started") {
         ctx.event(
           options.deployment,
           "SpawnFailed",
-          `replica ${options.name} could not start: ${(e as Error).message}`,
+          `replica ${options.name} could not start: ${outcome.error.message}`,
         );
         this.#notify("exited");
         this.state = "CrashLoopBackOff";
@@ -184,30 +203,13 @@ export class Replica {
         backoff = Math.min(backoff * 2, options.restart.maxMs);
         continue;
       }
-      this.#process = proc;
-      this.state = "Running";
-      ctx.records.putProcess({
-        id: `${options.deployment}/${options.name}`,
-        deployment: options.deployment,
-        pid: proc.pid,
-        startTicks: proc.startTicks,
-      });
-      const probing = this.#probeLoop(proc);
-      const exit = await proc.exited;
       await probing;
-      ctx.records.deleteProcess(`${options.deployment}/${options.name}`);
       this.#setReady(false);
-      if (this.#stop.signal.aborted) {
-        await group?.destroy();
-        break;
-      }
+      if (this.#stop.signal.aborted) break;
 
-      const oom = (await group?.oomKilled()) ?? false;
-      await group?.destroy();
-      this.lastExit = { ...exit, oomKilled: oom };
+      this.lastExit = outcome.status;
       this.#notify("exited");
-      const ranMs = Date.now() - proc.startedAt;
-      if (ranMs >= options.restart.stableMs) {
+      if (outcome.ranMs >= options.restart.stableMs) {
         backoff = options.restart.initialMs;
         streak = 0;
       }
@@ -226,12 +228,12 @@ export class Replica {
       streak++;
       ctx.event(
         options.deployment,
-        oom ? "OOMKilled" : "ReplicaExited",
+        outcome.status.oomKilled ? "OOMKilled" : "ReplicaExited",
         `replica ${options.name} ${describe(this.lastExit)}, restarting in ${
           formatDuration(backoff)
         }`,
       );
-      this.state = this.restarts > 0 && ranMs < options.restart.stableMs
+      this.state = this.restarts > 0 && outcome.ranMs < options.restart.stableMs
         ? "CrashLoopBackOff"
         : "Starting";
       await delay(backoff, this.#stop.signal);
@@ -240,7 +242,7 @@ export class Replica {
     }
   }
 
-  async #probeLoop(proc: GroupProcess): Promise<void> {
+  async #probeLoop(proc: ProcessHandle): Promise<void> {
     const { options } = this;
     if (options.port === undefined) {
       this.#setReady(true); // nothing to probe: running is ready

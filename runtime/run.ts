@@ -4,8 +4,8 @@ import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { describeDropped, LogWriter } from "./logs.ts";
-import { type GroupProcess, spawnLimited } from "./process.ts";
-import type { LimitGroup } from "./limits.ts";
+import type { ProcessDriver } from "./driver.ts";
+import { TaskRunner } from "./task_runner.ts";
 
 export interface RunRequest {
   deployment: string;
@@ -18,8 +18,8 @@ export interface RunRequest {
   scheduledAt?: number;
   attempt?: number;
   parent?: string;
-  /** A resource-limit group for the run's process (undefined: no limits). */
-  limits?: (name: string) => Promise<LimitGroup | undefined>;
+  /** Starts its process. */
+  driver: ProcessDriver;
 }
 
 export function newRunId(): string {
@@ -35,13 +35,10 @@ export function newRunId(): string {
 export class Run {
   readonly id = newRunId();
   readonly done: Promise<RunRecord>;
-  #process?: GroupProcess;
+  #task?: TaskRunner;
   #stopReason?: string;
-  #started: Promise<void>;
-  #markStarted!: () => void;
 
   constructor(readonly ctx: AgentContext, readonly request: RunRequest) {
-    this.#started = new Promise((r) => this.#markStarted = r);
     const now = Date.now();
     ctx.records.insertRun({
       id: this.id,
@@ -58,14 +55,13 @@ export class Run {
   }
 
   get pid(): number | undefined {
-    return this.#process?.pid;
+    return this.#task?.handle?.pid;
   }
 
   /** Stops the run (graceful, then kill) and records why. */
   async stop(reason: string): Promise<void> {
     this.#stopReason ??= reason;
-    await this.#started;
-    await this.#process?.stop(settingsOf(this.request.spec).stopGraceMs);
+    await this.#task?.stop(settingsOf(this.request.spec).stopGraceMs);
     await this.done;
   }
 
@@ -86,57 +82,52 @@ export class Run {
       env.PRISN_SCHEDULED_TIME = new Date(request.scheduledAt).toISOString();
     }
     const startedAt = Date.now();
-    let proc: GroupProcess;
-    let group: LimitGroup | undefined;
-    try {
-      ({ proc, group } = await spawnLimited({ ...request.launch, env }, {
+    const { stopGraceMs, timeoutMs } = settingsOf(request.spec);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const task = new TaskRunner(ctx, {
+      driver: request.driver,
+      id: this.id,
+      deployment: request.deployment,
+      request: {
+        spec: { ...request.launch, env },
         output: log,
-        limits: request.limits,
         name: `${request.deployment}.${this.id}`,
-      }));
-    } catch (e) {
-      log.writeLines(
-        [`prisn: could not start ${request.launch.command}: ${(e as Error).message}`],
-        "err",
-      );
+        resources: request.spec.resources,
+      },
+      hooks: {
+        poststart: (handle) => {
+          ctx.records.updateRun(this.id, { status: "running", startedAt, pid: handle.pid });
+          if (timeoutMs !== undefined) {
+            timer = setTimeout(() => {
+              this.#stopReason ??= `timed out after ${request.spec.timeout}`;
+              task.stop(stopGraceMs);
+            }, timeoutMs);
+          }
+        },
+      },
+    });
+    this.#task = task;
+    if (this.#stopReason) task.stop(stopGraceMs); // stopped before it began
+    const outcome = await task.run();
+    clearTimeout(timer);
+    if (outcome.kind !== "exited") {
+      const why = outcome.kind === "not-started" ? outcome.error.message : this.#stopReason!;
+      if (outcome.kind === "not-started") {
+        log.writeLines([`prisn: could not start ${request.launch.command}: ${why}`], "err");
+      }
       log.close();
       ctx.records.updateRun(this.id, {
         status: "failed",
         startedAt,
         finishedAt: Date.now(),
-        reason: "could not start",
+        reason: outcome.kind === "not-started" ? "could not start" : this.#stopReason,
       });
-      this.#markStarted();
       return ctx.records.getRun(this.id)!;
     }
-    this.#process = proc;
-    ctx.records.updateRun(this.id, { status: "running", startedAt, pid: proc.pid });
-    ctx.records.putProcess({
-      id: this.id,
-      deployment: request.deployment,
-      pid: proc.pid,
-      startTicks: proc.startTicks,
-    });
-    this.#markStarted();
-    if (this.#stopReason) proc.stop(settingsOf(request.spec).stopGraceMs);
-
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const { timeoutMs } = settingsOf(request.spec);
-    if (timeoutMs !== undefined) {
-      const ms = timeoutMs;
-      timer = setTimeout(() => {
-        this.#stopReason ??= `timed out after ${request.spec.timeout}`;
-        proc.stop(settingsOf(request.spec).stopGraceMs);
-      }, ms);
-    }
-    const exit = await proc.exited;
-    clearTimeout(timer);
-    ctx.records.deleteProcess(this.id);
-    const oom = (await group?.oomKilled()) ?? false;
-    await group?.destroy();
-    const ok = exit.code === 0 && !exit.signal && !this.#stopReason && !oom;
+    const exit = outcome.status;
+    const ok = exit.code === 0 && !exit.signal && !this.#stopReason && !exit.oomKilled;
     const reason = this.#stopReason ??
-      (oom ? "OOMKilled" : exit.signal ? `killed by ${exit.signal}` : undefined);
+      (exit.oomKilled ? "OOMKilled" : exit.signal ? `killed by ${exit.signal}` : undefined);
     ctx.records.updateRun(this.id, {
       status: ok ? "completed" : "failed",
       finishedAt: Date.now(),

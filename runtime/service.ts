@@ -6,13 +6,13 @@ import { freePort } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { TcpProxy } from "./proxy.ts";
 import { describe, Replica } from "./replica.ts";
-import type { ResourceControl } from "./resources.ts";
+import type { ProcessDriver } from "./driver.ts";
 import type { StartQueue } from "./start_queue.ts";
 
 /** What a Service shares with the rest of the agent. */
 export interface ServiceOptions {
-  /** Makes resource-limit groups. @default no limits */
-  resources?: ResourceControl;
+  /** Starts the replicas' processes. */
+  driver: ProcessDriver;
   /** The agent's start queue. @default every replica starts at once */
   starts?: StartQueue;
 }
@@ -52,7 +52,7 @@ export class Service {
   constructor(
     readonly ctx: AgentContext,
     readonly name: string,
-    readonly options: ServiceOptions = {},
+    readonly options: ServiceOptions,
   ) {}
 
   get ready(): number {
@@ -219,9 +219,8 @@ export class Service {
         ? (signal) => this.options.starts!.acquire(this.name, signal)
         : undefined,
       startTimeoutMs: settings.readinessTimeoutMs,
-      limits: this.options.resources
-        ? (name) => this.options.resources!.group(name, target.spec.resources)
-        : undefined,
+      driver: this.options.driver,
+      resources: target.spec.resources,
       onReadyChange: (r, ready) => {
         if (!this.#proxy || r.port === undefined) return;
         if (ready && !this.#retiring.has(r)) this.#proxy.add({ id: r.name, port: r.port });

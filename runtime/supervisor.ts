@@ -8,11 +8,14 @@ import { type Launch, prepareLaunch } from "./launch.ts";
 import { removeStreams } from "./logs.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
-import { Run } from "./run.ts";
+import { Run, type RunRequest } from "./run.ts";
+import { type ProcessDriver, RealDriver } from "./driver.ts";
 import { Service } from "./service.ts";
 import { StartQueue } from "./start_queue.ts";
 
 export interface SupervisorOptions {
+  /** Starts processes. @default a RealDriver with this home's resource control */
+  driver?: ProcessDriver;
   /** Replicas of the whole agent starting at once. @default DEFAULT_START_PARALLELISM */
   startParallelism?: number;
 }
@@ -37,7 +40,11 @@ export class Supervisor {
   constructor(readonly ctx: AgentContext, options: SupervisorOptions = {}) {
     this.resources = new ResourceControl(ctx.paths.home);
     this.starts = new StartQueue(options.startParallelism);
+    this.driver = options.driver ?? new RealDriver(this.resources);
   }
+
+  /** How replicas and runs start their processes. */
+  readonly driver: ProcessDriver;
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -76,7 +83,7 @@ export class Supervisor {
   async rolloutService(spec: DeploySpec, version: string, replicas: number): Promise<void> {
     const launch = await this.launch(spec, version);
     const service = this.services.get(spec.name) ??
-      new Service(this.ctx, spec.name, { resources: this.resources, starts: this.starts });
+      new Service(this.ctx, spec.name, { driver: this.driver, starts: this.starts });
     this.services.set(spec.name, service);
     await service.rollout({ version, spec, launch, replicas });
   }
@@ -104,14 +111,12 @@ export class Supervisor {
       trigger: options.trigger,
       env: options.env,
       scheduledAt: options.scheduledAt,
+      driver: this.driver,
     });
   }
 
-  #run(request: ConstructorParameters<typeof Run>[1]): Run {
-    const run = new Run(this.ctx, {
-      ...request,
-      limits: (name) => this.resources.group(name, request.spec.resources),
-    });
+  #run(request: RunRequest): Run {
+    const run = new Run(this.ctx, request);
     this.runs.set(run.id, run);
     run.done.then((record) => {
       this.runs.delete(run.id);
@@ -129,7 +134,7 @@ export class Supervisor {
   }
 
   /** A failed run with retries left is tried again after a backoff, linked to its first attempt. */
-  async #maybeRetry(request: ConstructorParameters<typeof Run>[1], record: RunRecord) {
+  async #maybeRetry(request: RunRequest, record: RunRecord) {
     const { retries, retryBackoffMs: base } = settingsOf(request.spec);
     const attempt = request.attempt ?? 1;
     if (record.status !== "failed" || attempt > retries) return;
