@@ -1,0 +1,262 @@
+/**
+ * Service with the fake driver: rollouts, abandoning a version, scale, stop — exact and fast.
+ * Probes, the proxy and the records are real; only the processes are fakes.
+ */
+import assert from "node:assert/strict";
+import { Service } from "../../runtime/service.ts";
+import { StartQueue } from "../../runtime/start_queue.ts";
+import { freePort, isPrisnError, waitFor } from "../_helpers.ts";
+import { events, fakeLaunch, fakeSpec, withFakes } from "./_fake.ts";
+
+const FAST = {
+  readiness_timeout: "500ms",
+  drain_grace: "0s",
+  stop_grace: "200ms",
+  restart: { backoff_initial: "10ms", backoff_max: "80ms" },
+  health: { path: "/healthz", interval: "50ms", timeout: "200ms", failures: 2 },
+};
+
+Deno.test("Service.rollout() replaces every old replica and keeps the ready count up all along", async () => {
+  await withFakes(() => ({ readyAfterMs: 20 }), async ({ ctx, driver, dir }) => {
+    const port = freePort();
+    const service = new Service(ctx, "api", { driver });
+    const spec = fakeSpec({ name: "api", port, replicas: 3, ...FAST });
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 3 });
+      assert.equal(service.ready, 3);
+      let lowest = Infinity;
+      const watch = setInterval(() => lowest = Math.min(lowest, service.ready), 2);
+      await service.rollout({ version: "v-2", spec, launch: fakeLaunch(dir), replicas: 3 });
+      clearInterval(watch);
+      assert.deepEqual(service.status().map((r) => r.version), ["v-2", "v-2", "v-2"]);
+      assert.ok(lowest >= 3, `ready dropped to ${lowest} during the rollout`);
+      assert.equal(driver.running.length, 3, "old replicas' processes are stopped");
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.rollout() replaces in batches of rollout.max_parallel", async () => {
+  await withFakes(() => ({ readyAfterMs: 30 }), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "api", { driver });
+    const spec = (v: number) =>
+      fakeSpec({
+        name: "api",
+        port: freePort(),
+        replicas: 4,
+        rollout: { max_parallel: v },
+        ...FAST,
+      });
+    try {
+      await service.rollout({
+        version: "v-1",
+        spec: spec(2),
+        launch: fakeLaunch(dir),
+        replicas: 4,
+      });
+      const before = driver.starts.length;
+      let most = 0;
+      const watch = setInterval(() => most = Math.max(most, service.replicas.length), 1);
+      await service.rollout({
+        version: "v-2",
+        spec: spec(2),
+        launch: fakeLaunch(dir),
+        replicas: 4,
+      });
+      clearInterval(watch);
+      assert.equal(driver.starts.length - before, 4);
+      assert.equal(most, 6, "two new replicas beside the four old ones at most");
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.rollout() abandons a version that never gets ready; the old one keeps serving", async () => {
+  await withFakes(
+    (s) => ({ ready: s.request.spec.env.PRISN_VERSION !== "v-bad" }),
+    async ({ ctx, driver, dir }) => {
+      const service = new Service(ctx, "api", { driver });
+      const spec = fakeSpec({ name: "api", port: freePort(), replicas: 2, ...FAST });
+      const launch = (v: string) => ({ ...fakeLaunch(dir), env: { PRISN_VERSION: v } });
+      try {
+        await service.rollout({ version: "v-good", spec, launch: launch("v-good"), replicas: 2 });
+        await assert.rejects(
+          service.rollout({ version: "v-bad", spec, launch: launch("v-bad"), replicas: 2 }),
+          isPrisnError(
+            "FAILED",
+            /^v-bad never became ready \(replica api-\d not ready within 1s\); v-good keeps serving$/,
+          ),
+        );
+        assert.deepEqual(service.status().map((r) => r.version), ["v-good", "v-good"]);
+        assert.equal(service.ready, 2);
+        assert.equal(service.target?.version, "v-good");
+        assert.equal(driver.running.length, 2, "the bad version's process is stopped");
+      } finally {
+        await service.stop();
+      }
+    },
+  );
+});
+
+Deno.test("Service.rollout() of a first version that crashes fails at once and keeps restarting it", async () => {
+  await withFakes(() => ({ runMs: 5, exitCode: 3 }), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "api", { driver });
+    const spec = fakeSpec({ name: "api", port: freePort(), replicas: 2, ...FAST });
+    try {
+      const t0 = Date.now();
+      await assert.rejects(
+        service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 }),
+        isPrisnError(
+          "FAILED",
+          /^v-1 is not ready \(replica api-\d exited with code 3\); it keeps restarting: see prisn logs api$/,
+        ),
+      );
+      assert.ok(Date.now() - t0 < 400, "failed before the readiness timeout");
+      await waitFor(() => driver.starts.length >= 6, { what: "restarts" });
+      assert.equal(service.replicas.length, 2);
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.scale() adds and removes replicas of the current version, lowest slots kept", async () => {
+  await withFakes(() => ({}), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "worker", { driver });
+    const spec = fakeSpec({ name: "worker", replicas: 2, ...FAST });
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 });
+      await service.scale(5);
+      assert.deepEqual(service.status().map((r) => r.name), [
+        "worker-0",
+        "worker-1",
+        "worker-2",
+        "worker-3",
+        "worker-4",
+      ]);
+      await service.scale(1);
+      assert.deepEqual(service.status().map((r) => r.name), ["worker-0"]);
+      assert.equal(driver.running.length, 1);
+      await service.scale(0);
+      assert.equal(driver.running.length, 0);
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service starts wait for the agent's start queue, and the readiness time counts from the start", async () => {
+  await withFakes(() => ({ readyAfterMs: 100 }), async ({ ctx, driver, dir }) => {
+    const starts = new StartQueue(2);
+    const service = new Service(ctx, "api", { driver, starts });
+    // 6 replicas, 2 at a time, 100 ms each: ~300 ms, though each may take only 250 ms to get ready.
+    const spec = fakeSpec({
+      name: "api",
+      port: freePort(),
+      replicas: 6,
+      ...FAST,
+      readiness_timeout: "250ms",
+    });
+    try {
+      let most = 0;
+      const watch = setInterval(
+        () => most = Math.max(most, driver.running.length - service.ready),
+        1,
+      );
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 6 });
+      clearInterval(watch);
+      assert.equal(service.ready, 6);
+      assert.ok(most <= 2, `${most} replicas were starting at once`);
+      assert.equal(starts.active, 0, "every start slot is given back");
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.stop() SIGKILLs a replica that ignores SIGTERM once the stop grace is over", async () => {
+  await withFakes(() => ({ ignoreSigterm: true }), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "stubborn", { driver });
+    const spec = fakeSpec({ name: "stubborn", replicas: 1, ...FAST });
+    await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 1 });
+    const t0 = Date.now();
+    await service.stop();
+    const took = Date.now() - t0;
+    assert.deepEqual(driver.starts[0].handle?.signals, ["SIGTERM", "SIGKILL"]);
+    assert.ok(took >= 190 && took < 1_000, `stop took ${took} ms with a 200 ms grace`);
+    assert.deepEqual(ctx.records.listProcesses(), [], "no process record is left");
+  });
+});
+
+Deno.test("Replica restarts back off exponentially up to restart.backoff_max, and max_restarts gives up", async () => {
+  await withFakes(() => ({ runMs: 0, exitCode: 1 }), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "crashy", { driver });
+    const spec = fakeSpec({
+      name: "crashy",
+      replicas: 1,
+      ...FAST,
+      restart: { backoff_initial: "20ms", backoff_max: "80ms", max_restarts: 5 },
+    });
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 1 })
+        .catch(() => {});
+      await waitFor(() => service.status()[0]?.state === "Failed", { what: "gave up" });
+      const at = driver.starts.map((s) => s.at);
+      assert.equal(at.length, 6, "the first start and 5 restarts");
+      const gaps = at.slice(1).map((t, i) => t - at[i]);
+      const expected = [20, 40, 80, 80, 80];
+      gaps.forEach((g, i) =>
+        assert.ok(g >= expected[i] && g < expected[i] + 60, `gap ${i}: ${g} ms`)
+      );
+      const log = events(ctx, "crashy");
+      assert.match(
+        log.at(-1)!,
+        /^GaveUp: replica crashy-0 exited with code 1; gave up after 5 restart/,
+      );
+      assert.equal(log.filter((e) => e.startsWith("ReplicaExited")).length, 5);
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Replica restarts after failing liveness checks and after a start that cannot spawn", async () => {
+  await withFakes(
+    (s) => s.attempt === 1 ? { failStart: "no such program" } : {},
+    async ({ ctx, driver, dir }) => {
+      const service = new Service(ctx, "api", { driver });
+      const spec = fakeSpec({
+        name: "api",
+        port: freePort(),
+        replicas: 1,
+        ...FAST,
+        readiness_timeout: "2s",
+      });
+      try {
+        await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 1 })
+          .catch(() => {});
+        await waitFor(() => service.ready === 1, { what: "ready after the failed spawn" });
+        assert.match(
+          events(ctx, "api")[0],
+          /^SpawnFailed: replica api-0 could not start: no such program$/,
+        );
+        // Liveness: the process hangs (still running, no answers); two failed probes restart it.
+        const hung = driver.starts[1].handle!;
+        await hung.hang();
+        await waitFor(() => driver.starts.length === 3 && service.ready === 1, {
+          what: "a new process after the failed liveness checks",
+        });
+        assert.deepEqual(hung.signals, ["SIGTERM"]);
+        const log = events(ctx, "api");
+        assert.ok(
+          log.includes("LivenessFailed: replica api-0 failed its health check (2/2)"),
+          `${log}`,
+        );
+      } finally {
+        await service.stop();
+      }
+    },
+  );
+});
