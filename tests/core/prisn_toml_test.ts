@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import {
-  durationMs,
   parsePrisnToml,
   PRISN_TOML_DEFAULTS,
   PRISN_TOML_KEYS,
@@ -398,15 +397,6 @@ Deno.test("validateName() rejects anything else with one line saying what is all
       name,
     );
   }
-});
-
-Deno.test("durationMs() parses a value and falls back when it is absent", () => {
-  assert.equal(durationMs("1m30s", 5, "timeout"), 90_000);
-  assert.equal(durationMs(undefined, 10_000, "stop_grace"), 10_000);
-  assert.throws(
-    () => durationMs("soon", 0, "restart.backoff_max"),
-    /^PrisnError: restart.backoff_max "soon" is not a duration/,
-  );
 });
 
 Deno.test("PRISN_TOML_KEYS lists every key once, tables' keys dotted", () => {
