@@ -7,6 +7,7 @@ import type {
   ProcessRecord,
   RunRecord,
   RunStatus,
+  RunTicket,
   SourceInfo,
   VersionRecord,
   VersionStatus,
@@ -37,6 +38,10 @@ const MIGRATIONS: string[] = [
    CREATE TABLE processes(
      id TEXT PRIMARY KEY, deployment TEXT NOT NULL, pid INTEGER NOT NULL,
      start_ticks INTEGER NOT NULL);`,
+  // Run tickets: what a pending run needs to start (env overrides, replace), and when.
+  `ALTER TABLE runs ADD COLUMN ticket TEXT;
+   ALTER TABLE runs ADD COLUMN not_before INTEGER;
+   CREATE INDEX runs_by_status ON runs(status);`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -283,6 +288,53 @@ export class Records {
     }
     if (sets.length === 0) return;
     this.#prepare(`UPDATE runs SET ${sets.join(", ")} WHERE id = ?`).run(...values, id);
+  }
+
+  /**
+   * Records a ticket as a pending run, in one statement; false (and nothing written) when a run
+   * with its id exists already, e.g. the same cron tick submitted twice.
+   */
+  insertTicket(t: RunTicket, node: string, now: number): boolean {
+    const { changes } = this.#prepare(
+      `INSERT OR IGNORE INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
+                                  scheduled_at, not_before, ticket, created_at)
+       VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      t.id,
+      t.deployment,
+      t.version,
+      t.trigger,
+      node,
+      t.attempt,
+      t.parent ?? null,
+      t.scheduledAt ?? null,
+      t.notBefore ?? null,
+      JSON.stringify({ env: t.env, replace: t.replace }),
+      now,
+    );
+    return Number(changes) === 1;
+  }
+
+  /** Tickets recorded but not started yet (pending runs), oldest first. */
+  pendingTickets(): RunTicket[] {
+    const rows = this.#prepare(
+      "SELECT * FROM runs WHERE status = 'pending' ORDER BY created_at, rowid",
+    ).all() as Row[];
+    return rows.map((r) => {
+      const extra = r.ticket ? JSON.parse(String(r.ticket)) : {};
+      return {
+        id: String(r.id),
+        deployment: String(r.deployment),
+        version: String(r.version),
+        trigger: r.trigger as RunTicket["trigger"],
+        scheduledAt: opt(r.scheduled_at, Number),
+        attempt: Number(r.attempt),
+        parent: opt(r.parent, String),
+        notBefore: opt(r.not_before, Number),
+        env: extra.env,
+        replace: extra.replace,
+      };
+    });
   }
 
   getRun(id: string): RunRecord | undefined {

@@ -61,6 +61,31 @@ export interface RunRecord {
   pid?: number;
 }
 
+/**
+ * A request to execute a job or cronjob once. Its run id exists before anything slow happens
+ * (env build, launch): submitting records the run as pending at once, so a ticket is never lost
+ * between "decided" and "started". A cron tick's id derives from `NAME@scheduled-time`
+ * ({@link tickRunId}), so the same tick can never become two runs. Retries are new tickets.
+ */
+export interface RunTicket {
+  id: string;
+  deployment: string;
+  version: string;
+  trigger: RunTrigger;
+  /** The cron tick it runs for. */
+  scheduledAt?: number;
+  /** 1 for the first try; a retry is attempt + 1. */
+  attempt: number;
+  /** The first run of a retry chain. */
+  parent?: string;
+  /** Extra env for this run only (`prisn run NAME --env K=V`). */
+  env?: Record<string, string>;
+  /** Not before this time (a retry's backoff). */
+  notBefore?: number;
+  /** Stop the deployment's active runs first (cron concurrency "replace"). */
+  replace?: boolean;
+}
+
 export interface EventRecord {
   id: number;
   deployment: string;

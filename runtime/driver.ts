@@ -49,9 +49,7 @@ export class RealDriver implements ProcessDriver {
     const { proc, group } = await spawnLimited(request.spec, {
       output: request.output,
       name: request.name,
-      limits: this.resources
-        ? (name) => this.resources!.group(name, request.resources)
-        : undefined,
+      limits: this.resources ? (name) => this.resources!.group(name, request.resources) : undefined,
     });
     const exited = proc.exited.then(async (exit) => {
       const oomKilled = (await group?.oomKilled()) ?? false;

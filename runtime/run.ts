@@ -8,6 +8,8 @@ import type { ProcessDriver } from "./driver.ts";
 import { TaskRunner } from "./task_runner.ts";
 
 export interface RunRequest {
+  /** The run id its ticket got (the run is recorded as pending already). */
+  id: string;
   deployment: string;
   version: string;
   spec: DeploySpec;
@@ -28,29 +30,18 @@ export function newRunId(): string {
 }
 
 /**
- * One execution of a job or cronjob: recorded as pending, then running, then completed or
+ * One execution of a job or cronjob, from a ticket already recorded as pending: then running, then completed or
  * failed with its exit code; output goes to logs/NAME/DAY/<run-id>.log. A run over its
  * `timeout` is stopped (SIGTERM to its group, grace, SIGKILL) and recorded as timed out.
  */
 export class Run {
-  readonly id = newRunId();
+  readonly id: string;
   readonly done: Promise<RunRecord>;
   #task?: TaskRunner;
   #stopReason?: string;
 
   constructor(readonly ctx: AgentContext, readonly request: RunRequest) {
-    const now = Date.now();
-    ctx.records.insertRun({
-      id: this.id,
-      deployment: request.deployment,
-      version: request.version,
-      status: "pending",
-      trigger: request.trigger,
-      node: ctx.node,
-      attempt: request.attempt ?? 1,
-      parent: request.parent,
-      scheduledAt: request.scheduledAt,
-    }, now);
+    this.id = request.id;
     this.done = this.#execute();
   }
 

@@ -3,6 +3,7 @@ import { settingsOf } from "../core/settings.ts";
 import type { DeploymentRecord } from "../core/types.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
+import { tickRunId } from "../core/dispatch.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 /** The cron policy of a cronjob's spec, with prisn's defaults (forbid, catch up latest, 1h). */
@@ -34,8 +35,6 @@ export class Scheduler {
   #wake?: () => void;
   #stopped = false;
   #loop?: Promise<void>;
-  /** Per cronjob: fires decided whose run has not started yet, and the newest of their ticks. */
-  #firing = new Map<string, { count: number; newest: number }>();
 
   constructor(readonly ctx: AgentContext, readonly supervisor: Supervisor) {}
 
@@ -78,8 +77,7 @@ export class Scheduler {
       const d = entry.deployment;
       const decision = decideCron(cronPolicy(entry.spec, d.suspended), {
         lastScheduledAt: d.lastScheduledAt,
-        activeRuns: this.supervisor.activeRuns(name).length +
-          (this.#firing.get(name)?.count ?? 0),
+        activeRuns: this.supervisor.activeCount(name),
         deployedAt: d.createdAt,
       }, now);
       for (const action of decision.actions) {
@@ -99,42 +97,25 @@ export class Scheduler {
     }
   }
 
-  async #fire(name: string, scheduledAt: number, replace: boolean, catchup: boolean) {
-    const firing = this.#firing.get(name) ?? { count: 0, newest: scheduledAt };
-    firing.count++;
-    firing.newest = Math.max(firing.newest, scheduledAt);
-    this.#firing.set(name, firing);
-    try {
-      if (replace) {
-        await Promise.all(this.supervisor.activeRuns(name).map((r) => r.stop("replaced")));
-        if (firing.newest !== scheduledAt) {
-          this.ctx.event(
-            name,
-            "TickSkipped",
-            `the tick at ${new Date(scheduledAt).toISOString()} was replaced by a newer one ` +
-              `while the active run was stopping`,
-          );
-          return;
-        }
-        this.ctx.event(
-          name,
-          "RunReplaced",
-          `stopped the active run for the tick at ${new Date(scheduledAt).toISOString()}`,
-        );
-      }
-      if (catchup) {
-        this.ctx.event(
-          name,
-          "CatchUp",
-          `running the missed tick of ${new Date(scheduledAt).toISOString()}`,
-        );
-      }
-      await this.supervisor.startRun(name, { trigger: "schedule", scheduledAt });
-    } catch (e) {
-      this.ctx.event(name, "FireFailed", (e as Error).message);
-    } finally {
-      if (--firing.count === 0) this.#firing.delete(name);
-    }
+  /**
+   * Submits the tick's ticket: recorded as a pending run in the same transaction that stores the
+   * tick handled (locally), with an id derived from the tick, so it is neither lost nor doubled.
+   */
+  #fire(name: string, scheduledAt: number, replace: boolean, catchup: boolean): void {
+    const d = this.#entries.get(name)!.deployment;
+    const at = new Date(scheduledAt).toISOString();
+    if (catchup) this.ctx.event(name, "CatchUp", `running the missed tick of ${at}`);
+    this.supervisor.dispatcher.submit({
+      id: tickRunId(name, scheduledAt),
+      deployment: name,
+      version: d.version,
+      trigger: "schedule",
+      scheduledAt,
+      attempt: 1,
+      replace: replace || undefined,
+    }).then((submitted) => {
+      if (!submitted) this.ctx.event(name, "TickSkipped", `the tick at ${at} has its run already`);
+    }, (e) => this.ctx.event(name, "FireFailed", (e as Error).message));
   }
 
   async #run(): Promise<void> {

@@ -1,14 +1,17 @@
 import { notFound } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
-import type { RunRecord, RunTrigger } from "../core/types.ts";
+import type { RunRecord, RunTicket, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
-import { delay } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
 import { removeStreams } from "./logs.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
-import { Run, type RunRequest } from "./run.ts";
+import { newRunId, Run, type RunRequest } from "./run.ts";
+import type { Dispatcher } from "../core/dispatch.ts";
+import { LocalDispatcher } from "./local_dispatch.ts";
+import { formatDuration } from "../core/duration.ts";
+import { PrisnError } from "../core/errors.ts";
 import { type ProcessDriver, RealDriver } from "./driver.ts";
 import { Service } from "./service.ts";
 import { StartQueue } from "./start_queue.ts";
@@ -16,6 +19,8 @@ import { StartQueue } from "./start_queue.ts";
 export interface SupervisorOptions {
   /** Starts processes. @default a RealDriver with this home's resource control */
   driver?: ProcessDriver;
+  /** Run tickets. @default a LocalDispatcher over the records */
+  dispatcher?: Dispatcher;
   /** Replicas of the whole agent starting at once. @default DEFAULT_START_PARALLELISM */
   startParallelism?: number;
 }
@@ -41,10 +46,15 @@ export class Supervisor {
     this.resources = new ResourceControl(ctx.paths.home);
     this.starts = new StartQueue(options.startParallelism);
     this.driver = options.driver ?? new RealDriver(this.resources);
+    this.dispatcher = options.dispatcher ?? new LocalDispatcher(ctx.records, ctx.node);
   }
 
   /** How replicas and runs start their processes. */
   readonly driver: ProcessDriver;
+  /** Where run tickets go and come from. */
+  readonly dispatcher: Dispatcher;
+  #startWaiters = new Map<string, (run: Run | Error) => void>();
+  #stopConsuming?: () => void;
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -88,7 +98,11 @@ export class Supervisor {
     await service.rollout({ version, spec, launch, replicas });
   }
 
-  /** Starts a run of a job or cronjob at its active version (or `version`). */
+  /**
+   * Submits a run of a job or cronjob at its active version (or `version`) and resolves with it
+   * once it started (throws what kept it from starting, e.g. an env that cannot be built). The
+   * run is recorded as pending before anything slow happens.
+   */
   async startRun(
     name: string,
     options: {
@@ -100,19 +114,100 @@ export class Supervisor {
   ): Promise<Run> {
     const d = this.ctx.records.getDeployment(name);
     if (!d) throw notFound(`deployment "${name}" not found: see prisn ls`);
-    const version = options.version ?? d.version;
-    const spec = this.ctx.records.getVersion(name, version)!.spec;
-    const launch = await this.launch(spec, version);
-    return this.#run({
+    this.consumeTickets();
+    const ticket: RunTicket = {
+      id: newRunId(),
       deployment: name,
-      version,
+      version: options.version ?? d.version,
+      trigger: options.trigger,
+      scheduledAt: options.scheduledAt,
+      attempt: 1,
+      env: options.env,
+    };
+    const started = new Promise<Run | Error>((resolve) =>
+      this.#startWaiters.set(ticket.id, resolve)
+    );
+    await this.dispatcher.submit(ticket);
+    const run = await started;
+    if (run instanceof Error) throw run;
+    return run;
+  }
+
+  /** Tickets of a deployment not yet started, and runs under way: what cron concurrency counts. */
+  activeCount(name: string): number {
+    const ids = new Set(this.activeRuns(name).map((r) => r.id));
+    for (
+      const r of this.ctx.records.listRuns({ deployment: name, statuses: ["pending"], limit: 1000 })
+    ) {
+      ids.add(r.id);
+    }
+    return ids.size;
+  }
+
+  /** Takes tickets from the dispatcher (once, at agent start); stops with shutdown(). */
+  consumeTickets(): void {
+    this.#stopConsuming ??= this.dispatcher.consume((t) => this.#take(t));
+  }
+
+  /** Starts a ticket's run, or records why it cannot run. */
+  async #take(ticket: RunTicket): Promise<void> {
+    const { records } = this.ctx;
+    const settle = (result: Run | Error) => {
+      this.#startWaiters.get(ticket.id)?.(result);
+      this.#startWaiters.delete(ticket.id);
+    };
+    const fail = (reason: string, error?: Error) => {
+      records.updateRun(ticket.id, { status: "failed", finishedAt: Date.now(), reason });
+      this.ctx.event(ticket.deployment, "RunFailed", `${ticket.id} failed: ${reason}`);
+      settle(error ?? new PrisnError("FAILED", `${ticket.id} failed: ${reason}`));
+    };
+    if (this.#stopping.signal.aborted) return; // stays pending: the next agent takes it
+    const version = records.getVersion(ticket.deployment, ticket.version);
+    if (!records.getDeployment(ticket.deployment) || !version) {
+      return fail(`${ticket.deployment} ${ticket.version} is no longer deployed`);
+    }
+    const spec = version.spec;
+    if (ticket.trigger === "schedule" && ticket.scheduledAt !== undefined) {
+      const { startingDeadlineMs } = settingsOf(spec);
+      const late = Date.now() - ticket.scheduledAt;
+      if (late > startingDeadlineMs) {
+        return fail(
+          `missed its starting deadline: ${formatDuration(late)} after its tick ` +
+            `(starting_deadline ${formatDuration(startingDeadlineMs)})`,
+        );
+      }
+    }
+    if (ticket.replace) {
+      const active = this.activeRuns(ticket.deployment).filter((r) => r.id !== ticket.id);
+      if (active.length) {
+        await Promise.all(active.map((r) => r.stop("replaced")));
+        this.ctx.event(
+          ticket.deployment,
+          "RunReplaced",
+          `stopped the active run for the tick at ${new Date(ticket.scheduledAt!).toISOString()}`,
+        );
+      }
+    }
+    let launch: Launch;
+    try {
+      launch = await this.launch(spec, ticket.version);
+    } catch (e) {
+      return fail(`could not prepare: ${(e as Error).message}`, e as Error);
+    }
+    if (this.#stopping.signal.aborted) return;
+    settle(this.#run({
+      id: ticket.id,
+      deployment: ticket.deployment,
+      version: ticket.version,
       spec,
       launch,
-      trigger: options.trigger,
-      env: options.env,
-      scheduledAt: options.scheduledAt,
+      trigger: ticket.trigger,
+      env: ticket.env,
+      scheduledAt: ticket.scheduledAt,
+      attempt: ticket.attempt,
+      parent: ticket.parent,
       driver: this.driver,
-    });
+    }));
   }
 
   #run(request: RunRequest): Run {
@@ -133,26 +228,37 @@ export class Supervisor {
     if (removed.length) removeStreams(this.ctx.paths, deployment, new Set(removed));
   }
 
-  /** A failed run with retries left is tried again after a backoff, linked to its first attempt. */
+  /**
+   * A failed run with retries left is tried again after a backoff, linked to its first attempt:
+   * a new ticket due at the end of the backoff, recorded at once, so it survives a restart.
+   */
   async #maybeRetry(request: RunRequest, record: RunRecord) {
     const { retries, retryBackoffMs: base } = settingsOf(request.spec);
     const attempt = request.attempt ?? 1;
     if (record.status !== "failed" || attempt > retries) return;
-    if (record.reason === "stopped" || record.reason === "replaced") return;
-    await delay(base * 2 ** (attempt - 1), this.#stopping.signal);
+    if (["stopped", "replaced", "agent stopped"].includes(record.reason ?? "")) return;
     if (this.#stopping.signal.aborted) return;
     if (!this.ctx.records.getDeployment(request.deployment)) return;
+    const ticket: RunTicket = {
+      id: newRunId(),
+      deployment: request.deployment,
+      version: request.version,
+      trigger: "retry",
+      scheduledAt: request.scheduledAt,
+      attempt: attempt + 1,
+      parent: request.parent ?? record.id,
+      env: request.env,
+      notBefore: Date.now() + base * 2 ** (attempt - 1),
+    };
+    await this.dispatcher.submit(ticket);
     this.ctx.event(
       request.deployment,
       "RunRetry",
-      `retrying ${record.id} (attempt ${attempt + 1} of ${retries + 1})`,
+      `retrying ${record.id} as ${ticket.id} in ${
+        formatDuration(ticket.notBefore! - Date.now())
+      } ` +
+        `(attempt ${attempt + 1} of ${retries + 1})`,
     );
-    this.#run({
-      ...request,
-      trigger: "retry",
-      attempt: attempt + 1,
-      parent: request.parent ?? record.id,
-    });
   }
 
   activeRuns(name: string): Run[] {
@@ -194,7 +300,9 @@ export class Supervisor {
       }),
     );
     await this.resources.cleanup().catch(() => []);
-    for (const run of records.listRuns({ statuses: ["pending", "running"], limit: 10_000 })) {
+    // Running ones died with the agent (their processes were just stopped); pending tickets stay
+    // and are started by consumeTickets().
+    for (const run of records.listRuns({ statuses: ["running"], limit: 10_000 })) {
       records.updateRun(run.id, {
         status: "failed",
         finishedAt: Date.now(),
@@ -213,6 +321,7 @@ export class Supervisor {
   /** Stops every process this agent runs. */
   async shutdown(): Promise<void> {
     this.#stopping.abort();
+    this.#stopConsuming?.();
     await Promise.all([
       ...[...this.services.values()].map((s) => s.stop()),
       ...[...this.runs.values()].map((r) => r.stop("agent stopped")),

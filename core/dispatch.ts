@@ -1,0 +1,34 @@
+import { createHash } from "node:crypto";
+import type { RunTicket } from "./types.ts";
+
+/**
+ * Coordination, as the agent sees it: who decides cluster-wide things, where run tickets go and
+ * how many of a service's replicas run here. The local implementation (one node: always leader,
+ * tickets in SQLite, every replica here) is runtime/local_dispatch.ts; a cluster one puts tickets
+ * on a work queue and places replicas across nodes.
+ */
+export interface Dispatcher {
+  /** Whether this node fires cron ticks (and, in a cluster, places replicas). */
+  isLeader(): boolean;
+  /**
+   * Records the ticket's run as pending and queues it for a consumer; false when a run with its
+   * id exists already (the same cron tick twice): nothing is queued then.
+   */
+  submit(ticket: RunTicket): Promise<boolean>;
+  /**
+   * Hands queued tickets to `handler` as they become due (`notBefore`), tickets left pending by
+   * an earlier agent first. A ticket is done once its run left "pending"; one the handler could
+   * not take is delivered again at the next start. Returns a function that stops consuming.
+   */
+  consume(handler: (ticket: RunTicket) => Promise<void>): () => void;
+  /** Tickets submitted and not yet handed to the handler (waiting for their time). */
+  waiting(deployment: string): number;
+  /** How many of a deployment's `desired` replicas this node runs. */
+  replicasHere(deployment: string, desired: number): number;
+}
+
+/** The run id of a cron tick: the same deployment and scheduled time give the same id. */
+export function tickRunId(deployment: string, scheduledAt: number): string {
+  const hash = createHash("sha256").update(`${deployment}@${new Date(scheduledAt).toISOString()}`);
+  return `run-${hash.digest("hex").slice(0, 8)}`;
+}
