@@ -2,7 +2,6 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import { formatDuration } from "../core/duration.ts";
 import { AgentClient } from "../runtime/client.ts";
-import type { StatusView } from "../runtime/views.ts";
 import type { App } from "./_app.ts";
 import { processAlive as alive } from "../runtime/process.ts";
 import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
@@ -48,7 +47,7 @@ export function register(program: Command, app: App): void {
       const client = await AgentClient.existing(app.paths);
       if (!client) return app.out("no agent running");
       try {
-        const { pid } = await client.call<{ pid: number }>("POST", "/v1/agent/stop");
+        const { pid } = await client.stopAgent();
         const deadline = Date.now() + 60_000;
         while (Date.now() < deadline && (await client.ping() || alive(pid))) {
           await new Promise((r) => setTimeout(r, 50));
@@ -69,7 +68,7 @@ export function register(program: Command, app: App): void {
         return;
       }
       try {
-        const s = await client.call<StatusView>("GET", "/v1/status");
+        const s = await client.status();
         app.out(
           `agent running: pid ${s.agent.pid}, node ${s.node}, up ${
             formatDuration(Date.now() - s.agent.startedAt)

@@ -7,10 +7,7 @@ export function register(program: Command, app: App): void {
     .argument("<name>")
     .option("--purge", "remove its logs too")
     .action(async (name: string, opts) => {
-      await (await app.agent()).call(
-        "DELETE",
-        `/v1/deployments/${encodeURIComponent(name)}?purge=${opts.purge ? "true" : "false"}`,
-      );
+      await (await app.agent()).delete(name, { purge: Boolean(opts.purge) });
       app.out(`${name} deleted${opts.purge ? " (logs purged)" : ""}`);
     });
 }

@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { PrisnError } from "../core/errors.ts";
-import type { DeployResult } from "../runtime/deploy.ts";
+import type { DeployResult } from "../runtime/api_types.ts";
 import { isGitUrl } from "../runtime/git_source.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat } from "./_output.ts";
@@ -55,23 +55,12 @@ export function register(program: Command, app: App): void {
         entrypoint: opts.entrypoint,
         runtime: opts.runtime,
       };
-      const client = await app.agent();
-      let result: DeployResult | undefined;
-      let failure: { code: string; message: string } | undefined;
-      await client.stream(
-        "POST",
-        "/v1/deploy",
+      const result = await (await app.agent()).deploy(
         { source: location, ref: opts.ref, path: opts.path, flags },
-        (line) => {
-          if (line.step && format === "table") {
-            app.out(`${String(line.step).padEnd(9)} ${line.detail}`);
-          }
-          if (line.result) result = line.result as DeployResult;
-          if (line.error) failure = line.error as typeof failure;
+        (step, detail) => {
+          if (format === "table") app.out(`${step.padEnd(9)} ${detail}`);
         },
       );
-      if (failure) throw new PrisnError(failure.code as PrisnError["code"], failure.message);
-      if (!result) throw new PrisnError("FAILED", "the agent ended the deploy without a result");
       if (format !== "table") return app.out(formatData(result, format));
       app.out(summary(result));
     });

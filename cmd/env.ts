@@ -9,12 +9,7 @@ export function register(program: Command, app: App): void {
     .option("-o, --output <format>", "json or yaml")
     .action(async (name: string, opts) => {
       const format = parseFormat(opts.output);
-      const rows = await (await app.agent()).call<
-        { key: string; value: string; secret: boolean }[]
-      >(
-        "GET",
-        `/v1/deployments/${encodeURIComponent(name)}/env`,
-      );
+      const rows = await (await app.agent()).env(name);
       if (format !== "table") return app.out(formatData(rows, format));
       if (rows.length === 0) return app.out(`${name} sets no environment variables`);
       app.out(table(

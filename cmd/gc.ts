@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { invalid } from "../core/errors.ts";
-import type { GcResult } from "../runtime/gc.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat } from "./_output.ts";
 
@@ -15,7 +14,7 @@ export function register(program: Command, app: App): void {
       if (opts.keep !== undefined && !/^[1-9]\d*$/.test(opts.keep)) {
         throw invalid(`--keep "${opts.keep}" is not valid: give a whole number of 1 or more`);
       }
-      const result = await (await app.agent()).call<GcResult>("POST", "/v1/gc", {
+      const result = await (await app.agent()).gc({
         keepVersions: opts.keep !== undefined ? Number(opts.keep) : undefined,
         dryRun: Boolean(opts.dryRun),
       });

@@ -1,8 +1,7 @@
 import type { Command } from "commander";
 import { formatAge, formatDuration } from "../core/duration.ts";
 import { invalid } from "../core/errors.ts";
-import type { RunRecord, SourceInfo } from "../core/types.ts";
-import type { DeploymentDetail } from "../runtime/views.ts";
+import type { SourceInfo } from "../core/types.ts";
 import type { App } from "./_app.ts";
 import { clock, fields, formatData, parseFormat, table } from "./_output.ts";
 import { listDeployments } from "./ls.ts";
@@ -35,9 +34,7 @@ async function listRuns(
   if (!/^\d+$/.test(opts.limit) || Number(opts.limit) < 1) {
     throw invalid(`--limit "${opts.limit}" is not valid: give a whole number of 1 or more`);
   }
-  const query = new URLSearchParams({ limit: opts.limit });
-  if (name) query.set("deployment", name);
-  const runs = await (await app.agent()).call<RunRecord[]>("GET", `/v1/runs?${query}`);
+  const runs = await (await app.agent()).runs({ deployment: name, limit: Number(opts.limit) });
   if (format !== "table") return app.out(formatData(runs, format));
   if (runs.length === 0) return app.out("No runs.");
   app.out(table(
@@ -56,10 +53,7 @@ async function listRuns(
 
 async function describe(app: App, name: string, output?: string) {
   const format = parseFormat(output);
-  const d = await (await app.agent()).call<DeploymentDetail>(
-    "GET",
-    `/v1/deployments/${encodeURIComponent(name)}`,
-  );
+  const d = await (await app.agent()).deployment(name);
   if (format !== "table") {
     const { replicaStatus, ...rest } = d;
     return app.out(

@@ -1,16 +1,7 @@
 import type { Command } from "commander";
 import { formatAge } from "../core/duration.ts";
-import type { SourceInfo, VersionStatus } from "../core/types.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat, table } from "./_output.ts";
-
-interface HistoryRow {
-  version: string;
-  deployedAt: number;
-  status: VersionStatus;
-  current: boolean;
-  source: SourceInfo;
-}
 
 export function register(program: Command, app: App): void {
   program.command("history")
@@ -19,10 +10,7 @@ export function register(program: Command, app: App): void {
     .option("-o, --output <format>", "json or yaml")
     .action(async (name: string, opts) => {
       const format = parseFormat(opts.output);
-      const rows = await (await app.agent()).call<HistoryRow[]>(
-        "GET",
-        `/v1/deployments/${encodeURIComponent(name)}/history`,
-      );
+      const rows = await (await app.agent()).history(name);
       if (format !== "table") return app.out(formatData(rows, format));
       const withCommit = rows.some((r) => r.source.commit);
       app.out(table(

@@ -1,8 +1,5 @@
 import type { Command } from "commander";
-import { invalid, notFound } from "../core/errors.ts";
-import type { RunRecord } from "../core/types.ts";
-import { follow, listLogFiles, tailMerged } from "../runtime/logs.ts";
-import type { DeploymentDetail } from "../runtime/views.ts";
+import { invalid } from "../core/errors.ts";
 import type { App } from "./_app.ts";
 
 export function register(program: Command, app: App): void {
@@ -18,45 +15,20 @@ export function register(program: Command, app: App): void {
         throw invalid(`--tail "${opts.tail}" is not valid: give a whole number of lines`);
       }
       const client = await app.agent();
-      const d = await client.call<DeploymentDetail>(
-        "GET",
-        `/v1/deployments/${encodeURIComponent(name)}`,
-      );
-      let streams: Set<string> | undefined;
-      if (opts.run) {
-        const run = opts.run === "latest"
-          ? (await client.call<RunRecord[]>(
-            "GET",
-            `/v1/runs?deployment=${encodeURIComponent(name)}&limit=1`,
-          ))[0]
-          : await client.call<RunRecord>("GET", `/v1/runs/${encodeURIComponent(opts.run)}`);
-        if (!run || run.deployment !== name) {
-          throw notFound(
-            `${name} has ${
-              opts.run === "latest" ? "no runs yet" : `no run ${opts.run}`
-            }: see prisn get jobs ${name}`,
-          );
-        }
-        streams = new Set([run.id]);
-      } else if (replica) {
-        const stream = /^\d+$/.test(replica) ? `${name}-${replica}` : replica;
-        const known = d.replicaStatus.some((r) => r.name === stream) ||
-          (await listLogFiles(app.paths, name, new Set([stream]))).length > 0;
-        if (!known) throw notFound(`${name} has no replica ${replica}: see prisn get ${name}`);
-        streams = new Set([stream]);
-      }
-      const files = () => listLogFiles(app.paths, name, streams);
-      for (const line of await tailMerged(await files(), Number(opts.tail))) app.out(line);
-      if (!opts.follow) return;
+      const query = { tail: Number(opts.tail), replica, run: opts.run, follow: opts.follow };
       const stop = new AbortController();
       const onInt = () => stop.abort();
-      Deno.addSignalListener("SIGINT", onInt);
-      Deno.addSignalListener("SIGTERM", onInt);
+      if (opts.follow) {
+        Deno.addSignalListener("SIGINT", onInt);
+        Deno.addSignalListener("SIGTERM", onInt);
+      }
       try {
-        await follow(files, (lines) => lines.forEach((l) => app.out(l)), { signal: stop.signal });
+        await client.logs(name, query, (line) => app.out(line), { signal: stop.signal });
       } finally {
-        Deno.removeSignalListener("SIGINT", onInt);
-        Deno.removeSignalListener("SIGTERM", onInt);
+        if (opts.follow) {
+          Deno.removeSignalListener("SIGINT", onInt);
+          Deno.removeSignalListener("SIGTERM", onInt);
+        }
       }
     });
 }

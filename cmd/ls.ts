@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { formatAge } from "../core/duration.ts";
-import type { DeploymentSummary } from "../runtime/views.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat, table } from "./_output.ts";
 
@@ -14,7 +13,7 @@ export function register(program: Command, app: App): void {
 /** `prisn ls` and `prisn get deploy`: NAME TYPE REPLICAS VERSION AGE. */
 export async function listDeployments(app: App, output?: string): Promise<void> {
   const format = parseFormat(output);
-  const list = await (await app.agent()).call<DeploymentSummary[]>("GET", "/v1/deployments");
+  const list = await (await app.agent()).deployments();
   if (format !== "table") return app.out(formatData(list, format));
   if (list.length === 0) return app.out("No deployments.");
   app.out(table(

@@ -1,5 +1,4 @@
 import type { Command } from "commander";
-import type { DeployResult } from "../runtime/deploy.ts";
 import type { App } from "./_app.ts";
 
 export function register(program: Command, app: App): void {
@@ -8,11 +7,7 @@ export function register(program: Command, app: App): void {
     .argument("<name>")
     .argument("[version]", "a version from prisn history NAME")
     .action(async (name: string, version: string | undefined) => {
-      const r = await (await app.agent()).call<DeployResult>(
-        "POST",
-        `/v1/deployments/${encodeURIComponent(name)}/rollback`,
-        { version },
-      );
+      const r = await (await app.agent()).rollback(name, { version });
       app.out(
         r.unchanged ? `${name} is already at ${r.version}` : `${name} rolled back to ${r.version}`,
       );

@@ -12,11 +12,7 @@ export function register(program: Command, app: App): void {
     .action(async (name: string, opts) => {
       const env: string[] = opts.env ?? [];
       env.forEach(parseEnvPair); // refuse bad pairs before asking the agent
-      const { id } = await (await app.agent()).call<{ id: string }>(
-        "POST",
-        `/v1/deployments/${encodeURIComponent(name)}/run`,
-        { env },
-      );
+      const { id } = await (await app.agent()).startRun(name, { env });
       app.out(`${name}: started ${id} (prisn logs ${name} --run ${id})`);
     });
 }

@@ -9,11 +9,7 @@ export function register(program: Command, app: App): void {
     .argument("<replicas>")
     .action(async (name: string, value: string) => {
       const replicas = parseReplicas(value);
-      await (await app.agent()).call(
-        "POST",
-        `/v1/deployments/${encodeURIComponent(name)}/scale`,
-        { replicas },
-      );
+      await (await app.agent()).scale(name, replicas);
       app.out(`${name} scaled to ${replicas} replica(s)`);
     });
 }

@@ -1,6 +1,6 @@
 import type { Command } from "commander";
 import { formatAge, formatDuration } from "../core/duration.ts";
-import type { DeploymentSummary, StatusView } from "../runtime/views.ts";
+import type { DeploymentSummary, StatusView } from "../runtime/api_types.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat, table } from "./_output.ts";
 
@@ -10,7 +10,7 @@ export function register(program: Command, app: App): void {
     .option("-o, --output <format>", "json or yaml")
     .action(async (opts) => {
       const format = parseFormat(opts.output);
-      const status = await (await app.agent()).call<StatusView>("GET", "/v1/status");
+      const status = await (await app.agent()).status();
       if (format !== "table") return app.out(formatData(status, format));
       app.out(render(status));
     });

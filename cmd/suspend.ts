@@ -11,10 +11,7 @@ export function register(program: Command, app: App): void {
       )
       .argument("<name>")
       .action(async (name: string) => {
-        await (await app.agent()).call(
-          "POST",
-          `/v1/deployments/${encodeURIComponent(name)}/${verb}`,
-        );
+        await (await app.agent()).setSuspended(name, verb === "suspend");
         app.out(`${name} ${verb === "suspend" ? "suspended" : "resumed"}`);
       });
   }

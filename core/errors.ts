@@ -26,3 +26,8 @@ export function invalid(message: string): PrisnError {
 export function notFound(message: string): PrisnError {
   return new PrisnError("NOT_FOUND", message);
 }
+
+/** The one wording for a deployment name that is not deployed. */
+export function deploymentNotFound(name: string): PrisnError {
+  return notFound(`deployment "${name}" not found: see prisn ls`);
+}

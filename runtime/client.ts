@@ -1,7 +1,33 @@
 import { join } from "node:path";
-import { type ErrorCode, PrisnError } from "../core/errors.ts";
+import { PrisnError } from "../core/errors.ts";
 import type { Paths } from "../core/paths.ts";
 import { ensureWritable } from "../core/fs.ts";
+import type {
+  DeleteResponse,
+  DeployEvent,
+  DeploymentDetail,
+  DeploymentSummary,
+  DeployRequest,
+  DeployResult,
+  EnvEntry,
+  ErrorBody,
+  GcRequest,
+  GcResult,
+  HistoryRow,
+  LogEvent,
+  LogsQuery,
+  RollbackRequest,
+  RunRecord,
+  RunRequest,
+  RunsQuery,
+  RunStarted,
+  ScaleRequest,
+  ScaleResponse,
+  StatusView,
+  StopResponse,
+  SuspendResponse,
+} from "./api_types.ts";
+import type { Step } from "./deploy.ts";
 
 /** How to start this same program as a background agent (source checkout or compiled binary). */
 export function agentCommand(): { command: string; args: string[] } {
@@ -68,50 +94,172 @@ export class AgentClient {
     }
   }
 
+  /** The agent's node, its deployments and the last hour's runs. */
+  status(): Promise<StatusView> {
+    return this.call("GET", "/v1/status");
+  }
+
+  /** Asks the agent to stop (it stops everything it runs); answers before it has stopped. */
+  stopAgent(): Promise<StopResponse> {
+    return this.call("POST", "/v1/agent/stop");
+  }
+
+  deployments(): Promise<DeploymentSummary[]> {
+    return this.call("GET", "/v1/deployments");
+  }
+
+  deployment(name: string): Promise<DeploymentDetail> {
+    return this.call("GET", deploymentPath(name));
+  }
+
+  /** Deploys, handing each progress step to `onProgress` as the agent reports it. */
+  async deploy(
+    request: DeployRequest,
+    onProgress: (step: Step, detail: string) => void = () => {},
+  ): Promise<DeployResult> {
+    let result: DeployResult | undefined;
+    await this.stream<DeployEvent>("POST", "/v1/deploy", request, (event) => {
+      if ("step" in event) onProgress(event.step, event.detail);
+      else if ("result" in event) result = event.result;
+    });
+    if (!result) throw new PrisnError("FAILED", "the agent ended the deploy without a result");
+    return result;
+  }
+
+  rollback(name: string, request: RollbackRequest = {}): Promise<DeployResult> {
+    return this.call("POST", deploymentPath(name, "rollback"), request);
+  }
+
+  scale(name: string, replicas: number): Promise<ScaleResponse> {
+    return this.call("POST", deploymentPath(name, "scale"), { replicas } satisfies ScaleRequest);
+  }
+
+  /** Starts a run of a job or cronjob now; `env` (KEY=VALUE) applies to this run only. */
+  startRun(name: string, request: RunRequest = {}): Promise<RunStarted> {
+    return this.call("POST", deploymentPath(name, "run"), request);
+  }
+
+  /** Suspends (true) or resumes (false) a cronjob. */
+  setSuspended(name: string, suspended: boolean): Promise<SuspendResponse> {
+    return this.call("POST", deploymentPath(name, suspended ? "suspend" : "resume"));
+  }
+
+  /** Stops and removes a deployment; with `purge` its logs too. */
+  delete(name: string, options: { purge?: boolean } = {}): Promise<DeleteResponse> {
+    const purge = options.purge ? "true" : "false";
+    return this.call("DELETE", `${deploymentPath(name)}?purge=${purge}`);
+  }
+
+  env(name: string): Promise<EnvEntry[]> {
+    return this.call("GET", deploymentPath(name, "env"));
+  }
+
+  history(name: string): Promise<HistoryRow[]> {
+    return this.call("GET", deploymentPath(name, "history"));
+  }
+
+  /** Runs, newest first, of every deployment or of one. */
+  runs(query: RunsQuery = {}): Promise<RunRecord[]> {
+    const q = new URLSearchParams();
+    if (query.limit !== undefined) q.set("limit", String(query.limit));
+    if (query.deployment) q.set("deployment", query.deployment);
+    return this.call("GET", `/v1/runs${q.size ? `?${q}` : ""}`);
+  }
+
+  run(id: string): Promise<RunRecord> {
+    return this.call("GET", `/v1/runs/${encodeURIComponent(id)}`);
+  }
+
+  gc(request: GcRequest = {}): Promise<GcResult> {
+    return this.call("POST", "/v1/gc", request);
+  }
+
+  /**
+   * A deployment's log lines, handed to `onLine` as they arrive: the last `tail`, then with
+   * `follow` new ones until `signal` aborts (that ends it quietly) or the agent stops.
+   */
+  async logs(
+    name: string,
+    query: LogsQuery,
+    onLine: (line: string) => void,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<void> {
+    const q = new URLSearchParams();
+    if (query.tail !== undefined) q.set("tail", String(query.tail));
+    if (query.replica) q.set("replica", query.replica);
+    if (query.run) q.set("run", query.run);
+    if (query.follow) q.set("follow", "true");
+    try {
+      await this.stream<LogEvent>(
+        "GET",
+        `${deploymentPath(name, "logs")}?${q}`,
+        undefined,
+        (event) => {
+          if ("line" in event) onLine(event.line);
+        },
+        options,
+      );
+    } catch (e) {
+      if (!options.signal?.aborted) throw e;
+    }
+  }
+
   /** Calls the API; an error answer becomes the PrisnError the agent raised. */
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.#fetch(method, path, body);
     const data = await res.json();
-    if (!res.ok || (data && typeof data === "object" && "error" in data && data.error)) {
-      throw new PrisnError(data.error.code as ErrorCode, data.error.message);
-    }
+    if (!res.ok || isError(data)) throw toError(data);
     return data as T;
   }
 
-  /** Calls an NDJSON API, handing each line to `onLine` as it arrives. */
-  async stream(
+  /**
+   * Calls an NDJSON API, handing each line to `onLine` as it arrives; an `{ error }` line (the
+   * agent's last) becomes the PrisnError it stands for.
+   */
+  async stream<T = Record<string, unknown>>(
     method: string,
     path: string,
     body: unknown,
-    onLine: (obj: Record<string, unknown>) => void,
+    onLine: (obj: T) => void,
+    options: { signal?: AbortSignal } = {},
   ): Promise<void> {
-    const res = await this.#fetch(method, path, body);
-    if (!res.ok) {
-      const data = await res.json();
-      throw new PrisnError(data.error.code as ErrorCode, data.error.message);
-    }
+    const res = await this.#fetch(method, path, body, options.signal);
+    if (!res.ok) throw toError(await res.json());
     let buffer = "";
     const decoder = new TextDecoder();
+    let failure: PrisnError | undefined;
+    const take = (line: string) => {
+      if (!line.trim() || options.signal?.aborted) return; // nothing more once the caller aborted
+      const obj = JSON.parse(line);
+      if (isError(obj)) failure = toError(obj);
+      else onLine(obj as T);
+    };
     for await (const chunk of res.body!) {
       buffer += decoder.decode(chunk, { stream: true });
-      let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl);
-        buffer = buffer.slice(nl + 1);
-        if (line.trim()) onLine(JSON.parse(line));
-      }
+      const lines = buffer.split("\n");
+      buffer = lines.pop()!;
+      for (const line of lines) take(line);
     }
+    take(buffer + decoder.decode());
+    if (failure) throw failure;
   }
 
-  async #fetch(method: string, path: string, body?: unknown): Promise<Response> {
+  async #fetch(
+    method: string,
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+  ): Promise<Response> {
     try {
       return await fetch(`http://prisn${path}`, {
         method,
         client: this.#http,
         headers: body !== undefined ? { "content-type": "application/json" } : undefined,
         body: body !== undefined ? JSON.stringify(body) : undefined,
+        signal,
       });
     } catch (e) {
+      if (signal?.aborted) throw e;
       throw new PrisnError(
         "UNAVAILABLE",
         `the prisn agent at ${this.paths.socket} did not answer: check prisn agent status`,
@@ -119,6 +267,19 @@ export class AgentClient {
       );
     }
   }
+}
+
+function deploymentPath(name: string, action?: string): string {
+  return `/v1/deployments/${encodeURIComponent(name)}${action ? `/${action}` : ""}`;
+}
+
+function isError(data: unknown): data is ErrorBody {
+  return Boolean(data && typeof data === "object" && "error" in data && data.error);
+}
+
+function toError(data: unknown): PrisnError {
+  if (!isError(data)) return new PrisnError("FAILED", "the agent gave an answer prisn cannot read");
+  return new PrisnError(data.error.code, data.error.message);
 }
 
 async function startBackgroundAgent(paths: Paths): Promise<void> {

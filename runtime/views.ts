@@ -1,55 +1,32 @@
 import { describeNext, nextFireTimes } from "../core/schedule.ts";
-import type { DeploymentRecord, EventRecord, RunRecord } from "../core/types.ts";
+import type { DeploySpec } from "../core/spec.ts";
+import type { DeploymentRecord, RunRecord } from "../core/types.ts";
 import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
 import { envKey } from "./envs.ts";
 import { resolveInterpreter } from "./interpreters.ts";
 import type { Scheduler } from "./scheduler.ts";
-import type { ReplicaStatus } from "./service.ts";
 import type { Supervisor } from "./supervisor.ts";
+import type {
+  DeploymentDetail,
+  DeploymentSummary,
+  EnvEntry,
+  HistoryRow,
+  StatusView,
+} from "./api_types.ts";
 
-/** A row of `prisn ls` / `prisn status`. */
-export interface DeploymentSummary {
-  name: string;
-  type: DeploymentRecord["type"];
-  version: string;
-  replicas: { desired: number; ready: number };
-  port?: number;
-  schedule?: string;
-  suspended: boolean;
-  next?: string;
-  nextAt?: number;
-  lastRun?: { id: string; status: string; exitCode?: number; finishedAt?: number };
-  createdAt: number;
-  updatedAt: number;
-}
+export type { DeploymentDetail, DeploymentSummary, StatusView } from "./api_types.ts";
 
-export interface DeploymentDetail extends DeploymentSummary {
-  deployedAt: number;
-  source: unknown;
-  entrypoint: string;
-  runtime: string;
-  interpreter?: string;
-  env?: string;
-  /** Limits and how they are enforced, e.g. "cpu 500m, memory 512Mi (cgroup v1)". */
-  resources?: string;
-  timezone?: string;
-  nextRuns?: string[];
-  spec: Record<string, unknown>;
-  replicaStatus: ReplicaStatus[];
-  events: EventRecord[];
-}
+/** What a secret's value reads as wherever the agent shows it. */
+const MASK = "********";
 
-export interface StatusView {
-  node: string;
-  home: string;
-  agent: {
-    pid: number;
-    startedAt: number;
-    memory: { rss: number; heapUsed: number; heapTotal: number };
-  };
-  deployments: DeploymentSummary[];
-  runs: { lastHour: Record<string, number> };
+/** A spec's environment in its own order, secret values masked. */
+export function maskedEnv(spec: Pick<DeploySpec, "env" | "secrets">): EnvEntry[] {
+  const secrets = new Set(spec.secrets ?? []);
+  return Object.entries(spec.env).map(([key, value]) => {
+    const secret = secrets.has(key);
+    return { key, value: secret ? MASK : value, secret };
+  });
 }
 
 /** Reads the records and the live supervisor into what the CLI shows. */
@@ -104,20 +81,14 @@ export class Views {
     const v = this.ctx.records.getVersion(name, d.version)!;
     const last = this.ctx.records.listRuns({ deployment: name, limit: 1 })[0];
     const service = this.supervisor.services.get(name);
-    const { env, ...rest } = v.spec;
-    const secrets = new Set(v.spec.secrets ?? []);
+    const { env: _env, ...rest } = v.spec;
     const detail: DeploymentDetail = {
       ...this.#summary(d, last),
       deployedAt: v.deployedAt,
       source: v.source,
       entrypoint: v.spec.entrypoint,
       runtime: v.spec.runtime,
-      spec: {
-        ...rest,
-        env: Object.fromEntries(
-          Object.entries(env).map(([k, val]) => [k, secrets.has(k) ? "********" : val]),
-        ),
-      },
+      spec: { ...rest, env: Object.fromEntries(maskedEnv(v.spec).map((e) => [e.key, e.value])) },
       replicaStatus: service?.status() ?? [],
       events: this.ctx.records.listEvents(name, 10),
     };
@@ -147,6 +118,25 @@ export class Views {
       }
     }
     return detail;
+  }
+
+  /** The current version's environment, sorted by key, secret values masked. */
+  env(name: string): EnvEntry[] {
+    const d = this.ctx.records.getDeployment(name)!;
+    const spec = this.ctx.records.getVersion(name, d.version)!.spec;
+    return maskedEnv(spec).sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  }
+
+  /** Every version of a deployment, newest first, the current one marked. */
+  history(name: string): HistoryRow[] {
+    const d = this.ctx.records.getDeployment(name)!;
+    return this.ctx.records.listVersions(name).map((v) => ({
+      version: v.version,
+      deployedAt: v.deployedAt,
+      status: v.status,
+      current: v.version === d.version,
+      source: v.source,
+    }));
   }
 
   status(): StatusView {

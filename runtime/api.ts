@@ -1,0 +1,272 @@
+/**
+ * The agent's HTTP API: a table of routes (method, URLPattern, handler), each handler a thin
+ * translation between HTTP and one call on an {@link Operations} object. A known path with a wrong
+ * method answers 405 with an Allow header, an unknown path 404, both as `{ error: { code, message } }`.
+ * @module
+ */
+import { PrisnError } from "../core/errors.ts";
+import type {
+  DeleteResponse,
+  DeployEvent,
+  DeploymentDetail,
+  DeploymentSummary,
+  DeployRequest,
+  DeployResult,
+  EnvEntry,
+  ErrorBody,
+  GcRequest,
+  GcResult,
+  HistoryRow,
+  LogEvent,
+  LogsQuery,
+  PingResponse,
+  RollbackRequest,
+  RunRecord,
+  RunRequest,
+  RunsQuery,
+  RunStarted,
+  ScaleRequest,
+  ScaleResponse,
+  StatusView,
+  StopResponse,
+  SuspendResponse,
+} from "./api_types.ts";
+import type { Progress } from "./deploy.ts";
+
+/** What `logs` hands the route: the backlog, and with `follow` a way to keep reading. */
+export interface LogsReply {
+  /** The last `tail` lines, merged by time. */
+  lines: string[];
+  /** Present with `follow`: calls `onLines` with new lines until `signal` aborts. */
+  follow?: (onLines: (lines: string[]) => void, signal: AbortSignal) => Promise<void>;
+}
+
+/** Everything the API can do; the route table only translates HTTP to these calls. */
+export interface Operations {
+  ping(): PingResponse;
+  status(): StatusView;
+  /** Stops the agent shortly after the answer is sent. */
+  stop(): StopResponse;
+  deploy(request: DeployRequest, progress: Progress): Promise<DeployResult>;
+  gc(request: GcRequest): Promise<GcResult>;
+  runs(query: RunsQuery): RunRecord[];
+  run(id: string): RunRecord;
+  deployments(): DeploymentSummary[];
+  deployment(name: string): Promise<DeploymentDetail>;
+  env(name: string): EnvEntry[];
+  history(name: string): HistoryRow[];
+  logs(name: string, query: LogsQuery): Promise<LogsReply>;
+  rollback(name: string, request: RollbackRequest): Promise<DeployResult>;
+  scale(name: string, request: ScaleRequest): Promise<ScaleResponse>;
+  startRun(name: string, request: RunRequest): Promise<RunStarted>;
+  setSuspended(name: string, suspended: boolean): SuspendResponse;
+  delete(name: string, options: { purge: boolean }): Promise<DeleteResponse>;
+}
+
+export type Method = "GET" | "POST" | "DELETE";
+
+/** The path's named groups (percent-decoded) and the URL, for a handler. */
+export interface RouteContext {
+  params: Record<string, string>;
+  url: URL;
+}
+
+export interface Route {
+  method: Method;
+  pattern: URLPattern;
+  handler: (req: Request, ctx: RouteContext) => Response | Promise<Response>;
+}
+
+const path = (pathname: string) => new URLPattern({ pathname });
+
+/** The agent's routes over `ops`. */
+export function apiRoutes(ops: Operations): Route[] {
+  const route = (method: Method, pathname: string, handler: Route["handler"]): Route => ({
+    method,
+    pattern: path(pathname),
+    handler,
+  });
+  const name = (ctx: RouteContext) => ctx.params.name;
+  return [
+    route("GET", "/v1/ping", () => json(ops.ping())),
+    route("GET", "/v1/status", () => json(ops.status())),
+    route("POST", "/v1/agent/stop", () => json(ops.stop())),
+    route("POST", "/v1/deploy", async (req) => {
+      const request = await readBody<DeployRequest>(req);
+      return ndjson<DeployEvent>(async (send) => {
+        send([{ result: await ops.deploy(request, (step, detail) => send([{ step, detail }])) }]);
+      });
+    }),
+    route("POST", "/v1/gc", async (req) => json(await ops.gc(await readBody<GcRequest>(req)))),
+    route("GET", "/v1/runs", (_req, { url }) => {
+      const q = url.searchParams;
+      return json(ops.runs({
+        deployment: q.get("deployment") ?? undefined,
+        limit: Number(q.get("limit") ?? 20),
+      }));
+    }),
+    route("GET", "/v1/runs/:id", (_req, ctx) => json(ops.run(ctx.params.id))),
+    route("GET", "/v1/deployments", () => json(ops.deployments())),
+    route(
+      "GET",
+      "/v1/deployments/:name",
+      async (_req, ctx) => json(await ops.deployment(name(ctx))),
+    ),
+    route("DELETE", "/v1/deployments/:name", async (_req, ctx) => {
+      const purge = ctx.url.searchParams.get("purge") === "true";
+      return json(await ops.delete(name(ctx), { purge }));
+    }),
+    route("GET", "/v1/deployments/:name/env", (_req, ctx) => json(ops.env(name(ctx)))),
+    route("GET", "/v1/deployments/:name/history", (_req, ctx) => json(ops.history(name(ctx)))),
+    route("GET", "/v1/deployments/:name/logs", async (_req, ctx) => {
+      const reply = await ops.logs(name(ctx), logsQuery(ctx.url.searchParams));
+      return ndjson<LogEvent>(async (send, signal) => {
+        const lines = (lines: string[]) => send(lines.map((line) => ({ line })));
+        lines(reply.lines);
+        await reply.follow?.(lines, signal);
+      });
+    }),
+    route("POST", "/v1/deployments/:name/rollback", async (req, ctx) => {
+      return json(await ops.rollback(name(ctx), await readBody<RollbackRequest>(req)));
+    }),
+    route("POST", "/v1/deployments/:name/scale", async (req, ctx) => {
+      return json(await ops.scale(name(ctx), await readBody<ScaleRequest>(req)));
+    }),
+    route("POST", "/v1/deployments/:name/run", async (req, ctx) => {
+      return json(await ops.startRun(name(ctx), await readBody<RunRequest>(req)));
+    }),
+    route("POST", "/v1/deployments/:name/suspend", (_req, ctx) => {
+      return json(ops.setSuspended(name(ctx), true));
+    }),
+    route("POST", "/v1/deployments/:name/resume", (_req, ctx) => {
+      return json(ops.setSuspended(name(ctx), false));
+    }),
+  ];
+}
+
+/**
+ * One handler for a route table: the first route whose pattern and method match answers; a path
+ * some route knows under other methods gets 405 and Allow, any other 404. Errors a handler throws
+ * become error answers.
+ */
+export function router(routes: Route[]): (req: Request) => Promise<Response> {
+  return async (req) => {
+    try {
+      const allowed = new Set<Method>();
+      for (const r of routes) {
+        const match = r.pattern.exec(req.url);
+        if (!match) continue;
+        if (r.method !== req.method) {
+          allowed.add(r.method);
+          continue;
+        }
+        const params: Record<string, string> = {};
+        for (const [key, value] of Object.entries(match.pathname.groups)) {
+          if (value !== undefined) params[key] = decodeURIComponent(value);
+        }
+        return await r.handler(req, { params, url: new URL(req.url) });
+      }
+      if (allowed.size > 0) {
+        const allow = [...allowed].join(", ");
+        return errorResponse(
+          new PrisnError(
+            "INVALID",
+            `${req.method} is not allowed on ${new URL(req.url).pathname}: use ${allow}`,
+          ),
+          { status: 405, headers: { allow } },
+        );
+      }
+      return errorResponse(new PrisnError("NOT_FOUND", "no such API path"));
+    } catch (e) {
+      return errorResponse(e);
+    }
+  };
+}
+
+function logsQuery(q: URLSearchParams): LogsQuery {
+  const tail = q.get("tail") ?? "200";
+  if (!/^\d+$/.test(tail)) {
+    throw new PrisnError("INVALID", `tail "${tail}" is not valid: give a whole number of lines`);
+  }
+  return {
+    tail: Number(tail),
+    replica: q.get("replica") || undefined,
+    run: q.get("run") || undefined,
+    follow: q.get("follow") === "true",
+  };
+}
+
+/** The request's JSON body; an empty body is `{}`. */
+async function readBody<T>(req: Request): Promise<T> {
+  const text = await req.text();
+  if (!text.trim()) return {} as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch (e) {
+    throw new PrisnError("INVALID", `the request body is not JSON: ${(e as Error).message}`);
+  }
+}
+
+const STATUS: Record<string, number> = {
+  INVALID: 400,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  UNAVAILABLE: 503,
+  FAILED: 500,
+};
+
+/** What an error looks like on the wire; anything but a PrisnError is an internal error. */
+export function errorBody(e: unknown): ErrorBody {
+  if (e instanceof PrisnError) return { error: { code: e.code, message: e.message } };
+  return {
+    error: { code: "FAILED", message: `internal error: ${(e as Error)?.message ?? String(e)}` },
+  };
+}
+
+export function errorResponse(
+  e: unknown,
+  init: { status?: number; headers?: Record<string, string> } = {},
+): Response {
+  const body = errorBody(e);
+  return json(body, init.status ?? STATUS[body.error.code] ?? 500, init.headers);
+}
+
+function json(value: unknown, status = 200, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(value ?? null), {
+    status,
+    headers: { "content-type": "application/json", ...headers },
+  });
+}
+
+/**
+ * An NDJSON answer written by `produce`, one object a line; a thrown error becomes a last
+ * `{ error }` line. `produce`'s signal aborts when the client goes away (the server cancels the
+ * body; `request.signal` is not used: Deno also aborts it when an answer completes), and whatever
+ * it sends after that is dropped.
+ */
+function ndjson<T>(
+  produce: (send: (objects: T[]) => void, signal: AbortSignal) => Promise<void>,
+): Response {
+  const encoder = new TextEncoder();
+  const gone = new AbortController();
+  const body = new ReadableStream<Uint8Array>({
+    start(controller) {
+      const send = (objects: (T | ErrorBody)[]) => {
+        if (gone.signal.aborted || objects.length === 0) return;
+        let text = "";
+        for (const o of objects) text += JSON.stringify(o) + "\n";
+        controller.enqueue(encoder.encode(text));
+      };
+      (async () => {
+        try {
+          await produce(send, gone.signal);
+        } catch (e) {
+          send([errorBody(e)]);
+        }
+        if (!gone.signal.aborted) controller.close();
+      })();
+    },
+    cancel: () => gone.abort(),
+  });
+  return new Response(body, { headers: { "content-type": "application/x-ndjson" } });
+}

@@ -1,0 +1,225 @@
+import { join } from "node:path";
+import { deploymentNotFound, invalid, notFound } from "../core/errors.ts";
+import { removeDeploymentFiles } from "../core/store.ts";
+import { parseEnvPair } from "../core/values.ts";
+import type {
+  DeleteResponse,
+  DeploymentDetail,
+  DeploymentSummary,
+  DeployRequest,
+  DeployResult,
+  EnvEntry,
+  GcRequest,
+  GcResult,
+  HistoryRow,
+  LogsQuery,
+  PingResponse,
+  RollbackRequest,
+  RunRecord,
+  RunRequest,
+  RunsQuery,
+  RunStarted,
+  ScaleRequest,
+  ScaleResponse,
+  StatusView,
+  StopResponse,
+  SuspendResponse,
+} from "./api_types.ts";
+import type { LogsReply, Operations } from "./api.ts";
+import type { AgentContext } from "./context.ts";
+import { deploy, type Progress, rollback, scale } from "./deploy.ts";
+import { collectGarbage } from "./gc.ts";
+import { follow, listLogFiles, tailMerged } from "./logs.ts";
+import type { Scheduler } from "./scheduler.ts";
+import type { Supervisor } from "./supervisor.ts";
+import type { Views } from "./views.ts";
+
+/** What the agent's operations work on. */
+export interface AgentParts {
+  ctx: AgentContext;
+  supervisor: Supervisor;
+  scheduler: Scheduler;
+  views: Views;
+  /** Stops the agent (called shortly after `stop()` has answered). */
+  stop: () => unknown;
+}
+
+/**
+ * The agent's operations, one method per API call: the checks (does it exist, is it the right
+ * type), the change, and what follows it (the scheduler reloads). The route table only turns
+ * HTTP into these calls.
+ */
+export class AgentOperations implements Operations {
+  readonly #parts: AgentParts;
+  readonly #closing = new AbortController();
+
+  constructor(parts: AgentParts) {
+    this.#parts = parts;
+  }
+
+  /** Ends every `logs` follow, so the server can shut down. */
+  close(): void {
+    this.#closing.abort();
+  }
+
+  get #records() {
+    return this.#parts.ctx.records;
+  }
+
+  ping(): PingResponse {
+    return { pid: Deno.pid, node: this.#parts.ctx.node };
+  }
+
+  status(): StatusView {
+    return this.#parts.views.status();
+  }
+
+  stop(): StopResponse {
+    setTimeout(() => this.#parts.stop(), 10);
+    return { stopping: true, pid: Deno.pid };
+  }
+
+  async deploy(request: DeployRequest, progress: Progress): Promise<DeployResult> {
+    const { ctx, supervisor, scheduler } = this.#parts;
+    const result = await deploy(ctx, supervisor, request, progress);
+    scheduler.reload();
+    return result;
+  }
+
+  gc(request: GcRequest): Promise<GcResult> {
+    return collectGarbage(this.#parts.ctx, request);
+  }
+
+  runs(query: RunsQuery): RunRecord[] {
+    if (query.deployment) this.#mustExist(query.deployment);
+    return this.#records.listRuns({ deployment: query.deployment, limit: query.limit ?? 20 });
+  }
+
+  run(id: string): RunRecord {
+    const run = this.#records.getRun(id);
+    if (!run) throw notFound(`run "${id}" not found: see prisn get jobs`);
+    return run;
+  }
+
+  deployments(): DeploymentSummary[] {
+    return this.#parts.views.summaries();
+  }
+
+  async deployment(name: string): Promise<DeploymentDetail> {
+    const detail = await this.#parts.views.detail(name);
+    if (!detail) throw deploymentNotFound(name);
+    return detail;
+  }
+
+  env(name: string): EnvEntry[] {
+    this.#mustExist(name);
+    return this.#parts.views.env(name);
+  }
+
+  history(name: string): HistoryRow[] {
+    this.#mustExist(name);
+    return this.#parts.views.history(name);
+  }
+
+  /**
+   * A deployment's logs: every replica and run merged by time, or one replica (name or index) or
+   * one run (id or "latest"); with `follow`, new lines until the caller's signal aborts or the
+   * agent stops.
+   */
+  async logs(name: string, query: LogsQuery): Promise<LogsReply> {
+    const { ctx, supervisor } = this.#parts;
+    this.#mustExist(name);
+    let streams: Set<string> | undefined;
+    if (query.run) {
+      const run = query.run === "latest"
+        ? this.#records.listRuns({ deployment: name, limit: 1 })[0]
+        : this.run(query.run);
+      if (!run || run.deployment !== name) {
+        throw notFound(
+          `${name} has ${
+            query.run === "latest" ? "no runs yet" : `no run ${query.run}`
+          }: see prisn get jobs ${name}`,
+        );
+      }
+      streams = new Set([run.id]);
+    } else if (query.replica) {
+      const stream = /^\d+$/.test(query.replica) ? `${name}-${query.replica}` : query.replica;
+      const known = supervisor.services.get(name)?.status().some((r) => r.name === stream) ||
+        (await listLogFiles(ctx.paths, name, new Set([stream]))).length > 0;
+      if (!known) throw notFound(`${name} has no replica ${query.replica}: see prisn get ${name}`);
+      streams = new Set([stream]);
+    }
+    const files = () => listLogFiles(ctx.paths, name, streams);
+    const reply: LogsReply = { lines: await tailMerged(await files(), query.tail ?? 200) };
+    if (query.follow) {
+      reply.follow = (onLines, signal) =>
+        follow(files, onLines, { signal: AbortSignal.any([signal, this.#closing.signal]) });
+    }
+    return reply;
+  }
+
+  async rollback(name: string, request: RollbackRequest): Promise<DeployResult> {
+    const { ctx, supervisor, scheduler } = this.#parts;
+    this.#mustExist(name);
+    return await supervisor.exclusive(name, async () => {
+      const result = await rollback(ctx, supervisor, name, request.version);
+      scheduler.reload();
+      return result;
+    });
+  }
+
+  async scale(name: string, request: ScaleRequest): Promise<ScaleResponse> {
+    const { ctx, supervisor } = this.#parts;
+    this.#mustExist(name);
+    const replicas = await supervisor.exclusive(
+      name,
+      () => scale(ctx, supervisor, name, request.replicas),
+    );
+    return { replicas };
+  }
+
+  async startRun(name: string, request: RunRequest): Promise<RunStarted> {
+    const d = this.#mustExist(name);
+    if (d.type === "service") {
+      throw invalid(`${name} is a service; prisn run starts jobs and cronjobs`);
+    }
+    const env = Object.fromEntries((request.env ?? []).map((p) => parseEnvPair(p)));
+    const run = await this.#parts.supervisor.startRun(name, { trigger: "manual", env });
+    return { id: run.id };
+  }
+
+  setSuspended(name: string, suspended: boolean): SuspendResponse {
+    const { ctx, scheduler } = this.#parts;
+    const d = this.#mustExist(name);
+    const done = suspended ? "suspended" : "resumed";
+    if (d.type !== "cronjob") {
+      throw invalid(`${name} is a ${d.type}; only cronjobs can be ${done}`);
+    }
+    this.#records.setSuspended(name, suspended, Date.now());
+    ctx.event(name, suspended ? "Suspended" : "Resumed", `cronjob ${done}`);
+    scheduler.reload();
+    return { name, suspended };
+  }
+
+  /** Stops everything of a deployment, removes its records and files, and with `purge` its logs. */
+  async delete(name: string, options: { purge: boolean }): Promise<DeleteResponse> {
+    const { ctx, supervisor, scheduler } = this.#parts;
+    this.#mustExist(name);
+    await supervisor.exclusive(name, async () => {
+      await supervisor.remove(name);
+      this.#records.deleteDeployment(name);
+      scheduler.reload();
+      await removeDeploymentFiles(ctx.paths, name);
+      if (options.purge) {
+        await Deno.remove(join(ctx.paths.logs, name), { recursive: true }).catch(() => {});
+      }
+    });
+    return { deleted: name, purged: options.purge };
+  }
+
+  #mustExist(name: string) {
+    const d = this.#records.getDeployment(name);
+    if (!d) throw deploymentNotFound(name);
+    return d;
+  }
+}
