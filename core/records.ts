@@ -42,6 +42,8 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE runs ADD COLUMN ticket TEXT;
    ALTER TABLE runs ADD COLUMN not_before INTEGER;
    CREATE INDEX runs_by_status ON runs(status);`,
+  // Desired state changes by compare-and-set: every write to a deployment bumps its revision.
+  `ALTER TABLE deployments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -103,13 +105,20 @@ export class Records {
     }
   }
 
+  #depth = 0;
+
+  /** Runs `fn` in one transaction; a transaction inside another joins it. */
   transaction<T>(fn: () => T): T {
+    if (this.#depth > 0) return fn();
     this.db.exec("BEGIN IMMEDIATE");
+    this.#depth++;
     try {
       const result = fn();
+      this.#depth--;
       this.db.exec("COMMIT");
       return result;
     } catch (e) {
+      this.#depth--;
       this.db.exec("ROLLBACK");
       throw e;
     }
@@ -171,13 +180,16 @@ export class Records {
         `INSERT INTO deployments(name, type, version, replicas, created_at, updated_at)
          VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(name) DO UPDATE SET type = excluded.type, version = excluded.version,
-           replicas = excluded.replicas, updated_at = excluded.updated_at`,
+           replicas = excluded.replicas, updated_at = excluded.updated_at,
+           revision = revision + 1`,
       ).run(deployment, v.spec.type, version, replicas, now, now);
     });
   }
 
   setReplicas(name: string, replicas: number, now: number): void {
-    this.#prepare("UPDATE deployments SET replicas = ?, updated_at = ? WHERE name = ?").run(
+    this.#prepare(
+      "UPDATE deployments SET replicas = ?, updated_at = ?, revision = revision + 1 WHERE name = ?",
+    ).run(
       replicas,
       now,
       name,
@@ -185,7 +197,9 @@ export class Records {
   }
 
   setSuspended(name: string, suspended: boolean, now: number): void {
-    this.#prepare("UPDATE deployments SET suspended = ?, updated_at = ? WHERE name = ?").run(
+    this.#prepare(
+      "UPDATE deployments SET suspended = ?, updated_at = ?, revision = revision + 1 WHERE name = ?",
+    ).run(
       suspended ? 1 : 0,
       now,
       name,
@@ -204,6 +218,7 @@ export class Records {
 
   /** Remembers the latest cron tick handled, so a restarted agent neither repeats nor bursts. */
   setLastScheduled(name: string, at: number | undefined): void {
+    // Bookkeeping of its own, not a change of what is desired: no new revision.
     this.#prepare("UPDATE deployments SET last_scheduled_at = ? WHERE name = ?").run(
       at ?? null,
       name,
@@ -456,6 +471,7 @@ function toDeployment(r: Row): DeploymentRecord {
     lastScheduledAt: opt(r.last_scheduled_at, Number),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
+    revision: Number(r.revision),
   };
 }
 

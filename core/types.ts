@@ -27,6 +27,8 @@ export interface DeploymentRecord {
   lastScheduledAt?: number;
   createdAt: number;
   updatedAt: number;
+  /** Bumped by every change to the deployment; writes may expect one (compare-and-set). */
+  revision: number;
 }
 
 export interface VersionRecord {

@@ -59,7 +59,7 @@ export interface Operations {
   rollback(name: string, request: RollbackRequest): Promise<DeployResult>;
   scale(name: string, request: ScaleRequest): Promise<ScaleResponse>;
   startRun(name: string, request: RunRequest): Promise<RunStarted>;
-  setSuspended(name: string, suspended: boolean): SuspendResponse;
+  setSuspended(name: string, suspended: boolean): Promise<SuspendResponse>;
   delete(name: string, options: { purge: boolean }): Promise<DeleteResponse>;
 }
 
@@ -135,11 +135,11 @@ export function apiRoutes(ops: Operations): Route[] {
     route("POST", "/v1/deployments/:name/run", async (req, ctx) => {
       return json(await ops.startRun(name(ctx), await readBody<RunRequest>(req)));
     }),
-    route("POST", "/v1/deployments/:name/suspend", (_req, ctx) => {
-      return json(ops.setSuspended(name(ctx), true));
+    route("POST", "/v1/deployments/:name/suspend", async (_req, ctx) => {
+      return json(await ops.setSuspended(name(ctx), true));
     }),
-    route("POST", "/v1/deployments/:name/resume", (_req, ctx) => {
-      return json(ops.setSuspended(name(ctx), false));
+    route("POST", "/v1/deployments/:name/resume", async (_req, ctx) => {
+      return json(await ops.setSuspended(name(ctx), false));
     }),
   ];
 }

@@ -1,11 +1,16 @@
 import type { Paths } from "../core/paths.ts";
 import type { Records } from "../core/records.ts";
+import type { DesiredState } from "../core/desired_state.ts";
+import { LocalDesiredState } from "../core/local_desired_state.ts";
 import { OutputCollector } from "./output_collector.ts";
 
 /** What every part of the agent shares: the data root, the records and this node's name. */
 export interface AgentContext {
   paths: Paths;
+  /** Run history, events and this node's process records. */
   records: Records;
+  /** Deployments and versions: every change goes through here, so watchers see it. */
+  desired: DesiredState;
   node: string;
   /**
    * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
@@ -16,10 +21,16 @@ export interface AgentContext {
   event(deployment: string, kind: string, message: string): void;
 }
 
-export function createContext(paths: Paths, records: Records, node: string): AgentContext {
+export function createContext(
+  paths: Paths,
+  records: Records,
+  node: string,
+  options: { desired?: DesiredState } = {},
+): AgentContext {
   return {
     paths,
     records,
+    desired: options.desired ?? new LocalDesiredState(records),
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {

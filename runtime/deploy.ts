@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { PrisnError } from "../core/errors.ts";
+import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import { readOptional } from "../core/fs.ts";
 import { parsePrisnToml, type PrisnToml } from "../core/prisn_toml.ts";
 import { validateSchedule } from "../core/schedule.ts";
@@ -122,7 +122,7 @@ async function deployPackage(
   { pkg, toml, source, name }: Fetched,
   progress: Progress,
 ): Promise<DeployResult> {
-  const { records, paths } = ctx;
+  const { paths } = ctx;
   const origin = source.kind === "git"
     ? `${source.location}${source.ref ? `@${source.ref}` : ""} (${source.commit?.slice(0, 12)})`
     : `${source.kind === "dir" ? "folder" : "file"} ${source.location}`;
@@ -141,7 +141,7 @@ async function deployPackage(
   // From here on, one change per deployment at a time (deploy, rollback, scale, delete).
   return await supervisor.exclusive(spec.name, async () => {
     const version = versionId(pkg.files, runSpecOf(spec));
-    const existing = records.getDeployment(spec.name);
+    const existing = ctx.desired.getDeployment(spec.name);
     if (existing && existing.type !== spec.type) {
       throw new PrisnError(
         "CONFLICT",
@@ -155,7 +155,7 @@ async function deployPackage(
     if (existing?.version === version) {
       progress("Version", `${version} (unchanged)`);
       if (spec.type === "service" && replicas !== existing.replicas) {
-        records.setReplicas(spec.name, replicas, Date.now());
+        await ctx.desired.setReplicas(spec.name, replicas, { expect: existing.revision });
         await supervisor.scale(spec.name, replicas);
         progress("Activate", `scaled to ${replicas} replica(s)`);
       }
@@ -168,7 +168,7 @@ async function deployPackage(
         replicas,
       };
     }
-    const known = records.getVersion(spec.name, version);
+    const known = ctx.desired.getVersion(spec.name, version);
     progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
 
     const wrote = await storeVersion(paths, spec.name, version, pkg);
@@ -185,7 +185,7 @@ async function deployPackage(
       files: pkg.files.length,
       bytes: pkg.bytes,
     };
-    records.putVersion(versionRecord, Date.now());
+    await ctx.desired.putVersion(versionRecord);
     progress("Record", `version ${version} recorded`);
 
     let launch;
@@ -197,9 +197,9 @@ async function deployPackage(
         progress("Prepare", `failed; the installer's last lines:\n${e.detail}`);
       }
       if (!existing) {
-        records.deleteDeployment(spec.name); // nothing was ever active
+        await ctx.desired.deleteDeployment(spec.name); // nothing was ever active
         await removeDeploymentFiles(paths, spec.name);
-      } else records.setVersionStatus(spec.name, version, "failed");
+      } else await ctx.desired.setVersionStatus(spec.name, version, "failed");
       throw e;
     }
     const took = formatDuration(Date.now() - preparing);
@@ -224,22 +224,23 @@ async function deployPackage(
         await supervisor.rolloutService(spec, version, replicas);
       } catch (e) {
         if (existing) {
-          records.setVersionStatus(spec.name, version, "failed");
+          await ctx.desired.setVersionStatus(spec.name, version, "failed");
           ctx.event(spec.name, "RolloutFailed", (e as Error).message);
         } else if (e instanceof PrisnError && e.code === "FAILED") {
-          await activateRecord(ctx, spec, version, replicas, source); // first version: it stays, restarting
+          // The first version: it stays, restarting.
+          await activateRecord(ctx, spec, version, replicas, source, 0);
           ctx.event(spec.name, "NotReady", (e as Error).message);
         } else {
-          records.deleteDeployment(spec.name);
+          await ctx.desired.deleteDeployment(spec.name);
           await removeDeploymentFiles(paths, spec.name);
         }
         throw e;
       }
-      await activateRecord(ctx, spec, version, replicas, source);
+      await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       const svc = supervisor.services.get(spec.name);
       progress("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
     } else {
-      await activateRecord(ctx, spec, version, replicas, source);
+      await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       if (spec.type === "job") {
         const run = await supervisor.startRun(spec.name, { trigger: "deploy" });
         result.runId = run.id;
@@ -262,8 +263,10 @@ async function activateRecord(
   version: string,
   replicas: number,
   source: SourceInfo,
+  /** The revision the change was decided on (0: the deployment is new). */
+  expect: number,
 ): Promise<void> {
-  ctx.records.activate(spec.name, version, replicas, Date.now());
+  await ctx.desired.activate(spec.name, version, replicas, { expect });
   await setCurrent(ctx.paths, spec.name, version);
   await writeMetadata(ctx.paths, spec.name, { name: spec.name, version, type: spec.type, source });
 }
@@ -278,9 +281,9 @@ export async function rollback(
   name: string,
   target?: string,
 ): Promise<DeployResult> {
-  const d = ctx.records.getDeployment(name);
-  if (!d) throw new PrisnError("NOT_FOUND", `deployment "${name}" not found: see prisn ls`);
-  const versions = ctx.records.listVersions(name);
+  const d = ctx.desired.getDeployment(name);
+  if (!d) throw deploymentNotFound(name);
+  const versions = ctx.desired.listVersions(name);
   const to = target
     ? versions.find((v) => v.version === target)
     : versions.find((v) => v.version !== d.version && v.status === "superseded");
@@ -305,7 +308,7 @@ export async function rollback(
   if (d.type === "service") {
     await supervisor.rolloutService(to.spec, to.version, d.replicas);
   }
-  await activateRecord(ctx, to.spec, to.version, d.replicas, to.source);
+  await activateRecord(ctx, to.spec, to.version, d.replicas, to.source, d.revision);
   ctx.event(name, "RolledBack", `rolled back from ${d.version} to ${to.version}`);
   return {
     name,
@@ -325,14 +328,14 @@ export async function scale(
   value: string | number,
 ): Promise<number> {
   const replicas = parseReplicas(value);
-  const d = ctx.records.getDeployment(name);
-  if (!d) throw new PrisnError("NOT_FOUND", `deployment "${name}" not found: see prisn ls`);
+  const d = ctx.desired.getDeployment(name);
+  if (!d) throw deploymentNotFound(name);
   if (d.type !== "service") {
     throw new PrisnError("INVALID", `${name} is a ${d.type}; only services have replicas to scale`);
   }
-  ctx.records.setReplicas(name, replicas, Date.now());
+  await ctx.desired.setReplicas(name, replicas, { expect: d.revision });
   if (!supervisor.services.has(name)) {
-    const spec = ctx.records.getVersion(name, d.version)!.spec;
+    const spec = ctx.desired.getVersion(name, d.version)!.spec;
     await supervisor.rolloutService(spec, d.version, replicas);
   } else {
     await supervisor.scale(name, replicas);

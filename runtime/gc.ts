@@ -40,7 +40,7 @@ export async function collectGarbage(
       }
       result.versions.push(`${d.name}/${v.version}`);
       if (!options.dryRun) {
-        records.deleteVersion(d.name, v.version);
+        await ctx.desired.deleteVersion(d.name, v.version);
         await removeVersion(paths, d.name, v.version);
       }
     }

@@ -312,6 +312,9 @@ function stableSortByStamp(lines: string[]): string[] {
   }).map((x) => x.l);
 }
 
+/** Passes a followed file may be missing (mid-rotation) before its offset is forgotten. */
+const FORGET_AFTER = 10;
+
 /**
  * Follows log files: calls `onLines` with new complete lines as they are appended, picking up
  * files that appear later (rotation, a new day, a new replica). Stops when `signal` aborts.
@@ -321,9 +324,13 @@ export async function follow(
   onLines: (lines: string[]) => void,
   options: { signal: AbortSignal; intervalMs?: number; fromEnd?: boolean },
 ): Promise<void> {
-  // Keyed by inode: rotation renames a file, and a renamed file must not be read again from 0.
+  // Keyed by inode and birth time: rotation renames a file, and a renamed file must not be read
+  // again from 0; a file renamed while a pass listed the folder may be missing from that pass, so
+  // a key is forgotten only after it was missing for FORGET_AFTER passes (the birth time tells a
+  // new file on a reused inode apart).
   const offsets = new Map<string, number>();
   const partial = new Map<string, string>();
+  const missing = new Map<string, number>();
   let first = true;
   while (!options.signal.aborted) {
     const listed = new Set<string>();
@@ -334,7 +341,9 @@ export async function follow(
       } catch {
         continue;
       }
-      const key = info.ino === null ? path : `${info.dev}:${info.ino}`;
+      const key = info.ino === null
+        ? path
+        : `${info.dev}:${info.ino}:${info.birthtime?.getTime() ?? ""}`;
       listed.add(key);
       const size = info.size;
       if (!offsets.has(key)) offsets.set(key, first && options.fromEnd !== false ? size : 0);
@@ -357,9 +366,16 @@ export async function follow(
       if (lines.length) onLines(lines);
     }
     for (const key of offsets.keys()) {
-      if (listed.has(key)) continue;
-      offsets.delete(key); // removed: forget it, its inode may be reused
+      if (listed.has(key)) {
+        missing.delete(key);
+        continue;
+      }
+      const passes = (missing.get(key) ?? 0) + 1;
+      missing.set(key, passes);
+      if (passes < FORGET_AFTER) continue;
+      offsets.delete(key); // gone for good: forget it
       partial.delete(key);
+      missing.delete(key);
     }
     first = false;
     await delay(options.intervalMs ?? 200, options.signal);

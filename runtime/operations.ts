@@ -46,8 +46,9 @@ export interface AgentParts {
 
 /**
  * The agent's operations, one method per API call: the checks (does it exist, is it the right
- * type), the change, and what follows it (the scheduler reloads). The route table only turns
- * HTTP into these calls.
+ * type) and the change; what follows a change (the supervisor's and the scheduler's reconciling)
+ * follows from desired state's watch, whoever made it. The route table only turns HTTP into
+ * these calls.
  */
 export class AgentOperations implements Operations {
   readonly #parts: AgentParts;
@@ -79,11 +80,9 @@ export class AgentOperations implements Operations {
     return { stopping: true, pid: Deno.pid };
   }
 
-  async deploy(request: DeployRequest, progress: Progress): Promise<DeployResult> {
-    const { ctx, supervisor, scheduler } = this.#parts;
-    const result = await deploy(ctx, supervisor, request, progress);
-    scheduler.reload();
-    return result;
+  deploy(request: DeployRequest, progress: Progress): Promise<DeployResult> {
+    const { ctx, supervisor } = this.#parts;
+    return deploy(ctx, supervisor, request, progress);
   }
 
   gc(request: GcRequest): Promise<GcResult> {
@@ -159,13 +158,12 @@ export class AgentOperations implements Operations {
   }
 
   async rollback(name: string, request: RollbackRequest): Promise<DeployResult> {
-    const { ctx, supervisor, scheduler } = this.#parts;
+    const { ctx, supervisor } = this.#parts;
     this.#mustExist(name);
-    return await supervisor.exclusive(name, async () => {
-      const result = await rollback(ctx, supervisor, name, request.version);
-      scheduler.reload();
-      return result;
-    });
+    return await supervisor.exclusive(
+      name,
+      () => rollback(ctx, supervisor, name, request.version),
+    );
   }
 
   async scale(name: string, request: ScaleRequest): Promise<ScaleResponse> {
@@ -188,27 +186,25 @@ export class AgentOperations implements Operations {
     return { id: run.id };
   }
 
-  setSuspended(name: string, suspended: boolean): SuspendResponse {
-    const { ctx, scheduler } = this.#parts;
+  async setSuspended(name: string, suspended: boolean): Promise<SuspendResponse> {
+    const { ctx } = this.#parts;
     const d = this.#mustExist(name);
     const done = suspended ? "suspended" : "resumed";
     if (d.type !== "cronjob") {
       throw invalid(`${name} is a ${d.type}; only cronjobs can be ${done}`);
     }
-    this.#records.setSuspended(name, suspended, Date.now());
+    await ctx.desired.setSuspended(name, suspended, { expect: d.revision });
     ctx.event(name, suspended ? "Suspended" : "Resumed", `cronjob ${done}`);
-    scheduler.reload();
     return { name, suspended };
   }
 
   /** Stops everything of a deployment, removes its records and files, and with `purge` its logs. */
   async delete(name: string, options: { purge: boolean }): Promise<DeleteResponse> {
-    const { ctx, supervisor, scheduler } = this.#parts;
+    const { ctx, supervisor } = this.#parts;
     this.#mustExist(name);
     await supervisor.exclusive(name, async () => {
       await supervisor.remove(name);
-      this.#records.deleteDeployment(name);
-      scheduler.reload();
+      await ctx.desired.deleteDeployment(name);
       await removeDeploymentFiles(ctx.paths, name);
       if (options.purge) {
         await Deno.remove(join(ctx.paths.logs, name), { recursive: true }).catch(() => {});

@@ -35,26 +35,30 @@ export class Scheduler {
   #wake?: () => void;
   #stopped = false;
   #loop?: Promise<void>;
+  #unwatch?: () => void;
 
   constructor(readonly ctx: AgentContext, readonly supervisor: Supervisor) {}
 
+  /** Starts firing; cronjobs are re-read whenever desired state changes (whoever changed it). */
   start(): void {
+    this.#unwatch ??= this.ctx.desired.watch(() => this.reload());
     this.reload();
     this.#loop ??= this.#run();
   }
 
   async stop(): Promise<void> {
+    this.#unwatch?.();
     this.#stopped = true;
     this.#wake?.();
     await this.#loop;
   }
 
-  /** Re-reads the cronjobs from the records (after a deploy, delete, suspend or resume). */
+  /** Re-reads the cronjobs from desired state. */
   reload(): void {
     const next = new Map<string, Entry>();
-    for (const d of this.ctx.records.listDeployments()) {
+    for (const d of this.ctx.desired.listDeployments()) {
       if (d.type !== "cronjob") continue;
-      const spec = this.ctx.records.getVersion(d.name, d.version)!.spec;
+      const spec = this.ctx.desired.getVersion(d.name, d.version)!.spec;
       next.set(d.name, { deployment: d, spec });
     }
     this.#entries = next;
@@ -91,7 +95,7 @@ export class Scheduler {
       }
       if (decision.lastScheduledAt !== d.lastScheduledAt) {
         d.lastScheduledAt = decision.lastScheduledAt;
-        this.ctx.records.setLastScheduled(name, decision.lastScheduledAt);
+        this.ctx.desired.setLastScheduled(name, decision.lastScheduledAt).catch(() => {});
       }
       entry.nextAt = decision.nextAt;
     }

@@ -1,4 +1,4 @@
-import { notFound } from "../core/errors.ts";
+import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTicket, RunTrigger } from "../core/types.ts";
@@ -11,7 +11,6 @@ import { newRunId, Run, type RunRequest } from "./run.ts";
 import type { Dispatcher } from "../core/dispatch.ts";
 import { LocalDispatcher } from "./local_dispatch.ts";
 import { formatDuration } from "../core/duration.ts";
-import { PrisnError } from "../core/errors.ts";
 import { type ProcessDriver, RealDriver } from "./driver.ts";
 import { Service } from "./service.ts";
 import { StartQueue } from "./start_queue.ts";
@@ -55,6 +54,7 @@ export class Supervisor {
   readonly dispatcher: Dispatcher;
   #startWaiters = new Map<string, (run: Run | Error) => void>();
   #stopConsuming?: () => void;
+  #unwatch?: () => void;
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -113,7 +113,7 @@ export class Supervisor {
     },
   ): Promise<Run> {
     const d = this.ctx.records.getDeployment(name);
-    if (!d) throw notFound(`deployment "${name}" not found: see prisn ls`);
+    if (!d) throw deploymentNotFound(name);
     this.consumeTickets();
     const ticket: RunTicket = {
       id: newRunId(),
@@ -283,7 +283,8 @@ export class Supervisor {
   /**
    * At agent start: stop what an earlier agent left running (its recorded process groups —
    * replaced, not adopted: their log pipes died with that agent), mark its unfinished runs
-   * failed, and start every service at its desired replica count.
+   * failed, and start every service at its desired replica count; from then on, reconcile on
+   * every change of desired state.
    */
   async restore(): Promise<void> {
     const { records } = this.ctx;
@@ -309,19 +310,53 @@ export class Supervisor {
         reason: "agent restarted",
       });
     }
-    for (const d of records.listDeployments()) {
-      if (d.type !== "service") continue;
-      const spec = records.getVersion(d.name, d.version)!.spec;
-      this.rolloutService(spec, d.version, d.replicas).catch((e) => {
-        this.ctx.event(d.name, "RestoreFailed", (e as Error).message);
-      });
-    }
+    this.#unwatch ??= this.ctx.desired.watch((c) => this.reconcile(c.deployment));
+    for (const d of this.ctx.desired.listDeployments()) this.reconcile(d.name);
+  }
+
+  /**
+   * Brings what runs of one deployment in line with its desired state: a service at another
+   * version or replica count is rolled or scaled, a deployment that is gone (or no longer a
+   * service) is stopped. Called on every change of desired state, whoever made it (a deploy here,
+   * another node later), and at start; after the change that an API call makes itself it finds
+   * nothing to do. One change per deployment at a time (see exclusive()).
+   */
+  reconcile(name: string): Promise<void> {
+    return this.exclusive(name, async () => {
+      if (this.#stopping.signal.aborted) return;
+      const d = this.ctx.desired.getDeployment(name);
+      const service = this.services.get(name);
+      if (!d) {
+        if (service || this.activeRuns(name).length) await this.remove(name);
+        return;
+      }
+      if (d.type !== "service") {
+        if (service) {
+          this.services.delete(name);
+          await service.stop();
+        }
+        return;
+      }
+      const want = this.dispatcher.replicasHere(name, d.replicas);
+      const target = service?.target;
+      try {
+        if (!target || target.version !== d.version) {
+          const spec = this.ctx.desired.getVersion(name, d.version)!.spec;
+          await this.rolloutService(spec, d.version, want);
+        } else if (target.replicas !== want) {
+          await service!.scale(want);
+        }
+      } catch (e) {
+        this.ctx.event(name, "ReconcileFailed", (e as Error).message);
+      }
+    });
   }
 
   /** Stops every process this agent runs. */
   async shutdown(): Promise<void> {
     this.#stopping.abort();
     this.#stopConsuming?.();
+    this.#unwatch?.();
     await Promise.all([
       ...[...this.services.values()].map((s) => s.stop()),
       ...[...this.runs.values()].map((r) => r.stop("agent stopped")),

@@ -151,6 +151,7 @@ Deno.test("activate() creates the deployment on its first version", async () => 
       lastScheduledAt: undefined,
       createdAt: 1500,
       updatedAt: 1500,
+      revision: 1,
     });
     const v = records.getVersion("api", "v-1")!;
     assert.equal(v.status, "active");
