@@ -1,5 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { PrisnError } from "./errors.ts";
+import type { ProcessLedger, RunHistory } from "./run_history.ts";
 import type { DeploySpec } from "./spec.ts";
 import type {
   DeploymentRecord,
@@ -55,7 +56,7 @@ export const EVENTS_KEPT = 500;
  * The record store: deployments, versions, runs, events and live processes, in SQLite (WAL).
  * One writer (the agent); every write is a single statement or one transaction.
  */
-export class Records {
+export class Records implements RunHistory, ProcessLedger {
   readonly db: DatabaseSync;
   #statements = new Map<string, StatementSync>();
 

@@ -4,7 +4,6 @@ import { Records } from "../core/records.ts";
 import { apiRoutes, errorResponse, router } from "./api.ts";
 import { type AgentContext, createContext } from "./context.ts";
 import { collectGarbage } from "./gc.ts";
-import { pruneLogs } from "./logs.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
 import { AgentOperations } from "./operations.ts";
@@ -46,7 +45,10 @@ export class Agent {
   #timers: ReturnType<typeof setTimeout>[] = [];
   #log: (line: string) => void;
 
+  readonly #records: Records;
+
   private constructor(paths: Paths, records: Records, options: AgentOptions) {
+    this.#records = records;
     this.paths = paths;
     this.#log = options.log ?? ((line) => console.error(line));
     this.ctx = createContext(paths, records, options.node ?? Deno.hostname());
@@ -114,7 +116,7 @@ export class Agent {
       await this.#server?.shutdown();
       await Deno.remove(this.paths.socket).catch(() => {});
       await Deno.remove(join(this.paths.state, "agent.pid")).catch(() => {});
-      this.ctx.records.close();
+      this.#records.close();
       this.#lock?.close();
       this.#log(`prisn agent ${Deno.pid} stopped`);
       this.#done.resolve();
@@ -137,7 +139,7 @@ export class Agent {
   /** Daily: old log folders and unused versions and envs go. */
   #housekeeping(): void {
     const daily = async () => {
-      await pruneLogs(this.paths, LOG_RETENTION_DAYS).catch(() => 0);
+      await this.ctx.logs.prune(LOG_RETENTION_DAYS).catch(() => 0);
       const gc = await collectGarbage(this.ctx).catch(() => undefined);
       if (gc && gc.versions.length + gc.envs.length > 0) {
         this.#log(`gc removed ${gc.versions.length} version(s), ${gc.envs.length} env(s)`);

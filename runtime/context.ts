@@ -1,16 +1,25 @@
 import type { Paths } from "../core/paths.ts";
 import type { Records } from "../core/records.ts";
+import type { ProcessLedger, RunHistory } from "../core/run_history.ts";
 import type { DesiredState } from "../core/desired_state.ts";
 import { LocalDesiredState } from "../core/local_desired_state.ts";
+import type { Artifacts } from "../core/artifacts.ts";
+import { LocalArtifacts } from "../core/local_artifacts.ts";
+import type { LogStore } from "../core/log_store.ts";
+import { FileLogs } from "./logs.ts";
 import { OutputCollector } from "./output_collector.ts";
 
 /** What every part of the agent shares: the data root, the records and this node's name. */
 export interface AgentContext {
   paths: Paths;
   /** Run history, events and this node's process records. */
-  records: Records;
+  records: RunHistory & ProcessLedger;
   /** Deployments and versions: every change goes through here, so watchers see it. */
   desired: DesiredState;
+  /** Versions' files. */
+  artifacts: Artifacts;
+  /** Replicas' and runs' output. */
+  logs: LogStore;
   node: string;
   /**
    * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
@@ -25,12 +34,14 @@ export function createContext(
   paths: Paths,
   records: Records,
   node: string,
-  options: { desired?: DesiredState } = {},
+  options: { desired?: DesiredState; artifacts?: Artifacts; logs?: LogStore } = {},
 ): AgentContext {
   return {
     paths,
     records,
     desired: options.desired ?? new LocalDesiredState(records),
+    artifacts: options.artifacts ?? new LocalArtifacts(paths),
+    logs: options.logs ?? new FileLogs(paths),
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {

@@ -11,7 +11,6 @@ import {
   resolveSpec,
   runSpecOf,
 } from "../core/spec.ts";
-import { removeDeploymentFiles, setCurrent, storeVersion, writeMetadata } from "../core/store.ts";
 import type { SourceInfo } from "../core/types.ts";
 import { collectPackage, type Package, versionId } from "../core/version.ts";
 import { formatDuration } from "../core/duration.ts";
@@ -122,7 +121,6 @@ async function deployPackage(
   { pkg, toml, source, name }: Fetched,
   progress: Progress,
 ): Promise<DeployResult> {
-  const { paths } = ctx;
   const origin = source.kind === "git"
     ? `${source.location}${source.ref ? `@${source.ref}` : ""} (${source.commit?.slice(0, 12)})`
     : `${source.kind === "dir" ? "folder" : "file"} ${source.location}`;
@@ -171,7 +169,7 @@ async function deployPackage(
     const known = ctx.desired.getVersion(spec.name, version);
     progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
 
-    const wrote = await storeVersion(paths, spec.name, version, pkg);
+    const wrote = await ctx.artifacts.put(spec.name, version, pkg);
     progress(
       "Store",
       `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
@@ -198,7 +196,7 @@ async function deployPackage(
       }
       if (!existing) {
         await ctx.desired.deleteDeployment(spec.name); // nothing was ever active
-        await removeDeploymentFiles(paths, spec.name);
+        await ctx.artifacts.remove(spec.name);
       } else await ctx.desired.setVersionStatus(spec.name, version, "failed");
       throw e;
     }
@@ -232,7 +230,7 @@ async function deployPackage(
           ctx.event(spec.name, "NotReady", (e as Error).message);
         } else {
           await ctx.desired.deleteDeployment(spec.name);
-          await removeDeploymentFiles(paths, spec.name);
+          await ctx.artifacts.remove(spec.name);
         }
         throw e;
       }
@@ -267,8 +265,12 @@ async function activateRecord(
   expect: number,
 ): Promise<void> {
   await ctx.desired.activate(spec.name, version, replicas, { expect });
-  await setCurrent(ctx.paths, spec.name, version);
-  await writeMetadata(ctx.paths, spec.name, { name: spec.name, version, type: spec.type, source });
+  await ctx.artifacts.setCurrent(spec.name, version, {
+    name: spec.name,
+    version,
+    type: spec.type,
+    source,
+  });
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Resources } from "../core/prisn_toml.ts";
-import type { LogWriter } from "./logs.ts";
+import type { LogSink } from "../core/log_store.ts";
 import type { OutputFifos } from "./output_fifos.ts";
 import { type ExitInfo, type GroupProcess, type ProcessSpec, spawnLimited } from "./process.ts";
 import type { ResourceControl } from "./resources.ts";
@@ -13,7 +13,7 @@ export interface ExitStatus extends ExitInfo {
 export interface StartRequest {
   spec: ProcessSpec;
   /** Where its stdout and stderr go: a LogWriter (own pipes) or a replica's OutputFifos. */
-  output: LogWriter | OutputFifos;
+  output: LogSink | OutputFifos;
   /** Names its limit group, e.g. `api.api-0` or `nightly.run-1a2b3c4d`. */
   name: string;
   /** The spec's limits. @default none */

@@ -1,6 +1,5 @@
 import { join } from "node:path";
 import { settingsOf } from "../core/settings.ts";
-import { removeVersion } from "../core/store.ts";
 import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
 import { envKey, listEnvs, removeEnv } from "./envs.ts";
@@ -20,11 +19,11 @@ export async function collectGarbage(
   ctx: AgentContext,
   options: { keepVersions?: number; dryRun?: boolean } = {},
 ): Promise<GcResult> {
-  const { records, paths } = ctx;
+  const { paths } = ctx;
   const result: GcResult = { versions: [], envs: [] };
   const kept: Array<{ dir: string; runtime: string }> = [];
-  for (const d of records.listDeployments()) {
-    const versions = records.listVersions(d.name); // newest deploy first
+  for (const d of ctx.desired.listDeployments()) {
+    const versions = ctx.desired.listVersions(d.name); // newest deploy first
     const active = versions.find((v) => v.version === d.version);
     const limit = Math.max(
       1,
@@ -41,7 +40,7 @@ export async function collectGarbage(
       result.versions.push(`${d.name}/${v.version}`);
       if (!options.dryRun) {
         await ctx.desired.deleteVersion(d.name, v.version);
-        await removeVersion(paths, d.name, v.version);
+        await ctx.artifacts.remove(d.name, v.version);
       }
     }
     if (!options.dryRun) await removeTempDirs(join(paths.deployments, d.name));

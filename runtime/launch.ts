@@ -1,6 +1,5 @@
 import { join } from "node:path";
 import type { DeploySpec } from "../core/spec.ts";
-import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
 import { resolveInterpreter } from "./interpreters.ts";
 import { linkNodeModules, prepareEnv } from "./envs.ts";
@@ -26,7 +25,7 @@ export async function prepareLaunch(
   spec: DeploySpec,
   version: string,
 ): Promise<Launch> {
-  const dir = versionDir(ctx.paths, spec.name, version);
+  const dir = await ctx.artifacts.ensureLocal(spec.name, version);
   const interp = await resolveInterpreter(spec.runtime);
   const env = await prepareEnv({
     envsDir: ctx.paths.envs,

@@ -1,5 +1,5 @@
 import type { Dispatcher } from "../core/dispatch.ts";
-import type { Records } from "../core/records.ts";
+import type { RunHistory } from "../core/run_history.ts";
 import type { RunTicket } from "../core/types.ts";
 
 /**
@@ -13,7 +13,7 @@ export class LocalDispatcher implements Dispatcher {
   #delivered = new Set<string>();
 
   constructor(
-    readonly records: Records,
+    readonly records: RunHistory,
     readonly node: string,
     readonly now: () => number = Date.now,
   ) {}

@@ -1,6 +1,9 @@
 import { dirname, join } from "node:path";
 import { logFile, type Paths } from "../core/paths.ts";
 import { formatMemory } from "../core/quantity.ts";
+import type { Dropped, LogSink, LogStore, LogWriterOptions } from "../core/log_store.ts";
+
+export type { Dropped };
 import { delay } from "./context.ts";
 
 const encoder = new TextEncoder();
@@ -12,20 +15,12 @@ export const DEFAULT_KEEP = 3;
 /** The window a log rate limit is counted over (a burst of up to 10× the rate passes). */
 export const RATE_WINDOW_MS = 10_000;
 
-/** Lines a rate limit dropped in one window. */
-export interface Dropped {
-  lines: number;
-  bytes: number;
-  /** The limit, bytes per second. */
-  rate: number;
-}
-
 /**
  * Appends timestamped lines to logs/NAME/YYYY-MM-DD/<stream>.log. Rotates by size
  * (<stream>.log → .log.1 → .log.2 …) and moves to a new day's folder at midnight UTC.
  * Partial lines are held until their newline arrives (or the writer is closed).
  */
-export class LogWriter {
+export class LogWriter implements LogSink {
   #file?: Deno.FsFile;
   #path = "";
   #size = 0;
@@ -36,19 +31,11 @@ export class LogWriter {
     readonly paths: Paths,
     readonly deployment: string,
     readonly stream: string,
-    readonly options: {
+    readonly options: LogWriterOptions & {
+      /** @default DEFAULT_MAX_BYTES */
       maxBytes?: number;
+      /** @default DEFAULT_KEEP */
       keep?: number;
-      /** Secret values replaced by ******** before anything is written. */
-      redact?: string[];
-      /**
-       * Bytes of fed output logged per second at most, counted over {@link RATE_WINDOW_MS}
-       * windows; lines over it are dropped (never queued), and counted.
-       * @default no limit
-       */
-      rateBytes?: number;
-      /** Told once per window that dropped lines (the log gets a line saying so too). */
-      onDropped?: (dropped: Dropped) => void;
       /** The clock, for tests. @default Date.now */
       now?: () => number;
     } = {},
@@ -406,4 +393,40 @@ export async function pruneLogs(
     }
   }
   return removed;
+}
+
+/** The local log store: files under PRISN_HOME/logs, rotated by size, kept by age. */
+export class FileLogs implements LogStore {
+  constructor(readonly paths: Paths) {}
+
+  writer(deployment: string, stream: string, options?: LogWriterOptions): LogWriter {
+    return new LogWriter(this.paths, deployment, stream, options);
+  }
+
+  async has(deployment: string, stream: string): Promise<boolean> {
+    return (await listLogFiles(this.paths, deployment, new Set([stream]))).length > 0;
+  }
+
+  async tail(deployment: string, n: number, streams?: Set<string>): Promise<string[]> {
+    return await tailMerged(await listLogFiles(this.paths, deployment, streams), n);
+  }
+
+  follow(
+    deployment: string,
+    onLines: (lines: string[]) => void,
+    options: { signal: AbortSignal; streams?: Set<string> },
+  ): Promise<void> {
+    return follow(() => listLogFiles(this.paths, deployment, options.streams), onLines, {
+      signal: options.signal,
+    });
+  }
+
+  async remove(deployment: string, streams?: Set<string>): Promise<void> {
+    if (streams) await removeStreams(this.paths, deployment, streams);
+    else await Deno.remove(join(this.paths.logs, deployment), { recursive: true }).catch(() => {});
+  }
+
+  prune(maxAgeDays: number): Promise<number> {
+    return pruneLogs(this.paths, maxAgeDays);
+  }
 }

@@ -1,6 +1,4 @@
-import { join } from "node:path";
 import { deploymentNotFound, invalid, notFound } from "../core/errors.ts";
-import { removeDeploymentFiles } from "../core/store.ts";
 import { parseEnvPair } from "../core/values.ts";
 import type {
   DeleteResponse,
@@ -29,7 +27,6 @@ import type { LogsReply, Operations } from "./api.ts";
 import type { AgentContext } from "./context.ts";
 import { deploy, type Progress, rollback, scale } from "./deploy.ts";
 import { collectGarbage } from "./gc.ts";
-import { follow, listLogFiles, tailMerged } from "./logs.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { Supervisor } from "./supervisor.ts";
 import type { Views } from "./views.ts";
@@ -144,15 +141,17 @@ export class AgentOperations implements Operations {
     } else if (query.replica) {
       const stream = /^\d+$/.test(query.replica) ? `${name}-${query.replica}` : query.replica;
       const known = supervisor.services.get(name)?.status().some((r) => r.name === stream) ||
-        (await listLogFiles(ctx.paths, name, new Set([stream]))).length > 0;
+        await ctx.logs.has(name, stream);
       if (!known) throw notFound(`${name} has no replica ${query.replica}: see prisn get ${name}`);
       streams = new Set([stream]);
     }
-    const files = () => listLogFiles(ctx.paths, name, streams);
-    const reply: LogsReply = { lines: await tailMerged(await files(), query.tail ?? 200) };
+    const reply: LogsReply = { lines: await ctx.logs.tail(name, query.tail ?? 200, streams) };
     if (query.follow) {
       reply.follow = (onLines, signal) =>
-        follow(files, onLines, { signal: AbortSignal.any([signal, this.#closing.signal]) });
+        ctx.logs.follow(name, onLines, {
+          signal: AbortSignal.any([signal, this.#closing.signal]),
+          streams,
+        });
     }
     return reply;
   }
@@ -205,16 +204,14 @@ export class AgentOperations implements Operations {
     await supervisor.exclusive(name, async () => {
       await supervisor.remove(name);
       await ctx.desired.deleteDeployment(name);
-      await removeDeploymentFiles(ctx.paths, name);
-      if (options.purge) {
-        await Deno.remove(join(ctx.paths.logs, name), { recursive: true }).catch(() => {});
-      }
+      await ctx.artifacts.remove(name);
+      if (options.purge) await ctx.logs.remove(name);
     });
     return { deleted: name, purged: options.purge };
   }
 
   #mustExist(name: string) {
-    const d = this.#records.getDeployment(name);
+    const d = this.#parts.ctx.desired.getDeployment(name);
     if (!d) throw deploymentNotFound(name);
     return d;
   }

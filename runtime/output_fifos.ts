@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import type { LogWriter } from "./logs.ts";
+import type { LogSink } from "../core/log_store.ts";
 import type { OutputCollector } from "./output_collector.ts";
 
 /**
@@ -27,7 +27,7 @@ export class OutputFifos {
     collector: OutputCollector,
     dir: string,
     name: string,
-    log: LogWriter,
+    log: LogSink,
   ): Promise<OutputFifos> {
     await Deno.mkdir(dir, { recursive: true });
     const base = join(dir, `${name}.${crypto.randomUUID().slice(0, 8)}`);

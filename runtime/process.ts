@@ -1,5 +1,5 @@
 import type { LimitGroup } from "./limits.ts";
-import type { LogWriter } from "./logs.ts";
+import type { LogSink } from "../core/log_store.ts";
 import type { OutputFifos } from "./output_fifos.ts";
 
 export interface ExitInfo {
@@ -30,7 +30,7 @@ export class GroupProcess {
   #done = false;
   #stopping?: Promise<ExitInfo>;
 
-  constructor(spec: ProcessSpec, output: LogWriter | OutputFifos) {
+  constructor(spec: ProcessSpec, output: LogSink | OutputFifos) {
     // A new session (so a process group of its own): through util-linux `setsid`, which lets the
     // runtime spawn without a full fork of the agent; else Deno's `detached` (fork + setsid).
     const setsid = setsidPath();
@@ -58,7 +58,7 @@ export class GroupProcess {
       });
       return;
     }
-    const log = output as LogWriter;
+    const log = output as LogSink;
     const stopPumps = new AbortController();
     const drained = Promise.all([
       pump(this.#child.stdout, (b) => log.feed(b, "out"), stopPumps.signal),
@@ -110,7 +110,7 @@ export interface SpawnLimitedOptions {
    * Where the process's output goes: a LogWriter (own pipes; left open on failure, for the caller
    * to write and close), or a replica's OutputFifos.
    */
-  output: LogWriter | OutputFifos;
+  output: LogSink | OutputFifos;
   /**
    * Makes the resource-limit group for this start.
    * @default no limits

@@ -4,7 +4,8 @@ import type { Resources } from "../core/prisn_toml.ts";
 import type { AgentContext } from "./context.ts";
 import { delay } from "./context.ts";
 import type { Launch } from "./launch.ts";
-import { describeDropped, LogWriter } from "./logs.ts";
+import { describeDropped } from "./logs.ts";
+import type { LogSink } from "../core/log_store.ts";
 import { OutputFifos } from "./output_fifos.ts";
 import { join } from "node:path";
 import type { ExitStatus, ProcessDriver, ProcessHandle } from "./driver.ts";
@@ -31,7 +32,7 @@ export interface ReplicaOptions {
   restart: Settings["restart"];
   /** Between SIGTERM and SIGKILL. */
   stopGraceMs: number;
-  /** Output logged per second at most (see LogWriter); undefined: no limit. */
+  /** Output logged per second at most (see LogWriterOptions); undefined: no limit. */
   logRateBytes?: number;
   /**
    * Waits for a place in the agent's start queue (see StartQueue); held from the first spawn until
@@ -131,7 +132,7 @@ export class Replica {
       };
       slotTimer = setTimeout(this.#releaseSlot, options.startTimeoutMs ?? 30_000);
     }
-    const log = new LogWriter(ctx.paths, options.deployment, options.name, {
+    const log = ctx.logs.writer(options.deployment, options.name, {
       redact: options.launch.redact,
       rateBytes: options.logRateBytes,
       onDropped: (d) =>
@@ -161,7 +162,7 @@ export class Replica {
     }
   }
 
-  async #restartLoop(output: LogWriter | OutputFifos): Promise<void> {
+  async #restartLoop(output: LogSink | OutputFifos): Promise<void> {
     const { ctx, options } = this;
     let backoff = options.restart.initialMs;
     let streak = 0; // restarts since the replica last ran stably

@@ -3,7 +3,7 @@ import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import type { Launch } from "./launch.ts";
-import { describeDropped, LogWriter } from "./logs.ts";
+import { describeDropped } from "./logs.ts";
 import type { ProcessDriver } from "./driver.ts";
 import { TaskRunner } from "./task_runner.ts";
 
@@ -58,7 +58,7 @@ export class Run {
 
   async #execute(): Promise<RunRecord> {
     const { ctx, request } = this;
-    const log = new LogWriter(ctx.paths, request.deployment, this.id, {
+    const log = ctx.logs.writer(request.deployment, this.id, {
       redact: request.launch.redact,
       rateBytes: settingsOf(request.spec).logRateBytes,
       onDropped: (d) =>

@@ -4,7 +4,6 @@ import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTicket, RunTrigger } from "../core/types.ts";
 import type { AgentContext } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
-import { removeStreams } from "./logs.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
 import { newRunId, Run, type RunRequest } from "./run.ts";
@@ -112,7 +111,7 @@ export class Supervisor {
       version?: string;
     },
   ): Promise<Run> {
-    const d = this.ctx.records.getDeployment(name);
+    const d = this.ctx.desired.getDeployment(name);
     if (!d) throw deploymentNotFound(name);
     this.consumeTickets();
     const ticket: RunTicket = {
@@ -162,8 +161,8 @@ export class Supervisor {
       settle(error ?? new PrisnError("FAILED", `${ticket.id} failed: ${reason}`));
     };
     if (this.#stopping.signal.aborted) return; // stays pending: the next agent takes it
-    const version = records.getVersion(ticket.deployment, ticket.version);
-    if (!records.getDeployment(ticket.deployment) || !version) {
+    const version = this.ctx.desired.getVersion(ticket.deployment, ticket.version);
+    if (!this.ctx.desired.getDeployment(ticket.deployment) || !version) {
       return fail(`${ticket.deployment} ${ticket.version} is no longer deployed`);
     }
     const spec = version.spec;
@@ -225,7 +224,7 @@ export class Supervisor {
   #prune(deployment: string, spec: DeploySpec): void {
     const { history } = settingsOf(spec);
     const removed = this.ctx.records.pruneRuns(deployment, history.successful, history.failed);
-    if (removed.length) removeStreams(this.ctx.paths, deployment, new Set(removed));
+    if (removed.length) this.ctx.logs.remove(deployment, new Set(removed)).catch(() => {});
   }
 
   /**
@@ -238,7 +237,7 @@ export class Supervisor {
     if (record.status !== "failed" || attempt > retries) return;
     if (["stopped", "replaced", "agent stopped"].includes(record.reason ?? "")) return;
     if (this.#stopping.signal.aborted) return;
-    if (!this.ctx.records.getDeployment(request.deployment)) return;
+    if (!this.ctx.desired.getDeployment(request.deployment)) return;
     const ticket: RunTicket = {
       id: newRunId(),
       deployment: request.deployment,

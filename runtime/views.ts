@@ -40,11 +40,11 @@ export class Views {
 
   summaries(): DeploymentSummary[] {
     const latest = this.ctx.records.latestRuns();
-    return this.ctx.records.listDeployments().map((d) => this.#summary(d, latest.get(d.name)));
+    return this.ctx.desired.listDeployments().map((d) => this.#summary(d, latest.get(d.name)));
   }
 
   #summary(d: DeploymentRecord, last?: RunRecord): DeploymentSummary {
-    const spec = this.ctx.records.getVersion(d.name, d.version)!.spec;
+    const spec = this.ctx.desired.getVersion(d.name, d.version)!.spec;
     const service = this.supervisor.services.get(d.name);
     const s: DeploymentSummary = {
       name: d.name,
@@ -76,9 +76,9 @@ export class Views {
   }
 
   async detail(name: string): Promise<DeploymentDetail | undefined> {
-    const d = this.ctx.records.getDeployment(name);
+    const d = this.ctx.desired.getDeployment(name);
     if (!d) return undefined;
-    const v = this.ctx.records.getVersion(name, d.version)!;
+    const v = this.ctx.desired.getVersion(name, d.version)!;
     const last = this.ctx.records.listRuns({ deployment: name, limit: 1 })[0];
     const service = this.supervisor.services.get(name);
     const { env: _env, ...rest } = v.spec;
@@ -122,15 +122,15 @@ export class Views {
 
   /** The current version's environment, sorted by key, secret values masked. */
   env(name: string): EnvEntry[] {
-    const d = this.ctx.records.getDeployment(name)!;
-    const spec = this.ctx.records.getVersion(name, d.version)!.spec;
+    const d = this.ctx.desired.getDeployment(name)!;
+    const spec = this.ctx.desired.getVersion(name, d.version)!.spec;
     return maskedEnv(spec).sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
   }
 
   /** Every version of a deployment, newest first, the current one marked. */
   history(name: string): HistoryRow[] {
-    const d = this.ctx.records.getDeployment(name)!;
-    return this.ctx.records.listVersions(name).map((v) => ({
+    const d = this.ctx.desired.getDeployment(name)!;
+    return this.ctx.desired.listVersions(name).map((v) => ({
       version: v.version,
       deployedAt: v.deployedAt,
       status: v.status,

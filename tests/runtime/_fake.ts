@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { paths } from "../../core/paths.ts";
+import { paths, versionDir } from "../../core/paths.ts";
 import type { PrisnToml } from "../../core/prisn_toml.ts";
 import { Records } from "../../core/records.ts";
 import type { DeploySpec } from "../../core/spec.ts";
@@ -37,6 +37,19 @@ export function fakeSpec(toml: PrisnToml & { name: string }): DeploySpec {
     replicas: 1,
     ...toml,
   } as DeploySpec;
+}
+
+/** Records a version in desired state with an (empty) stored folder, as a deploy would. */
+export async function putFakeVersion(ctx: AgentContext, spec: DeploySpec, version: string) {
+  await Deno.mkdir(versionDir(ctx.paths, spec.name, version), { recursive: true });
+  await ctx.desired.putVersion({
+    deployment: spec.name,
+    version,
+    spec,
+    source: { kind: "dir", location: "/fake" },
+    files: 0,
+    bytes: 0,
+  });
 }
 
 /** A launch whose command the fake driver never runs. */

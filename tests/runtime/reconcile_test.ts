@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { Supervisor } from "../../runtime/supervisor.ts";
 import { waitFor } from "../_helpers.ts";
-import { fakeSpec, withFakes } from "./_fake.ts";
+import { fakeSpec, putFakeVersion, withFakes } from "./_fake.ts";
 
 Deno.test("Supervisor.reconcile() follows desired-state writes it did not make: start, scale, new version, delete", async () => {
   await withFakes(() => ({}), async ({ ctx, driver }) => {
@@ -10,14 +10,11 @@ Deno.test("Supervisor.reconcile() follows desired-state writes it did not make: 
     await sup.restore(); // from here on it watches desired state
     try {
       const put = (v: string) =>
-        ctx.desired.putVersion({
-          deployment: "w",
-          version: v,
-          spec: fakeSpec({ name: "w", replicas: 1, stop_grace: "0s", drain_grace: "0s" }),
-          source: { kind: "dir", location: "/src" },
-          files: 1,
-          bytes: 1,
-        });
+        putFakeVersion(
+          ctx,
+          fakeSpec({ name: "w", replicas: 1, stop_grace: "0s", drain_grace: "0s" }),
+          v,
+        );
       await put("v-1");
       await ctx.desired.activate("w", "v-1", 2, { expect: 0 });
       await waitFor(() => sup.services.get("w")?.ready === 2, {

@@ -5,20 +5,13 @@ import type { AgentContext } from "../../runtime/context.ts";
 import type { FakeDriver } from "../../runtime/fake_driver.ts";
 import { Supervisor } from "../../runtime/supervisor.ts";
 import { finished, waitFor } from "../_helpers.ts";
-import { events, fakeSpec, withFakes } from "./_fake.ts";
+import { events, fakeSpec, putFakeVersion, withFakes } from "./_fake.ts";
 
 /** Records a job `name` at version v-1 and gives a supervisor over the fake driver. */
-function job(ctx: AgentContext, driver: FakeDriver, toml: PrisnToml & { name: string }) {
+async function job(ctx: AgentContext, driver: FakeDriver, toml: PrisnToml & { name: string }) {
   const spec = { ...fakeSpec(toml), type: "job" as const };
-  ctx.records.putVersion({
-    deployment: spec.name,
-    version: "v-1",
-    spec,
-    source: { kind: "file", location: "/fake/main.sh" },
-    files: 1,
-    bytes: 1,
-  }, Date.now());
-  ctx.records.activate(spec.name, "v-1", 0, Date.now());
+  await putFakeVersion(ctx, spec, "v-1");
+  await ctx.desired.activate(spec.name, "v-1", 0);
   return new Supervisor(ctx, { driver });
 }
 
@@ -27,7 +20,7 @@ Deno.test("a run is recorded completed with its exit code 0, failed with any oth
   await withFakes(
     () => ({ runMs: 5, exitCode: n++ === 0 ? 0 : 4 }),
     async ({ ctx, driver }) => {
-      const sup = job(ctx, driver, { name: "j" });
+      const sup = await job(ctx, driver, { name: "j" });
       const ok = await (await sup.startRun("j", { trigger: "manual" })).done;
       assert.equal(ok.status, "completed");
       assert.equal(ok.exitCode, 0);
@@ -43,7 +36,7 @@ Deno.test("a run is recorded completed with its exit code 0, failed with any oth
 
 Deno.test("a run over its timeout is stopped (SIGTERM, then SIGKILL after the grace) and failed", async () => {
   await withFakes(() => ({ ignoreSigterm: true }), async ({ ctx, driver }) => {
-    const sup = job(ctx, driver, { name: "slow", timeout: "100ms", stop_grace: "50ms" });
+    const sup = await job(ctx, driver, { name: "slow", timeout: "100ms", stop_grace: "50ms" });
     const t0 = Date.now();
     const record = await (await sup.startRun("slow", { trigger: "manual" })).done;
     const took = Date.now() - t0;
@@ -56,7 +49,7 @@ Deno.test("a run over its timeout is stopped (SIGTERM, then SIGKILL after the gr
 
 Deno.test("a run that cannot start is failed with the reason in its log", async () => {
   await withFakes(() => ({ failStart: "exec format error" }), async ({ ctx, driver }) => {
-    const sup = job(ctx, driver, { name: "broken" });
+    const sup = await job(ctx, driver, { name: "broken" });
     const record = await (await sup.startRun("broken", { trigger: "manual" })).done;
     assert.equal(record.status, "failed");
     assert.equal(record.reason, "could not start");
@@ -65,7 +58,7 @@ Deno.test("a run that cannot start is failed with the reason in its log", async 
 
 Deno.test("a stopped run is failed with the stop's reason and is not retried", async () => {
   await withFakes(() => ({}), async ({ ctx, driver }) => {
-    const sup = job(ctx, driver, { name: "long", retries: 3, retry_backoff: "0s" });
+    const sup = await job(ctx, driver, { name: "long", retries: 3, retry_backoff: "0s" });
     const run = await sup.startRun("long", { trigger: "manual" });
     await waitFor(() => driver.running.length === 1, { what: "the run's process" });
     await run.stop("stopped");
@@ -79,7 +72,7 @@ Deno.test("a stopped run is failed with the stop's reason and is not retried", a
 
 Deno.test("a failed run is retried `retries` times with backoff, each attempt linked to the first", async () => {
   await withFakes(() => ({ runMs: 0, exitCode: 1 }), async ({ ctx, driver }) => {
-    const sup = job(ctx, driver, { name: "flaky", retries: 2, retry_backoff: "20ms" });
+    const sup = await job(ctx, driver, { name: "flaky", retries: 2, retry_backoff: "20ms" });
     const first = await sup.startRun("flaky", { trigger: "manual" });
     const runs = await waitFor(() => {
       const all = ctx.records.listRuns({ deployment: "flaky", limit: 10 });
