@@ -31,8 +31,16 @@ export function register(program: Command, app: App): void {
         log = (line) =>
           Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
       }
-      const { Agent } = await import("../runtime/agent.ts"); // the CLI's other paths stay light
-      const a = await Agent.start({ paths: app.paths, node: opts.node, log, startParallelism });
+      // The agent's module graph loads only here: the CLI's other paths stay light.
+      const { Agent } = await import("../runtime/agent.ts");
+      const { localBackends } = await import("../runtime/backends.ts");
+      const a = await Agent.start({
+        paths: app.paths,
+        node: opts.node,
+        log,
+        startParallelism,
+        backends: localBackends, // one node; cluster mode picks cluster/'s backends here
+      });
       const stop = () => a.stop();
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);

@@ -8,6 +8,7 @@ import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
 import { AgentOperations } from "./operations.ts";
 import { Views } from "./views.ts";
+import { type BackendInputs, type Backends, localBackends } from "./backends.ts";
 import { raiseFileLimit } from "./_libc.ts";
 import { join } from "node:path";
 import { ensureWritable, removeIfPresent } from "../core/fs.ts";
@@ -23,6 +24,8 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Replicas starting at once across the agent. @default DEFAULT_START_PARALLELISM */
   startParallelism?: number;
+  /** Makes the backends (cmd/agent.ts picks them). @default localBackends */
+  backends?: (inputs: BackendInputs) => Backends;
 }
 
 /**
@@ -46,13 +49,20 @@ export class Agent {
   #log: (line: string) => void;
 
   readonly #records: Records;
+  readonly #backends: Backends;
 
   private constructor(paths: Paths, records: Records, options: AgentOptions) {
     this.#records = records;
     this.paths = paths;
     this.#log = options.log ?? ((line) => console.error(line));
-    this.ctx = createContext(paths, records, options.node ?? Deno.hostname());
-    this.supervisor = new Supervisor(this.ctx, { startParallelism: options.startParallelism });
+    const node = options.node ?? Deno.hostname();
+    const backends = (options.backends ?? localBackends)({ paths, records, node });
+    this.#backends = backends;
+    this.ctx = createContext(paths, records, node, backends);
+    this.supervisor = new Supervisor(this.ctx, {
+      startParallelism: options.startParallelism,
+      dispatcher: backends.dispatcher,
+    });
     this.scheduler = new Scheduler(this.ctx, this.supervisor);
     this.views = new Views(this.ctx, this.supervisor, this.scheduler, this.startedAt);
     this.operations = new AgentOperations({
@@ -116,6 +126,7 @@ export class Agent {
       await this.#server?.shutdown();
       await Deno.remove(this.paths.socket).catch(() => {});
       await Deno.remove(join(this.paths.state, "agent.pid")).catch(() => {});
+      await this.#backends.close?.();
       this.#records.close();
       this.#lock?.close();
       this.#log(`prisn agent ${Deno.pid} stopped`);

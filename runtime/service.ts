@@ -78,7 +78,10 @@ export class Service {
       const settings = settingsOf(target.spec);
       const oldProxy = this.#proxy;
       if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
-        const proxy = new TcpProxy({ port: target.spec.port });
+        const proxy = new TcpProxy({
+          port: target.spec.port,
+          onError: (e) => this.#proxyError(e),
+        });
         await proxy.listen(); // a taken port fails here, before anything changes
         this.#proxy = proxy;
         for (const r of this.replicas) {
@@ -197,6 +200,20 @@ export class Service {
       createdAt: r.createdAt,
       lastExit: r.lastExit,
     }));
+  }
+
+  #lastProxyError = 0;
+
+  /** A failure of the port itself (not of one connection): an event, at most one per 10 s. */
+  #proxyError(error: unknown): void {
+    const now = Date.now();
+    if (now - this.#lastProxyError < 10_000) return;
+    this.#lastProxyError = now;
+    this.ctx.event(
+      this.name,
+      "ProxyError",
+      `port ${this.#proxy?.port ?? "?"}: ${(error as Error)?.message ?? String(error)}`,
+    );
   }
 
   #startReplica(target: ServiceTarget): Replica {
