@@ -1,0 +1,152 @@
+/**
+ * Real nats-servers for tests: one (JetStream on a free loopback port, temp store dir) or a
+ * 3-server cluster (routes on loopback; needs nats-server ≥ 2.10, fetched by tools/nats_2_10.sh).
+ * `stop()` kills what was started and removes its folders; always call it (try/finally).
+ */
+import { join } from "node:path";
+import { freePort } from "../_helpers.ts";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+export interface NatsServer {
+  url: string;
+  port: number;
+  pid: number;
+  /** Stops the server (SIGTERM, then SIGKILL) and removes its store; idempotent. */
+  stop(): Promise<void>;
+  /** Stops only the process, keeping its store (for a restart with `start()` again). */
+  kill(signal?: Deno.Signal): Promise<void>;
+  /** Starts it again on the same port and store. */
+  start(): Promise<void>;
+}
+
+/** The system's nats-server (2.9 from Debian bookworm is enough for one server), or undefined. */
+export function natsServerBin(): string | undefined {
+  for (const p of ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+/** A nats-server ≥ 2.10 for clustered tests: .tools/nats-2.10 (tools/nats_2_10.sh), or undefined. */
+export function nats210Bin(): string | undefined {
+  const p = join(ROOT, ".tools/nats-2.10/usr/sbin/nats-server");
+  try {
+    return Deno.statSync(p).isFile ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why NATS tests skip here, or undefined when a server is at hand. */
+export const NO_NATS = natsServerBin() ? undefined : "no nats-server (apt-get install nats-server)";
+
+async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      c.close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+  throw new Error(`nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
+
+interface ServerOptions {
+  bin?: string;
+  /** Extra command-line arguments, e.g. ["--auth", "s3cret"]. */
+  args?: string[];
+  /** @default true */
+  jetstream?: boolean;
+  /** Cluster name and route port plus the other servers' route URLs. */
+  cluster?: { name: string; port: number; routes: string[]; serverName: string };
+}
+
+/** Starts one nats-server with JetStream on a free loopback port and a temp store. */
+export async function startNats(options: ServerOptions = {}): Promise<NatsServer> {
+  const bin = options.bin ?? natsServerBin();
+  if (!bin) throw new Error(NO_NATS);
+  const dir = await Deno.makeTempDir({ prefix: "prisn-nats-" });
+  const port = freePort();
+  const args = ["-a", "127.0.0.1", "-p", String(port), "--store_dir", join(dir, "js")];
+  if (options.jetstream !== false) args.push("-js");
+  if (options.cluster) {
+    const c = options.cluster;
+    args.push(
+      "--cluster_name",
+      c.name,
+      "--cluster",
+      `nats://127.0.0.1:${c.port}`,
+      "--routes",
+      c.routes.join(","),
+      "--server_name",
+      c.serverName,
+    );
+  }
+  args.push(...options.args ?? []);
+  let child: Deno.ChildProcess | undefined;
+  const server: NatsServer = {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    pid: 0,
+    async start() {
+      child = new Deno.Command(bin, { args, stdin: "null", stdout: "null", stderr: "null" })
+        .spawn();
+      server.pid = child.pid;
+      try {
+        await waitListening(port);
+      } catch (e) {
+        await server.kill("SIGKILL");
+        throw e;
+      }
+    },
+    async kill(signal: Deno.Signal = "SIGTERM") {
+      const c = child;
+      child = undefined;
+      if (!c) return;
+      try {
+        c.kill(signal);
+      } catch { /* gone */ }
+      const done = c.status.then(() => true);
+      const late = new Promise<boolean>((r) => setTimeout(() => r(false), 5_000));
+      if (!(await Promise.race([done, late]))) {
+        try {
+          c.kill("SIGKILL");
+        } catch { /* gone */ }
+        await c.status;
+      }
+    },
+    async stop() {
+      await server.kill();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+  await server.start();
+  return server;
+}
+
+/** A 3-server NATS cluster with JetStream on loopback (nats-server ≥ 2.10), or undefined without. */
+export async function startNatsCluster(): Promise<NatsServer[] | undefined> {
+  const bin = nats210Bin();
+  if (!bin) return undefined;
+  const routePorts = [freePort(), freePort(), freePort()];
+  const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`);
+  const servers: NatsServer[] = [];
+  try {
+    await Promise.all(routePorts.map(async (port, i) => {
+      servers[i] = await startNats({
+        bin,
+        cluster: { name: "prisn-test", port, routes, serverName: `n${i + 1}` },
+      });
+    }));
+  } catch (e) {
+    await Promise.all(servers.filter(Boolean).map((s) => s.stop()));
+    throw e;
+  }
+  return servers;
+}
