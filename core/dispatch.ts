@@ -12,9 +12,11 @@ export interface Dispatcher {
   isLeader(): boolean;
   /**
    * Records the ticket's run as pending and queues it for a consumer; false when a run with its
-   * id exists already (the same cron tick twice): nothing is queued then.
+   * id exists already (the same cron tick twice): nothing is queued then. With `after`, the ticket
+   * goes out only once that settles successfully (a cron tick advanced in shared state first);
+   * a store that writes both in one transaction may record it at once.
    */
-  submit(ticket: RunTicket): Promise<boolean>;
+  submit(ticket: RunTicket, options?: SubmitOptions): Promise<boolean>;
   /**
    * Hands queued tickets to `handler` as they become due (`notBefore`), tickets left pending by
    * an earlier agent first. A ticket is done once its run left "pending"; one the handler could
@@ -25,6 +27,11 @@ export interface Dispatcher {
   waiting(deployment: string): number;
   /** How many of a deployment's `desired` replicas this node runs. */
   replicasHere(deployment: string, desired: number): number;
+}
+
+export interface SubmitOptions {
+  /** Publish only after this settles; if it rejects, the ticket is not submitted (false). */
+  after?: Promise<unknown>;
 }
 
 /** The run id of a cron tick: the same deployment and scheduled time give the same id. */

@@ -1,4 +1,4 @@
-import type { Dispatcher } from "../core/dispatch.ts";
+import type { Dispatcher, SubmitOptions } from "../core/dispatch.ts";
 import type { RunHistory } from "../core/run_history.ts";
 import type { RunTicket } from "../core/types.ts";
 
@@ -26,7 +26,8 @@ export class LocalDispatcher implements Dispatcher {
     return desired;
   }
 
-  submit(ticket: RunTicket): Promise<boolean> {
+  /** Records at once (`after` is written in the same SQLite transaction by the caller). */
+  submit(ticket: RunTicket, _options?: SubmitOptions): Promise<boolean> {
     if (!this.records.insertTicket(ticket, this.node, this.now())) return Promise.resolve(false);
     this.#queue(ticket);
     return Promise.resolve(true);

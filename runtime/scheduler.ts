@@ -70,8 +70,12 @@ export class Scheduler {
     return this.#entries.get(name)?.nextAt;
   }
 
-  /** One pass at time `now`: fires, skips and records what is due (one SQLite transaction). */
+  /**
+   * One pass at time `now`: fires, skips and records what is due (one SQLite transaction). Only
+   * the leader fires (locally: always this node); the others keep their next times.
+   */
   tick(now: number): void {
+    if (!this.supervisor.dispatcher.isLeader()) return;
     this.ctx.records.transaction(() => this.#tick(now));
   }
 
@@ -84,18 +88,22 @@ export class Scheduler {
         activeRuns: this.supervisor.activeCount(name),
         deployedAt: d.createdAt,
       }, now);
+      // The tick is advanced before its ticket goes out (a failover can never fire it twice):
+      // the ticket waits for `advanced`; locally both are written in this one transaction.
+      let advanced: Promise<unknown> = Promise.resolve();
+      if (decision.lastScheduledAt !== d.lastScheduledAt) {
+        d.lastScheduledAt = decision.lastScheduledAt;
+        advanced = this.ctx.desired.setLastScheduled(name, decision.lastScheduledAt);
+        advanced.catch((e) => this.ctx.event(name, "TickNotAdvanced", (e as Error).message));
+      }
       for (const action of decision.actions) {
         if (action.kind === "fire") {
-          this.#fire(name, action.scheduledAt, action.replaceActive, action.catchup);
+          this.#fire(name, action.scheduledAt, action.replaceActive, action.catchup, advanced);
         } else if (action.kind === "skip") {
           this.ctx.event(name, "TickSkipped", action.reason);
         } else {
           this.ctx.event(name, "TicksMissed", action.reason);
         }
-      }
-      if (decision.lastScheduledAt !== d.lastScheduledAt) {
-        d.lastScheduledAt = decision.lastScheduledAt;
-        this.ctx.desired.setLastScheduled(name, decision.lastScheduledAt).catch(() => {});
       }
       entry.nextAt = decision.nextAt;
     }
@@ -105,7 +113,13 @@ export class Scheduler {
    * Submits the tick's ticket: recorded as a pending run in the same transaction that stores the
    * tick handled (locally), with an id derived from the tick, so it is neither lost nor doubled.
    */
-  #fire(name: string, scheduledAt: number, replace: boolean, catchup: boolean): void {
+  #fire(
+    name: string,
+    scheduledAt: number,
+    replace: boolean,
+    catchup: boolean,
+    advanced: Promise<unknown>,
+  ): void {
     const d = this.#entries.get(name)!.deployment;
     const at = new Date(scheduledAt).toISOString();
     if (catchup) this.ctx.event(name, "CatchUp", `running the missed tick of ${at}`);
@@ -117,7 +131,7 @@ export class Scheduler {
       scheduledAt,
       attempt: 1,
       replace: replace || undefined,
-    }).then((submitted) => {
+    }, { after: advanced }).then((submitted) => {
       if (!submitted) this.ctx.event(name, "TickSkipped", `the tick at ${at} has its run already`);
     }, (e) => this.ctx.event(name, "FireFailed", (e as Error).message));
   }

@@ -1,0 +1,26 @@
+import type { Artifacts } from "./artifacts.ts";
+import type { DesiredState } from "./desired_state.ts";
+import type { Dispatcher } from "./dispatch.ts";
+import type { LogStore } from "./log_store.ts";
+import type { Paths } from "./paths.ts";
+import type { Records } from "./records.ts";
+
+/**
+ * The set of backends an agent runs on: one node's (runtime/backends.ts) or a cluster's (cluster/);
+ * cmd/agent.ts picks one.
+ */
+export interface Backends {
+  desired: DesiredState;
+  artifacts: Artifacts;
+  logs: LogStore;
+  dispatcher: Dispatcher;
+  /** Releases what the backends hold (connections, watches) after the agent stopped. */
+  close?(): Promise<void>;
+}
+
+/** What backends are made from: this node's data root, its SQLite records and its name. */
+export interface BackendInputs {
+  paths: Paths;
+  records: Records;
+  node: string;
+}
