@@ -20,11 +20,23 @@ import { join } from "node:path";
 import { Records } from "../core/records.ts";
 import type { Paths } from "../core/paths.ts";
 import { AgentClient } from "../runtime/client.ts";
-import { BenchHome, machineLine, ms, percentile, printTable, PRISN, sleep } from "./_util.ts";
+import {
+  agentPid,
+  BenchHome,
+  envInt,
+  envInts,
+  machineLine,
+  ms,
+  percentile,
+  printTable,
+  PRISN,
+  procStatusKiB,
+  sleep,
+} from "./_util.ts";
 import { ResourceControl } from "../runtime/resources.ts";
 
-const SECONDS = Number(Deno.env.get("CRON_BENCH_SECONDS") ?? 60);
-const LEVELS = (Deno.env.get("CRON_BENCH_LEVELS") ?? "1,100,1000").split(",").map(Number);
+const SECONDS = envInt("CRON_BENCH_SECONDS", 60);
+const LEVELS = envInts("CRON_BENCH_LEVELS", [1, 100, 1000]);
 /** Time after the agent answers before the measured window opens (start-up catch-up settles). */
 const WARMUP_MS = 3_000;
 /** Time after the window closes for its last ticks to start. */
@@ -64,13 +76,7 @@ interface RunRow {
 
 /** A status field of /proc/PID/status in MiB (VmRSS, VmHWM), or NaN. */
 function procMb(pid: number, field: "VmRSS" | "VmHWM"): number {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
-    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text);
-    return m ? Number(m[1]) / 1024 : NaN;
-  } catch {
-    return NaN;
-  }
+  return (procStatusKiB(pid, field) ?? NaN) / 1024;
 }
 
 /** How many children of `pid` are zombies (exited, not yet reaped). */
@@ -169,10 +175,9 @@ async function waitForAgent(paths: Paths, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const client = await AgentClient.existing(paths);
-    if (client) {
-      client.close();
-      return Number((await Deno.readTextFile(join(paths.state, "agent.pid"))).trim());
-    }
+    client?.close();
+    const pid = client && agentPid(paths);
+    if (pid) return pid;
     await sleep(100);
   }
   throw new Error(`the agent did not answer within ${timeoutMs} ms`);

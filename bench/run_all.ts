@@ -10,6 +10,7 @@ const BENCHES = [
   "supervisor_bench.ts",
   "cron_bench.ts",
   "env_bench.ts",
+  "scale_bench.ts",
 ];
 
 const only = new Set(Deno.args);

@@ -30,15 +30,26 @@ import { type Paths, paths as homePaths } from "../core/paths.ts";
 import type { DeploymentDetail } from "../runtime/views.ts";
 import { AgentClient } from "../runtime/client.ts";
 import {
+  agentPid,
+  checkExit,
+  ensurePm2,
   envInt,
   freePort,
   machineLine,
+  mib,
+  Pm2Home,
   printTable,
   PRISN,
+  procStatusKiB as rssKiB,
+  runBench,
   sleep,
   stats,
   STATS_HEADERS,
   statsRow,
+  terminate,
+  type Timed,
+  timed,
+  writeProject,
 } from "./_util.ts";
 
 const PART = (Deno.env.get("SUPERVISOR_BENCH_PART") ?? "all").toLowerCase();
@@ -50,7 +61,6 @@ const WARMUP = 2;
 const RESTARTS = envInt("SUPERVISOR_BENCH_RESTARTS", 10_000);
 const TIME_LIMIT_MS = envInt("SUPERVISOR_BENCH_TIME_LIMIT", 300) * 1000;
 const BACKOFF = Deno.env.get("SUPERVISOR_BENCH_BACKOFF") ?? "1ms";
-const PM2_DIR = Deno.env.get("PRISN_BENCH_PM2_DIR") ?? "/tmp/prisn-bench-pm2";
 
 /** Pause between two crashes in (a): above PM2's default min_uptime (1s), so no restart of
  * either supervisor counts as "unstable" and PM2 keeps its defaults. */
@@ -70,17 +80,8 @@ type Cleanup = () => Promise<void>;
 /** Cleanups run newest first, once each, on normal exit, on error and on SIGINT/SIGTERM. */
 class Cleanups {
   #stack: Cleanup[] = [];
-  #children = new Set<Deno.ChildProcess>();
+  #commands = new Set<AbortController>();
   #running?: Promise<void>;
-  #onSignal = () => {
-    console.error("\nsupervisor_bench: interrupted, stopping everything it started…");
-    this.runAll().finally(() => Deno.exit(130));
-  };
-
-  constructor() {
-    Deno.addSignalListener("SIGINT", this.#onSignal);
-    Deno.addSignalListener("SIGTERM", this.#onSignal);
-  }
 
   /** Registers `fn`; the returned function runs it now (once) and forgets it. */
   add(fn: Cleanup): Cleanup {
@@ -90,27 +91,23 @@ class Cleanups {
       return done;
     };
     this.#stack.push(once);
+    // Forgotten only once done, so that `runAll` meanwhile waits for it too.
     return async () => {
-      this.#stack = this.#stack.filter((f) => f !== once);
       await once();
+      this.#stack = this.#stack.filter((f) => f !== once);
     };
   }
 
-  track(child: Deno.ChildProcess): void {
-    this.#children.add(child);
-    child.status.finally(() => this.#children.delete(child));
+  /** Aborts `abort` (which kills its command) in `runAll` unless `done` settled before. */
+  track(abort: AbortController, done: Promise<unknown>): void {
+    this.#commands.add(abort);
+    done.finally(() => this.#commands.delete(abort)).catch(() => {});
   }
 
   runAll(): Promise<void> {
     this.#running ??= (async () => {
-      for (const child of this.#children) {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-      }
+      for (const abort of this.#commands) abort.abort();
       while (this.#stack.length) await this.#stack.pop()!();
-      Deno.removeSignalListener("SIGINT", this.#onSignal);
-      Deno.removeSignalListener("SIGTERM", this.#onSignal);
     })();
     return this.#running;
   }
@@ -118,79 +115,19 @@ class Cleanups {
 
 const cleanups = new Cleanups();
 
-interface Output {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command to completion (stdin closed), killed by the cleanup if still running. */
-async function run(
+/** Runs a command to completion (`timed`, stdin closed), killed by the cleanup if still running. */
+function run(
   command: string,
   args: string[],
   options: { env?: Record<string, string>; cwd?: string } = {},
-): Promise<Output> {
-  const child = new Deno.Command(command, {
-    args,
-    env: options.env,
-    cwd: options.cwd,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  cleanups.track(child);
-  const out = await child.output();
-  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
-}
-
-async function must(what: string, p: Promise<Output>): Promise<Output> {
-  const r = await p;
-  if (r.code !== 0) throw new Error(`${what} exited ${r.code}: ${(r.stderr || r.stdout).trim()}`);
-  return r;
+): Promise<Timed> {
+  const abort = new AbortController();
+  const done = timed(command, args, { ...options, signal: abort.signal });
+  cleanups.track(abort, done);
+  return done;
 }
 
 // --- measuring ---------------------------------------------------------------------------------
-
-/** VmRSS of a process in KiB, or undefined when it is gone. */
-function rssKiB(pid: number | undefined): number | undefined {
-  if (!pid) return undefined;
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function mib(kib: number | undefined): string {
-  return kib === undefined ? "-" : (kib / 1024).toFixed(1);
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return false;
-  }
-}
-
-/** SIGTERM, up to `graceMs` to go, then SIGKILL. */
-async function terminate(pid: number, graceMs = 5_000): Promise<void> {
-  if (!alive(pid)) return;
-  try {
-    Deno.kill(pid, "SIGTERM");
-  } catch {
-    return;
-  }
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline && alive(pid)) await sleep(50);
-  if (alive(pid)) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch { /* gone */ }
-  }
-}
 
 async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
@@ -384,9 +321,10 @@ class PrisnSide {
   constructor() {
     this.close = cleanups.add(async () => {
       this.client?.close();
-      const pid = this.agentPid();
-      const stop = await run(PRISN, ["agent", "stop"], { env: this.env }).catch(() => undefined);
-      if (pid && (stop?.code !== 0 || alive(pid))) await terminate(pid);
+      const pid = agentPid(this.paths);
+      await run(PRISN, ["agent", "stop"], { env: this.env }).catch(() => undefined);
+      // Whatever `prisn agent stop` left running (it failed, or the agent is still going).
+      if (pid) await terminate(pid);
       await Deno.remove(this.dir, { recursive: true }).catch(() => {});
     });
   }
@@ -397,16 +335,8 @@ class PrisnSide {
     this.client = new AgentClient(this.paths);
   }
 
-  ok(...args: string[]): Promise<Output> {
-    return must(`prisn ${args.join(" ")}`, run(PRISN, args, { env: this.env }));
-  }
-
-  agentPid(): number | undefined {
-    try {
-      return Number(Deno.readTextFileSync(join(this.paths.state, "agent.pid")).trim()) || undefined;
-    } catch {
-      return undefined;
-    }
+  async ok(...args: string[]): Promise<Timed> {
+    return checkExit(`prisn ${args.join(" ")}`, await run(PRISN, args, { env: this.env }));
   }
 
   detail(name: string): Promise<DeploymentDetail> {
@@ -414,14 +344,7 @@ class PrisnSide {
   }
 
   project(name: string, files: Record<string, string>): string {
-    const dir = join(this.dir, "src", name);
-    Deno.mkdirSync(dir, { recursive: true });
-    for (const [file, text] of Object.entries(files)) {
-      Deno.writeTextFileSync(join(dir, file), text, {
-        mode: text.startsWith("#!") ? 0o755 : 0o644,
-      });
-    }
-    return dir;
+    return writeProject(join(this.dir, "src", name), files);
   }
 
   /** "prisn.db 60 KiB + WAL 4 MiB" */
@@ -453,7 +376,8 @@ async function prisnLatency(): Promise<RestartSample[]> {
     await p.ok("deploy", dir);
     const replica = (await p.detail("crashy")).replicaStatus[0];
     if (!replica?.port) throw new Error("prisn: the crashy replica has no port");
-    console.log(`  prisn: agent pid ${p.agentPid()}, RSS ${mib(rssKiB(p.agentPid()))} MiB idle`);
+    const pid = agentPid(p.paths);
+    console.log(`  prisn: agent pid ${pid}, RSS ${mib(rssKiB(pid))} MiB idle`);
     return await restartLatency("prisn", replica.port, port);
   } finally {
     await p.close();
@@ -464,7 +388,7 @@ async function prisnCurve(): Promise<Curve> {
   const p = new PrisnSide();
   try {
     await p.start();
-    const pid = p.agentPid();
+    const pid = agentPid(p.paths);
     const idle = rssKiB(pid);
     const dbBefore = p.dbSize();
     const dir = p.project("crashloop", {
@@ -493,154 +417,73 @@ async function prisnCurve(): Promise<Curve> {
 
 // --- PM2 ---------------------------------------------------------------------------------------
 
-interface Pm2Process {
-  name: string;
-  pid: number;
-  pm2_env: { status: string; restart_time: number };
+/** A PM2_HOME whose commands the cleanup kills; `close` closes it (else the cleanup does). */
+function pm2Home(bin: string): { p: Pm2Home; close: Cleanup } {
+  const p = new Pm2Home(bin, { run });
+  return { p, close: cleanups.add(() => p.close()) };
 }
 
-class Pm2Side {
-  readonly dir = Deno.makeTempDirSync({ prefix: "prisn-bench-pm2-" });
-  readonly pm2Home = join(this.dir, "pm2-home");
-  readonly env = { PM2_HOME: this.pm2Home };
-  readonly close: Cleanup;
-
-  constructor(readonly bin: string) {
-    this.close = cleanups.add(async () => {
-      const pid = this.daemonPid();
-      const apps = this.appPids();
-      await run(bin, ["kill"], { env: this.env }).catch(() => undefined);
-      // Whatever `pm2 kill` left behind (it failed, or was never reached).
-      for (const app of apps) await terminate(app, 2_000);
-      if (pid) await terminate(pid);
-      await Deno.remove(this.dir, { recursive: true }).catch(() => {});
-    });
-  }
-
-  cli(...args: string[]): Promise<Output> {
-    return must(`pm2 ${args.join(" ")}`, run(this.bin, args, { env: this.env, cwd: this.dir }));
-  }
-
-  daemonPid(): number | undefined {
-    try {
-      return Number(Deno.readTextFileSync(join(this.pm2Home, "pm2.pid")).trim()) || undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  appPids(): number[] {
-    try {
-      return [...Deno.readDirSync(join(this.pm2Home, "pids"))]
-        .map((e) => Number(Deno.readTextFileSync(join(this.pm2Home, "pids", e.name)).trim()))
-        .filter((n) => n > 0);
-    } catch {
-      return [];
-    }
-  }
-
-  async jlist(): Promise<Pm2Process[]> {
-    const out = (await this.cli("jlist")).stdout;
-    const start = out.indexOf("[");
-    if (start < 0) throw new Error(`pm2 jlist printed no list: ${out.slice(0, 200)}`);
-    return JSON.parse(out.slice(start)) as Pm2Process[];
-  }
-
-  /** Starts the app(s) of an ecosystem file written from `apps`. */
-  async start(apps: Record<string, unknown>[]): Promise<void> {
-    const file = join(this.dir, "ecosystem.json");
-    await Deno.writeTextFile(file, JSON.stringify({ apps }, null, 2));
-    await this.cli("start", file);
-  }
-
-  project(name: string, files: Record<string, string>): string {
-    const dir = join(this.dir, name);
-    Deno.mkdirSync(dir, { recursive: true });
-    for (const [file, text] of Object.entries(files)) {
-      Deno.writeTextFileSync(join(dir, file), text, {
-        mode: text.startsWith("#!") ? 0o755 : 0o644,
-      });
-    }
-    return dir;
-  }
-}
-
-/** The pm2 CLI from `npm i pm2` in PM2_DIR (installed there on first use, then reused). */
-async function ensurePm2(): Promise<{ bin: string; version: string }> {
-  const bin = join(PM2_DIR, "node_modules", ".bin", "pm2");
-  const pkg = join(PM2_DIR, "node_modules", "pm2", "package.json");
-  const version = () => JSON.parse(Deno.readTextFileSync(pkg)).version as string;
-  try {
-    Deno.statSync(bin);
-    return { bin, version: version() };
-  } catch { /* install it */ }
-  console.log(`  installing pm2 into ${PM2_DIR} (npm i pm2)…`);
-  await Deno.mkdir(PM2_DIR, { recursive: true });
-  try {
-    Deno.statSync(join(PM2_DIR, "package.json"));
-  } catch {
-    await Deno.writeTextFile(join(PM2_DIR, "package.json"), '{ "private": true }\n');
-  }
-  await must(
-    "npm i pm2",
-    run("npm", ["i", "pm2", "--no-audit", "--no-fund", "--loglevel=error"], { cwd: PM2_DIR }),
-  );
-  return { bin, version: version() };
+/**
+ * Writes `files` to the project folder NAME and `pm2 start`s it as one fork-mode app NAME: its
+ * first file the script, `app` further PM2 app fields.
+ */
+async function startApp(
+  p: Pm2Home,
+  name: string,
+  options: { files: Record<string, string>; app: Record<string, unknown> },
+): Promise<void> {
+  const dir = writeProject(join(p.dir, name), options.files);
+  const script = join(dir, Object.keys(options.files)[0]);
+  const apps = [{ name, script, cwd: dir, exec_mode: "fork", ...options.app }];
+  await p.ok("start", await p.writeEcosystem(apps));
 }
 
 async function pm2Latency(bin: string): Promise<RestartSample[]> {
-  const p = new Pm2Side(bin);
+  const { p, close } = pm2Home(bin);
   try {
     const port = freePort();
-    const dir = p.project("crashy", { "main.js": CRASH_APP_JS });
     // PM2 defaults otherwise: autorestart, restart_delay 0, min_uptime 1s, max_restarts 16.
-    await p.start([{
-      name: "crashy",
-      script: join(dir, "main.js"),
-      cwd: dir,
-      exec_mode: "fork",
-      instances: 1,
-      env: { PORT: String(port) },
-    }]);
+    await startApp(p, "crashy", {
+      files: { "main.js": CRASH_APP_JS },
+      app: { instances: 1, env: { PORT: String(port) } },
+    });
     await waitServing(port);
     console.log(`  pm2: daemon pid ${p.daemonPid()}, RSS ${mib(rssKiB(p.daemonPid()))} MiB idle`);
     return await restartLatency("pm2", port);
   } finally {
-    await p.close();
+    await close();
   }
 }
 
 async function pm2Curve(bin: string): Promise<Curve> {
-  const p = new Pm2Side(bin);
+  const { p, close } = pm2Home(bin);
   try {
-    await p.cli("ping"); // starts the daemon
+    await p.ok("ping"); // starts the daemon
     const pid = p.daemonPid();
     const idle = rssKiB(pid);
-    const dir = p.project("crashloop", { "main.sh": EXIT_SH });
-    await p.start([{
-      name: "crashloop",
-      script: join(dir, "main.sh"),
-      interpreter: "bash",
-      cwd: dir,
-      exec_mode: "fork",
-      autorestart: true,
-      restart_delay: 0,
-      // Never "errored": restarts within min_uptime count as unstable, and max_restarts of them
-      // stop the app.
-      min_uptime: 100,
-      max_restarts: 1_000_000_000,
-    }]);
+    await startApp(p, "crashloop", {
+      files: { "main.sh": EXIT_SH },
+      app: {
+        interpreter: "bash",
+        autorestart: true,
+        restart_delay: 0,
+        // Never "errored": restarts within min_uptime count as unstable, and max_restarts of them
+        // stop the app.
+        min_uptime: 100,
+        max_restarts: 1_000_000_000,
+      },
+    });
     let status = "";
     const curve = await restartCurve("pm2", () => pid, async () => {
       const app = (await p.jlist()).find((a) => a.name === "crashloop");
       status = app?.pm2_env.status ?? "missing";
       return app?.pm2_env.restart_time;
     });
-    await p.cli("delete", "crashloop");
+    await p.ok("delete", "crashloop");
     await sleep(3_000);
     return { idle, ...curve, afterRemoval: rssKiB(pid), extra: `app status last seen: ${status}` };
   } finally {
-    await p.close();
+    await close();
   }
 }
 
@@ -723,7 +566,7 @@ function printCurves(prisn?: Curve, pm2?: Curve): void {
 }
 
 async function main(): Promise<void> {
-  const pm2 = WITH_PM2 ? await ensurePm2() : undefined;
+  const pm2 = WITH_PM2 ? await ensurePm2(run) : undefined;
   console.log(
     `supervisor bench: ${
       [WITH_PRISN && "prisn", pm2 && `pm2 ${pm2.version}`].filter(Boolean)
@@ -763,15 +606,4 @@ async function nodeVersion(): Promise<string> {
   return (await run("node", ["--version"])).stdout.trim();
 }
 
-if (import.meta.main) {
-  let failed = false;
-  try {
-    await main();
-  } catch (e) {
-    failed = true;
-    console.error(`supervisor_bench: ${(e as Error).stack ?? e}`);
-  } finally {
-    await cleanups.runAll();
-  }
-  if (failed) Deno.exit(1);
-}
+if (import.meta.main) await runBench("supervisor_bench", main, () => cleanups.runAll());
