@@ -57,7 +57,8 @@ async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
   throw new Error(`nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
 }
 
-interface ServerOptions {
+export interface ServerOptions {
+  /** The nats-server binary. @default natsServerBin() */
   bin?: string;
   /** Extra command-line arguments, e.g. ["--auth", "s3cret"]. */
   args?: string[];
@@ -130,23 +131,46 @@ export async function startNats(options: ServerOptions = {}): Promise<NatsServer
   return server;
 }
 
-/** A 3-server NATS cluster with JetStream on loopback (nats-server ≥ 2.10), or undefined without. */
-export async function startNatsCluster(): Promise<NatsServer[] | undefined> {
-  const bin = nats210Bin();
+/** Options of {@link startNatsCluster}. */
+export interface ClusterServerOptions {
+  /**
+   * The nats-server binary of every server, e.g. {@link natsServerBin} for a 2.9 cluster.
+   * @default nats210Bin()
+   */
+  bin?: string;
+  /** @default 3 */
+  size?: number;
+  /** Extra command-line arguments of every server, e.g. ["--auth", "s3cret"]. */
+  args?: string[];
+  /** @default "prisn-test" */
+  name?: string;
+}
+
+/**
+ * A NATS cluster (3 servers by default) with JetStream on loopback, routes between them; by
+ * default of nats-server ≥ 2.10, and undefined when that binary is missing (tools/nats_2_10.sh).
+ * Stop every server (`Promise.all(servers.map((s) => s.stop()))`) in a finally.
+ */
+export async function startNatsCluster(
+  options: ClusterServerOptions = {},
+): Promise<NatsServer[] | undefined> {
+  const bin = options.bin ?? nats210Bin();
   if (!bin) return undefined;
-  const routePorts = [freePort(), freePort(), freePort()];
+  const size = options.size ?? 3;
+  const routePorts = Array.from({ length: size }, () => freePort());
   const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`);
-  const servers: NatsServer[] = [];
-  try {
-    await Promise.all(routePorts.map(async (port, i) => {
-      servers[i] = await startNats({
-        bin,
-        cluster: { name: "prisn-test", port, routes, serverName: `n${i + 1}` },
-      });
-    }));
-  } catch (e) {
-    await Promise.all(servers.filter(Boolean).map((s) => s.stop()));
-    throw e;
+  const started = await Promise.allSettled(routePorts.map((port, i) =>
+    startNats({
+      bin,
+      args: options.args,
+      cluster: { name: options.name ?? "prisn-test", port, routes, serverName: `n${i + 1}` },
+    })
+  ));
+  const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+  const failed = started.find((r) => r.status === "rejected");
+  if (failed) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw failed.reason;
   }
   return servers;
 }
