@@ -7,6 +7,7 @@
 export { CAS_SAFE_VERSION, casSafe, connectCluster } from "./connection.ts";
 export { clusterNames, DEFAULT_CLUSTER, validateClusterName } from "./names.ts";
 export { ensureResources, RESOURCE_DEFAULTS, resourceConfigs } from "./setup.ts";
+export type { ResourceSpec } from "./setup.ts";
 export {
   clusterError,
   isCasConflict,

@@ -47,9 +47,12 @@ const REQUEST_TIMEOUT_MS = 2_000;
 
 type Config = Partial<StreamConfig> & { name: string };
 
-interface Resource {
+/** One bucket or stream as {@link ensureResources} wants it. */
+export interface ResourceSpec {
   kind: ResourceResult["kind"];
+  /** The bucket's or stream's name (as in ClusterNames). */
   name: string;
+  /** The JetStream stream configuration behind it. */
   config: Config;
 }
 
@@ -85,11 +88,11 @@ export function resourceConfigs(
   names: ClusterNames,
   replicas: number,
   options: ResourceOptions = {},
-): Resource[] {
+): ResourceSpec[] {
   const o = { ...RESOURCE_DEFAULTS, ...definedOnly(options) };
   checkLimits(o);
   const common = { storage: StorageType.File, num_replicas: replicas };
-  const kv = (name: string, history: number, ttlMs = 0): Resource => ({
+  const kv = (name: string, history: number, ttlMs = 0): ResourceSpec => ({
     kind: "kv",
     name,
     config: {
@@ -194,7 +197,7 @@ function checkLimits(o: Required<ResourceOptions>): void {
 const FIXED: (keyof StreamConfig)[] = ["retention", "storage"];
 
 /** Creates or updates one stream; retried when another node got there first. */
-async function ensure(jsm: JetStreamManager, r: Resource): Promise<ResourceResult["action"]> {
+async function ensure(jsm: JetStreamManager, r: ResourceSpec): Promise<ResourceResult["action"]> {
   for (let attempt = 0;; attempt++) {
     const current = await transientRetry(() => info(jsm, r.config.name), r);
     if (!current) {
@@ -261,7 +264,7 @@ function differences(have: StreamConfig, want: Config): (keyof StreamConfig)[] {
  * Runs `fn` again while JetStream answers "try later": timeouts, leader elections, and "no
  * suitable peers", which a NATS cluster that just started says until it knows all its servers.
  */
-async function transientRetry<T>(fn: () => Promise<T>, r: Resource): Promise<T> {
+async function transientRetry<T>(fn: () => Promise<T>, r: ResourceSpec): Promise<T> {
   const deadline = Date.now() + TRANSIENT_WAIT_MS;
   while (true) {
     try {
@@ -289,7 +292,7 @@ async function transientRetry<T>(fn: () => Promise<T>, r: Resource): Promise<T> 
   }
 }
 
-function setupError(e: unknown, r: Resource, changed: string[] = []) {
+function setupError(e: unknown, r: ResourceSpec, changed: string[] = []) {
   if (e instanceof Error && e.name === "PrisnError") return e;
   const what = `${r.kind} ${r.name} (NATS stream ${r.config.name})`;
   const replicas = r.config.num_replicas ?? 1;
