@@ -29,7 +29,7 @@ import type {
 } from "@nats-io/jetstream";
 import { AckPolicy, JetStreamApiError } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { Dispatcher } from "../core/dispatch.ts";
+import type { Dispatcher, SubmitOptions } from "../core/dispatch.ts";
 import { PrisnError } from "../core/errors.ts";
 import type { RunHistory } from "../core/run_history.ts";
 import type { RunTicket } from "../core/types.ts";
@@ -142,16 +142,22 @@ export class ClusterDispatcher implements Dispatcher {
   }
 
   /**
-   * Publishes the ticket with `Nats-Msg-Id: ticket.id` and records it here as pending. False,
-   * with nothing recorded, when this node knows the id already or the stream saw it within its
-   * duplicate window (the same cron tick from an old and a new leader). A publish without an
-   * answer is tried again with the same id (the duplicate window makes that safe) until
-   * `publishTimeoutMs`; then it throws UNAVAILABLE and nothing is recorded here (a publish still
-   * buffered by the client may land once NATS is back: submitting again is then a duplicate).
-   * A stream that refuses the ticket (full, missing) throws UNAVAILABLE at once.
+   * Publishes the ticket with `Nats-Msg-Id: ticket.id` and records it here as pending, once
+   * `after` (the cron tick advanced in KV) settled; false, with nothing published, when it
+   * rejects. False, with nothing recorded, when this node knows the id already or the stream
+   * saw it within its duplicate window (the same cron tick from an old and a new leader). A
+   * publish without an answer is tried again with the same id (the duplicate window makes that
+   * safe) until `publishTimeoutMs`; then it throws UNAVAILABLE and nothing is recorded here (a
+   * publish still buffered by the client may land once NATS is back: submitting again is then a
+   * duplicate). A stream that refuses the ticket (full, missing) throws UNAVAILABLE at once.
    */
-  async submit(ticket: RunTicket): Promise<boolean> {
+  async submit(ticket: RunTicket, options: SubmitOptions = {}): Promise<boolean> {
     const { records, publishSubject, node, now, publishTimeoutMs } = this.#settings;
+    try {
+      await options.after;
+    } catch {
+      return false;
+    }
     if (records.getRun(ticket.id)) return false;
     const subject = publishSubject(ticket);
     const data = JSON.stringify(ticket);

@@ -202,6 +202,23 @@ natsTest("ClusterDispatcher: the same ticket id submitted twice is one delivery"
   assert.deepEqual(got.map((g) => g.id), ["run-once"]);
 });
 
+natsTest("ClusterDispatcher: submit publishes only once `after` settled", async (c) => {
+  const a = await c.node("a");
+  let advance!: () => void;
+  const advanced = new Promise<void>((r) => advance = r);
+  const submitted = a.dispatcher.submit(ticket("run-tick"), { after: advanced });
+  await sleep(200);
+  assert.equal(await c.messages(), 0, "nothing goes out before the tick is advanced");
+  assert.equal(a.records.getRun("run-tick"), undefined);
+  advance();
+  assert.equal(await submitted, true);
+  assert.equal(await c.messages(), 1);
+  const refused = Promise.reject(new Error("the tick was advanced by another leader"));
+  assert.equal(await a.dispatcher.submit(ticket("run-other"), { after: refused }), false);
+  assert.equal(await c.messages(), 1);
+  assert.equal(a.records.getRun("run-other"), undefined);
+});
+
 natsTest(
   "ClusterDispatcher: a handler slower than ack_wait keeps its message with working()",
   async (c) => {
