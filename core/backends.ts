@@ -14,6 +14,8 @@ export interface Backends {
   artifacts: Artifacts;
   logs: LogStore;
   dispatcher: Dispatcher;
+  /** Starts what the backends run in the background (mirrors, lease, heartbeats), before use. */
+  start?(): Promise<void>;
   /** Releases what the backends hold (connections, watches) after the agent stopped. */
   close?(): Promise<void>;
 }

@@ -27,6 +27,8 @@ export interface Dispatcher {
   waiting(deployment: string): number;
   /** How many of a deployment's `desired` replicas this node runs. */
   replicasHere(deployment: string, desired: number): number;
+  /** Tells when `replicasHere` may answer differently (nodes came or went). */
+  onPlacementChange?(listener: () => void): () => void;
 }
 
 export interface SubmitOptions {

@@ -24,6 +24,8 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Replicas starting at once across the agent. @default DEFAULT_START_PARALLELISM */
   startParallelism?: number;
+  /** Where service ports listen (and, in a cluster, other nodes reach this one). @default all */
+  address?: string;
   /** Makes the backends (cmd/agent.ts picks them). @default localBackends */
   backends?: (inputs: BackendInputs) => Backends;
 }
@@ -58,7 +60,7 @@ export class Agent {
     const node = options.node ?? Deno.hostname();
     const backends = (options.backends ?? localBackends)({ paths, records, node });
     this.#backends = backends;
-    this.ctx = createContext(paths, records, node, backends);
+    this.ctx = createContext(paths, records, node, { ...backends, address: options.address });
     this.supervisor = new Supervisor(this.ctx, {
       startParallelism: options.startParallelism,
       dispatcher: backends.dispatcher,
@@ -97,6 +99,7 @@ export class Agent {
     }
     const agent = new Agent(paths, records, options);
     agent.#lock = lock;
+    await agent.#backends.start?.();
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});

@@ -20,6 +20,8 @@ export interface AgentContext {
   artifacts: Artifacts;
   /** Replicas' and runs' output. */
   logs: LogStore;
+  /** Where service ports listen and other nodes reach this one. @default all addresses */
+  address?: string;
   node: string;
   /**
    * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
@@ -34,7 +36,8 @@ export function createContext(
   paths: Paths,
   records: Records,
   node: string,
-  options: { desired?: DesiredState; artifacts?: Artifacts; logs?: LogStore } = {},
+  options: { desired?: DesiredState; artifacts?: Artifacts; logs?: LogStore; address?: string } =
+    {},
 ): AgentContext {
   return {
     paths,
@@ -42,6 +45,7 @@ export function createContext(
     desired: options.desired ?? new LocalDesiredState(records),
     artifacts: options.artifacts ?? new LocalArtifacts(paths),
     logs: options.logs ?? new FileLogs(paths),
+    address: options.address,
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {

@@ -240,9 +240,9 @@ async function deployPackage(
     } else {
       await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       if (spec.type === "job") {
-        const run = await supervisor.startRun(spec.name, { trigger: "deploy" });
-        result.runId = run.id;
-        progress("Activate", `job started as ${run.id}`);
+        const runId = await supervisor.submitRun(spec.name, { trigger: "deploy" });
+        result.runId = runId;
+        progress("Activate", `job started as ${runId}`);
       } else {
         progress(
           "Activate",

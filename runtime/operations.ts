@@ -181,8 +181,8 @@ export class AgentOperations implements Operations {
       throw invalid(`${name} is a service; prisn run starts jobs and cronjobs`);
     }
     const env = Object.fromEntries((request.env ?? []).map((p) => parseEnvPair(p)));
-    const run = await this.#parts.supervisor.startRun(name, { trigger: "manual", env });
-    return { id: run.id };
+    const id = await this.#parts.supervisor.submitRun(name, { trigger: "manual", env });
+    return { id };
   }
 
   async setSuspended(name: string, suspended: boolean): Promise<SuspendResponse> {

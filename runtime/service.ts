@@ -80,6 +80,7 @@ export class Service {
       if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
         const proxy = new TcpProxy({
           port: target.spec.port,
+          host: this.ctx.address,
           onError: (e) => this.#proxyError(e),
         });
         await proxy.listen(); // a taken port fails here, before anything changes

@@ -54,6 +54,7 @@ export class Supervisor {
   #startWaiters = new Map<string, (run: Run | Error) => void>();
   #stopConsuming?: () => void;
   #unwatch?: () => void;
+  #unplace?: () => void;
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -89,7 +90,8 @@ export class Supervisor {
   }
 
   /** Rolls a service to a version (see Service.rollout). */
-  async rolloutService(spec: DeploySpec, version: string, replicas: number): Promise<void> {
+  async rolloutService(spec: DeploySpec, version: string, desired: number): Promise<void> {
+    const replicas = this.dispatcher.replicasHere(spec.name, desired); // in a cluster, a share
     const launch = await this.launch(spec, version);
     const service = this.services.get(spec.name) ??
       new Service(this.ctx, spec.name, { driver: this.driver, starts: this.starts });
@@ -111,6 +113,40 @@ export class Supervisor {
       version?: string;
     },
   ): Promise<Run> {
+    const run = await (await this.#submitRun(name, options)).started;
+    if (run instanceof Error) throw run;
+    return run;
+  }
+
+  /**
+   * Submits a run and resolves with its id once it started here, or after `waitMs` (it may run on
+   * another node, or still be preparing); throws what kept it from starting here, if that came
+   * within `waitMs`.
+   */
+  async submitRun(
+    name: string,
+    options: { trigger: RunTrigger; env?: Record<string, string> },
+    waitMs = 2_000,
+  ): Promise<string> {
+    const { id, started } = await this.#submitRun(name, options);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), waitMs));
+    const result = await Promise.race([started, late]);
+    clearTimeout(timer);
+    this.#startWaiters.delete(id);
+    if (result instanceof Error) throw result;
+    return id;
+  }
+
+  async #submitRun(
+    name: string,
+    options: {
+      trigger: RunTrigger;
+      env?: Record<string, string>;
+      scheduledAt?: number;
+      version?: string;
+    },
+  ): Promise<{ id: string; started: Promise<Run | Error> }> {
     const d = this.ctx.desired.getDeployment(name);
     if (!d) throw deploymentNotFound(name);
     this.consumeTickets();
@@ -127,9 +163,7 @@ export class Supervisor {
       this.#startWaiters.set(ticket.id, resolve)
     );
     await this.dispatcher.submit(ticket);
-    const run = await started;
-    if (run instanceof Error) throw run;
-    return run;
+    return { id: ticket.id, started };
   }
 
   /** Tickets of a deployment not yet started, and runs under way: what cron concurrency counts. */
@@ -264,8 +298,8 @@ export class Supervisor {
     return [...this.runs.values()].filter((r) => r.request.deployment === name);
   }
 
-  async scale(name: string, replicas: number): Promise<void> {
-    await this.services.get(name)?.scale(replicas);
+  async scale(name: string, desired: number): Promise<void> {
+    await this.services.get(name)?.scale(this.dispatcher.replicasHere(name, desired));
   }
 
   /** Stops everything of a deployment (service replicas and active runs). */
@@ -310,6 +344,9 @@ export class Supervisor {
       });
     }
     this.#unwatch ??= this.ctx.desired.watch((c) => this.reconcile(c.deployment));
+    this.#unplace ??= this.dispatcher.onPlacementChange?.(() => {
+      for (const d of this.ctx.desired.listDeployments()) this.reconcile(d.name);
+    });
     for (const d of this.ctx.desired.listDeployments()) this.reconcile(d.name);
   }
 
@@ -341,7 +378,7 @@ export class Supervisor {
       try {
         if (!target || target.version !== d.version) {
           const spec = this.ctx.desired.getVersion(name, d.version)!.spec;
-          await this.rolloutService(spec, d.version, want);
+          await this.rolloutService(spec, d.version, d.replicas);
         } else if (target.replicas !== want) {
           await service!.scale(want);
         }
@@ -356,6 +393,7 @@ export class Supervisor {
     this.#stopping.abort();
     this.#stopConsuming?.();
     this.#unwatch?.();
+    this.#unplace?.();
     await Promise.all([
       ...[...this.services.values()].map((s) => s.stop()),
       ...[...this.runs.values()].map((r) => r.stop("agent stopped")),
