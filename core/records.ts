@@ -45,6 +45,9 @@ const MIGRATIONS: string[] = [
    CREATE INDEX runs_by_status ON runs(status);`,
   // Desired state changes by compare-and-set: every write to a deployment bumps its revision.
   `ALTER TABLE deployments ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;`,
+  // A cluster node's mirror of the shared desired state: its own bookkeeping (the last bucket
+  // revision applied, the cron ticks it holds), by key.
+  `CREATE TABLE IF NOT EXISTS mirror_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -254,6 +257,91 @@ export class Records implements RunHistory, ProcessLedger {
       deployment,
       version,
     );
+  }
+
+  // --- mirror (a cluster node's copy of the shared desired state) ----------------------------
+
+  /** Writes a deployment exactly as given (revision and last tick included), as a mirror does. */
+  putDeploymentRecord(d: DeploymentRecord): void {
+    this.#prepare(
+      `INSERT INTO deployments(name, type, version, replicas, suspended, last_scheduled_at,
+                               created_at, updated_at, revision)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(name) DO UPDATE SET type = excluded.type, version = excluded.version,
+         replicas = excluded.replicas, suspended = excluded.suspended,
+         last_scheduled_at = excluded.last_scheduled_at, created_at = excluded.created_at,
+         updated_at = excluded.updated_at, revision = excluded.revision`,
+    ).run(
+      d.name,
+      d.type,
+      d.version,
+      d.replicas,
+      d.suspended ? 1 : 0,
+      d.lastScheduledAt ?? null,
+      d.createdAt,
+      d.updatedAt,
+      d.revision,
+    );
+  }
+
+  /** Removes only the deployment's own row; its versions, runs and events stay. */
+  removeDeploymentRecord(name: string): void {
+    this.#prepare("DELETE FROM deployments WHERE name = ?").run(name);
+  }
+
+  /** Writes a version exactly as given (status and times included), as a mirror does. */
+  putVersionRecord(v: VersionRecord): void {
+    this.#prepare(
+      `INSERT INTO versions(deployment, version, spec, source, files, bytes, created_at,
+                            deployed_at, status)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(deployment, version) DO UPDATE SET spec = excluded.spec,
+         source = excluded.source, files = excluded.files, bytes = excluded.bytes,
+         created_at = excluded.created_at, deployed_at = excluded.deployed_at,
+         status = excluded.status`,
+    ).run(
+      v.deployment,
+      v.version,
+      JSON.stringify(v.spec),
+      JSON.stringify(v.source),
+      v.files,
+      v.bytes,
+      v.createdAt,
+      v.deployedAt,
+      v.status,
+    );
+  }
+
+  /** Every recorded version's identity, whether or not its deployment exists. */
+  listVersionIds(): { deployment: string; version: string }[] {
+    return (this.#prepare("SELECT deployment, version FROM versions").all() as Row[]).map((r) => ({
+      deployment: String(r.deployment),
+      version: String(r.version),
+    }));
+  }
+
+  getMirrorState(key: string): string | undefined {
+    const row = this.#prepare("SELECT value FROM mirror_state WHERE key = ?").get(key) as
+      | Row
+      | undefined;
+    return row ? String(row.value) : undefined;
+  }
+
+  setMirrorState(key: string, value: string): void {
+    this.#prepare(
+      "INSERT INTO mirror_state(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    ).run(key, value);
+  }
+
+  deleteMirrorState(key: string): void {
+    this.#prepare("DELETE FROM mirror_state WHERE key = ?").run(key);
+  }
+
+  /** Mirror state entries whose key starts with `prefix`, by key. */
+  listMirrorState(prefix: string): { key: string; value: string }[] {
+    return (this.#prepare(
+      "SELECT key, value FROM mirror_state WHERE substr(key, 1, length(?)) = ? ORDER BY key",
+    ).all(prefix, prefix) as Row[]).map((r) => ({ key: String(r.key), value: String(r.value) }));
   }
 
   // --- runs --------------------------------------------------------------------------------
