@@ -15,6 +15,34 @@ export function register(program: Command, app: App): void {
     .option("--node <name>", "this node's name (default: the host name)")
     .option("--background", "started by the CLI: write messages to state/agent.log")
     .option(
+      "--nats <urls>",
+      "join a cluster over NATS JetStream: nats://h:4222[,…] (env PRISN_NATS)",
+    )
+    .option(
+      "--address <addr>",
+      "where this node's service ports listen and other nodes reach it (env PRISN_ADDRESS; " +
+        "default: all addresses, in a cluster the host's primary address)",
+    )
+    .option(
+      "--cluster <name>",
+      "prefix of every bucket and stream (env PRISN_CLUSTER; default prisn)",
+    )
+    .option("--nats-token <token>", "NATS auth token (env PRISN_NATS_TOKEN)")
+    .option("--nats-user <user>", "NATS user (env PRISN_NATS_USER)")
+    .option("--nats-password <password>", "NATS password (env PRISN_NATS_PASSWORD)")
+    .option("--nats-creds <file>", "NATS .creds file (env PRISN_NATS_CREDS)")
+    .option("--nats-ca <file>", "CA certificate for NATS TLS (env PRISN_NATS_CA)")
+    .option("--nats-cert <file>", "client certificate for NATS TLS (env PRISN_NATS_CERT)")
+    .option("--nats-key <file>", "client key for NATS TLS (env PRISN_NATS_KEY)")
+    .option(
+      "--nats-replicas <n>",
+      "replicas of prisn's streams and buckets (3 on a clustered NATS)",
+    )
+    .option(
+      "--nats-allow-unsafe-cas",
+      "run on a clustered NATS older than 2.9.21 (compare-and-set is unsafe there: nats-server #4320)",
+    )
+    .option(
       "--start-parallelism <n>",
       `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
         `default ${DEFAULT_START_PARALLELISM})`,
@@ -33,14 +61,19 @@ export function register(program: Command, app: App): void {
       }
       // The agent's module graph loads only here: the CLI's other paths stay light.
       const { Agent } = await import("../runtime/agent.ts");
-      const { localBackends } = await import("../runtime/backends.ts");
+      const { chooseBackends } = await import("./_backends.ts");
+      const node = opts.node ?? Deno.env.get("PRISN_NODE") ?? Deno.hostname();
+      const say = log ?? ((line: string) => console.error(line));
+      const { backends, address, mode } = await chooseBackends(opts, node, say);
       const a = await Agent.start({
         paths: app.paths,
-        node: opts.node,
+        node,
         log,
         startParallelism,
-        backends: localBackends, // one node; cluster mode picks cluster/'s backends here
+        backends,
+        address,
       });
+      say(`prisn agent runs as ${mode}`);
       const stop = () => a.stop();
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);

@@ -4,6 +4,7 @@ import type { Dispatcher } from "./dispatch.ts";
 import type { LogStore } from "./log_store.ts";
 import type { Paths } from "./paths.ts";
 import type { Records } from "./records.ts";
+import type { ProcessLedger, RunHistory } from "./run_history.ts";
 
 /**
  * The set of backends an agent runs on: one node's (runtime/backends.ts) or a cluster's (cluster/);
@@ -14,6 +15,8 @@ export interface Backends {
   artifacts: Artifacts;
   logs: LogStore;
   dispatcher: Dispatcher;
+  /** Run history and process records. @default this node's SQLite records */
+  history?: RunHistory & ProcessLedger;
   /** Starts what the backends run in the background (mirrors, lease, heartbeats), before use. */
   start?(): Promise<void>;
   /** Releases what the backends hold (connections, watches) after the agent stopped. */

@@ -36,12 +36,17 @@ export function createContext(
   paths: Paths,
   records: Records,
   node: string,
-  options: { desired?: DesiredState; artifacts?: Artifacts; logs?: LogStore; address?: string } =
-    {},
+  options: {
+    desired?: DesiredState;
+    artifacts?: Artifacts;
+    logs?: LogStore;
+    history?: RunHistory & ProcessLedger;
+    address?: string;
+  } = {},
 ): AgentContext {
   return {
     paths,
-    records,
+    records: options.history ?? records,
     desired: options.desired ?? new LocalDesiredState(records),
     artifacts: options.artifacts ?? new LocalArtifacts(paths),
     logs: options.logs ?? new FileLogs(paths),

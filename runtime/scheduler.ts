@@ -143,7 +143,9 @@ export class Scheduler {
       for (const e of this.#entries.values()) {
         if (e.nextAt !== undefined) earliest = Math.min(earliest, e.nextAt);
       }
-      const wait = Math.max(0, Math.min(earliest - Date.now(), 60_000));
+      // A follower looks again each second: it may become the leader at any time.
+      const most = this.supervisor.dispatcher.isLeader() ? 60_000 : 1_000;
+      const wait = Math.max(0, Math.min(earliest - Date.now(), most));
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait);
         this.#wake = () => {

@@ -1,0 +1,182 @@
+/**
+ * Cluster mode end to end: one real nats-server, three agents on one machine, each with its own
+ * PRISN_HOME and loopback address (127.0.0.1/.2/.3), driven through the real CLI.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { type NatsServer, NO_NATS, startNats } from "../cluster/_nats.ts";
+import { TestHome, waitFor } from "../_helpers.ts";
+import type { ReplicaStatus } from "../../runtime/service.ts";
+import type { RunRecord } from "../../core/types.ts";
+
+if (NO_NATS) console.log(`cluster e2e: skipping: ${NO_NATS}`);
+
+interface Detail {
+  replicas: { desired: number; ready: number; items: ReplicaStatus[] };
+}
+
+/** Three agents of one cluster; `close()` stops them and the server. */
+async function cluster(): Promise<{ nats: NatsServer; nodes: TestHome[]; close(): Promise<void> }> {
+  const nats = await startNats();
+  const nodes = [1, 2, 3].map((i) =>
+    new TestHome({
+      env: {
+        PRISN_NATS: nats.url,
+        PRISN_NODE: `node-${i}`,
+        PRISN_ADDRESS: `127.0.0.${i}`,
+        PRISN_CLUSTER: "e2e",
+      },
+    })
+  );
+  const close = async () => {
+    await Promise.all(nodes.map((h) => h.close()));
+    await nats.stop();
+  };
+  try {
+    await Promise.all(nodes.map((h) => h.ok("ls"))); // each starts its agent in cluster mode
+    // Every node sees the other two (their heartbeats) before the tests place anything.
+    const nc = await connect({ servers: nats.url });
+    try {
+      const kv = await new Kvm(nc).open("e2e-heartbeats");
+      await waitFor(async () => (await Array.fromAsync(await kv.keys())).length === 3, {
+        what: "three heartbeats",
+        timeoutMs: 20_000,
+      });
+    } finally {
+      await nc.close();
+    }
+    await new Promise((r) => setTimeout(r, 2_500)); // one membership read (2 s) on every node
+    return { nats, nodes, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+Deno.test({
+  name:
+    "cluster: a deploy on one node is seen on all, its job runs once, a service spreads one replica per node",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    try {
+      const [n1, n2, n3] = c.nodes;
+      const ran = join(n1.dir, "ran.txt");
+      const job = n1.project("once", { "main.sh": `echo "$PRISN_RUN_ID" >> "${ran}"\n` });
+      await n1.ok("deploy", job, "--name", "once");
+      for (const h of [n2, n3]) {
+        await waitFor(async () => (await h.ok("ls")).includes("once"), {
+          what: "the deployment in another node's mirror",
+        });
+      }
+      await waitFor(async () => {
+        try {
+          return (await Deno.readTextFile(ran)).trim().split("\n").length >= 1;
+        } catch {
+          return false;
+        }
+      }, { what: "the job's run on some node", timeoutMs: 20_000 });
+      // Every node lists the run, completed, with the node that ran it.
+      for (const h of c.nodes) {
+        const runs = await waitFor(async () => {
+          const all = await h.json<RunRecord[]>("get", "jobs", "once");
+          return all.length === 1 && all[0].status === "completed" ? all : undefined;
+        }, { what: "the run, completed, in every node's history" });
+        assert.match(runs[0].node, /^node-[123]$/);
+      }
+      // A run started from another node is no pending leftover on the node that asked for it.
+      const out = await n3.ok("run", "once");
+      const id = /started (run-[0-9a-f]+)/.exec(out)![1];
+      for (const h of c.nodes) {
+        await waitFor(async () => {
+          const run = (await h.json<RunRecord[]>("get", "jobs", "once")).find((r) => r.id === id);
+          return run?.status === "completed";
+        }, { what: `${id} completed in every node's history` });
+      }
+      assert.equal((await Deno.readTextFile(ran)).trim().split("\n").length, 2, "each ran once");
+
+      const port = 20_000 + Math.floor(Math.random() * 20_000);
+      const svc = n2.project("web", {
+        "main.py": [
+          "import http.server, os",
+          "class H(http.server.BaseHTTPRequestHandler):",
+          "    def do_GET(self):",
+          "        self.send_response(200); self.end_headers()",
+          "        self.wfile.write(b'ok')",
+          "    def log_message(self, *a): pass",
+          "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()",
+          "",
+        ].join("\n"),
+      });
+      await n2.ok("deploy", svc, "--name", "web", "--replicas", "3", "--port", String(port));
+      for (const h of c.nodes) {
+        await waitFor(async () => {
+          const d = await h.json<Detail>("get", "web");
+          return d.replicas.items.length === 1 && d.replicas.ready === 1;
+        }, { what: "one ready replica on each node", timeoutMs: 30_000 });
+      }
+      // Every node's own address serves the service port.
+      for (const i of [1, 2, 3]) {
+        const body = await waitFor(() => httpGetAt(`127.0.0.${i}`, port), {
+          what: `the service port on 127.0.0.${i}`,
+        });
+        assert.equal(body, "ok");
+      }
+      await n3.ok("scale", "web", "1");
+      await waitFor(async () => {
+        const counts = await Promise.all(
+          c.nodes.map(async (h) => (await h.json<Detail>("get", "web")).replicas.items.length),
+        );
+        return counts.reduce((a, b) => a + b, 0) === 1;
+      }, { what: "one replica left in the cluster after scale 1", timeoutMs: 30_000 });
+    } finally {
+      await c.close();
+    }
+  },
+});
+
+async function httpGetAt(host: string, port: number): Promise<string | undefined> {
+  try {
+    const res = await fetch(`http://${host}:${port}/`, { signal: AbortSignal.timeout(2_000) });
+    const text = await res.text();
+    return res.ok ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+Deno.test({
+  name: "cluster: only the leader fires an every-second cronjob, each tick runs once somewhere",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    try {
+      const [n1, n2] = c.nodes;
+      const ticks = join(n1.dir, "ticks.txt");
+      const cron = n1.project("tick", {
+        "main.sh": `echo "$PRISN_SCHEDULED_TIME $PRISN_RUN_ID" >> "${ticks}"\n`,
+        "prisn.toml": 'schedule = "* * * * * *"\n',
+      });
+      await n1.ok("deploy", cron, "--name", "tick");
+      const lines = await waitFor(async () => {
+        try {
+          const all = (await Deno.readTextFile(ticks)).trim().split("\n");
+          return all.length >= 5 ? all : undefined;
+        } catch {
+          return undefined;
+        }
+      }, { what: "five cron runs", timeoutMs: 30_000 });
+      await n2.ok("suspend", "tick");
+      const stamps = lines.map((l) => l.split(" ")[0]);
+      assert.equal(new Set(stamps).size, stamps.length, `a tick ran twice: ${lines.join(", ")}`);
+      const runs = await n2.json<RunRecord[]>("get", "jobs", "tick", "--limit", "100");
+      assert.equal(new Set(runs.map((r) => r.scheduledAt)).size, runs.length);
+    } finally {
+      await c.close();
+    }
+  },
+});
