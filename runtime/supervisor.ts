@@ -14,6 +14,16 @@ import { type ProcessDriver, RealDriver } from "./driver.ts";
 import { Service } from "./service.ts";
 import { StartQueue } from "./start_queue.ts";
 
+/** What a run is started with. */
+export interface RunOptions {
+  trigger: RunTrigger;
+  /** Extra env for this run only. */
+  env?: Record<string, string>;
+  scheduledAt?: number;
+  /** @default the active version */
+  version?: string;
+}
+
 export interface SupervisorOptions {
   /** Starts processes. @default a RealDriver with this home's resource control */
   driver?: ProcessDriver;
@@ -106,12 +116,7 @@ export class Supervisor {
    */
   async startRun(
     name: string,
-    options: {
-      trigger: RunTrigger;
-      env?: Record<string, string>;
-      scheduledAt?: number;
-      version?: string;
-    },
+    options: RunOptions,
   ): Promise<Run> {
     const run = await (await this.#submitRun(name, options)).started;
     if (run instanceof Error) throw run;
@@ -125,7 +130,7 @@ export class Supervisor {
    */
   async submitRun(
     name: string,
-    options: { trigger: RunTrigger; env?: Record<string, string> },
+    options: RunOptions,
     waitMs = 2_000,
   ): Promise<string> {
     const { id, started } = await this.#submitRun(name, options);
@@ -140,12 +145,7 @@ export class Supervisor {
 
   async #submitRun(
     name: string,
-    options: {
-      trigger: RunTrigger;
-      env?: Record<string, string>;
-      scheduledAt?: number;
-      version?: string;
-    },
+    options: RunOptions,
   ): Promise<{ id: string; started: Promise<Run | Error> }> {
     const d = this.ctx.desired.getDeployment(name);
     if (!d) throw deploymentNotFound(name);

@@ -185,3 +185,18 @@ export async function httpGet(port: number, path = "/"): Promise<string | undefi
     return undefined;
   }
 }
+
+/** Everything a test started, stopped in reverse order even when the test fails. */
+export class Scope {
+  #undo: (() => Promise<unknown> | unknown)[] = [];
+  defer(undo: () => Promise<unknown> | unknown): void {
+    this.#undo.push(undo);
+  }
+  async close(): Promise<void> {
+    for (const undo of this.#undo.reverse()) {
+      try {
+        await undo();
+      } catch { /* already gone */ }
+    }
+  }
+}

@@ -12,28 +12,13 @@ import {
   type HeartbeatsOptions,
 } from "../../cluster/heartbeats.ts";
 import { type NatsServer, NO_NATS, startNats } from "./_nats.ts";
-import { waitFor } from "../_helpers.ts";
+import { Scope, waitFor } from "../_helpers.ts";
 
 if (NO_NATS) console.log(`SKIP heartbeats tests: ${NO_NATS}`);
 
 const TTL = 1_500;
 const INTERVAL = 300;
 const BUCKET = "heartbeats";
-
-/** Everything a test started, stopped in reverse order even when the test fails. */
-class Scope {
-  #undo: (() => Promise<unknown> | unknown)[] = [];
-  defer(undo: () => Promise<unknown> | unknown): void {
-    this.#undo.push(undo);
-  }
-  async close(): Promise<void> {
-    for (const undo of this.#undo.reverse()) {
-      try {
-        await undo();
-      } catch { /* already gone */ }
-    }
-  }
-}
 
 async function withNats(fn: (scope: Scope, server: NatsServer) => Promise<void>): Promise<void> {
   const scope = new Scope();

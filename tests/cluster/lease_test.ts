@@ -15,7 +15,7 @@ import {
   type Timers,
 } from "../../cluster/lease.ts";
 import { type NatsServer, NO_NATS, startNats, startNatsCluster } from "./_nats.ts";
-import { waitFor } from "../_helpers.ts";
+import { Scope, waitFor } from "../_helpers.ts";
 
 if (NO_NATS) console.log(`SKIP lease tests: ${NO_NATS}`);
 
@@ -23,21 +23,6 @@ const TTL = 2_000;
 const RENEW = 500;
 const POLL = 100;
 const BUCKET = "lease";
-
-/** Everything a test started, stopped in reverse order even when the test fails. */
-class Scope {
-  #undo: (() => Promise<unknown> | unknown)[] = [];
-  defer(undo: () => Promise<unknown> | unknown): void {
-    this.#undo.push(undo);
-  }
-  async close(): Promise<void> {
-    for (const undo of this.#undo.reverse()) {
-      try {
-        await undo();
-      } catch { /* already gone */ }
-    }
-  }
-}
 
 async function withScope(fn: (scope: Scope) => Promise<void>): Promise<void> {
   const scope = new Scope();
