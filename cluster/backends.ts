@@ -63,6 +63,14 @@ export async function clusterBackends(
       node: options.node,
       address: options.address,
       version: options.version,
+      // What runs here: this node's process records (replicas "NAME/REPLICA", runs by id).
+      report: () => {
+        const ids = inputs.records.listProcesses().map((p) => p.id);
+        return {
+          replicas: ids.filter((id) => id.includes("/")).map((id) => id.split("/")[1]),
+          runs: ids.filter((id) => !id.includes("/")),
+        };
+      },
       onError: (e) => log(`heartbeat: ${(e as Error).message}`),
     });
     let members: string[] = [options.node];
@@ -102,6 +110,20 @@ export async function clusterBackends(
       artifacts: new ClusterArtifacts(new LocalArtifacts(inputs.paths), store),
       logs: options.localLogs(inputs),
       history,
+      members: {
+        async nodes() {
+          return (await heartbeats.nodes()).map((n) => ({
+            node: n.node,
+            status: n.status,
+            address: n.address,
+            replicas: n.replicas.length,
+            runs: n.runs.length,
+            heartbeatAgeMs: n.ageMs,
+            version: n.version,
+          }));
+        },
+        leader: () => lease.holder?.node,
+      },
       dispatcher: Object.assign(dispatcher, {
         onPlacementChange(listener: () => void) {
           placementListeners.add(listener);

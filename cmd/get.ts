@@ -8,7 +8,7 @@ import { listDeployments } from "./ls.ts";
 
 export function register(program: Command, app: App): void {
   program.command("get")
-    .description("get deploy | get jobs [NAME] | get NAME: list or describe")
+    .description("get deploy | get jobs [NAME] | get nodes | get NAME: list or describe")
     .argument("<what>", "deploy (all deployments), jobs (runs), or a deployment name")
     .argument("[name]", "with jobs: only the runs of this deployment")
     .option("--limit <n>", "with jobs: how many runs to show", "20")
@@ -18,11 +18,33 @@ export function register(program: Command, app: App): void {
         return await listDeployments(app, opts.output);
       }
       if (what === "jobs" || what === "runs") return await listRuns(app, name, opts);
+      if (what === "nodes" || what === "node") {
+        if (name) throw invalid(`unexpected "${name}": use prisn get nodes`);
+        return await listNodes(app, opts.output);
+      }
       if (name) {
         throw invalid(`unexpected "${name}": use prisn get NAME, get jobs NAME or get deploy`);
       }
       await describe(app, what, opts.output);
     });
+}
+
+async function listNodes(app: App, output?: string) {
+  const format = parseFormat(output);
+  const nodes = await (await app.agent()).nodes();
+  if (format !== "table") return app.out(formatData(nodes, format));
+  app.out(table(
+    ["NAME", "STATUS", "ADDRESS", "REPLICAS", "RUNS", "HEARTBEAT", "VERSION"],
+    nodes.map((n) => [
+      n.node,
+      n.status,
+      n.address,
+      String(n.replicas),
+      String(n.runs),
+      n.heartbeatAgeMs === 0 ? "now" : `${formatDuration(n.heartbeatAgeMs)} ago`,
+      n.version,
+    ]),
+  ));
 }
 
 async function listRuns(

@@ -33,12 +33,21 @@ export function stateOf(d: DeploymentSummary): string {
 }
 
 function render(s: StatusView): string {
-  const lines = [
-    `Node: ${s.node} (single node, agent pid ${s.agent.pid}, up ${
+  const lines: string[] = [];
+  if (s.cluster) {
+    const c = s.cluster;
+    lines.push(
+      `CLUSTER: ${c.nodes} node${c.nodes === 1 ? "" : "s"}, ${
+        c.notReady.length ? `not ready: ${c.notReady.join(", ")}` : "all healthy"
+      }; leader ${c.leader ?? "none yet"}`,
+    );
+  }
+  lines.push(
+    `Node: ${s.node} (${s.cluster ? "cluster" : "single node"}, agent pid ${s.agent.pid}, up ${
       formatDuration(Date.now() - s.agent.startedAt)
     }, home ${s.home})`,
     "",
-  ];
+  );
   if (s.deployments.length === 0) {
     lines.push("No deployments yet: try prisn deploy examples/hello-api");
   } else {

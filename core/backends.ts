@@ -15,12 +15,34 @@ export interface Backends {
   artifacts: Artifacts;
   logs: LogStore;
   dispatcher: Dispatcher;
+  /** The cluster's nodes and leader, for `status` and `get nodes`. @default this node alone */
+  members?: Members;
   /** Run history and process records. @default this node's SQLite records */
   history?: RunHistory & ProcessLedger;
   /** Starts what the backends run in the background (mirrors, lease, heartbeats), before use. */
   start?(): Promise<void>;
   /** Releases what the backends hold (connections, watches) after the agent stopped. */
   close?(): Promise<void>;
+}
+
+/** One node as `get nodes` shows it. */
+export interface NodeSummary {
+  node: string;
+  status: "ready" | "draining" | "down";
+  /** Where other nodes reach it ("-" on a single node). */
+  address: string;
+  replicas: number;
+  runs: number;
+  /** Age of its last heartbeat (0: this node, asked now). */
+  heartbeatAgeMs: number;
+  version: string;
+}
+
+/** Who is in the cluster and who leads it. */
+export interface Members {
+  nodes(): Promise<NodeSummary[]>;
+  /** The leader's node name, if one is known. */
+  leader(): string | undefined;
 }
 
 /** What backends are made from: this node's data root, its SQLite records and its name. */

@@ -19,6 +19,7 @@ import type {
   HistoryRow,
   LogEvent,
   LogsQuery,
+  NodeSummary,
   PingResponse,
   RollbackRequest,
   RunRecord,
@@ -44,7 +45,8 @@ export interface LogsReply {
 /** Everything the API can do; the route table only translates HTTP to these calls. */
 export interface Operations {
   ping(): PingResponse;
-  status(): StatusView;
+  status(): Promise<StatusView>;
+  nodes(): Promise<NodeSummary[]>;
   /** Stops the agent shortly after the answer is sent. */
   stop(): StopResponse;
   deploy(request: DeployRequest, progress: Progress): Promise<DeployResult>;
@@ -89,7 +91,8 @@ export function apiRoutes(ops: Operations): Route[] {
   const name = (ctx: RouteContext) => ctx.params.name;
   return [
     route("GET", "/v1/ping", () => json(ops.ping())),
-    route("GET", "/v1/status", () => json(ops.status())),
+    route("GET", "/v1/status", async () => json(await ops.status())),
+    route("GET", "/v1/nodes", async () => json(await ops.nodes())),
     route("POST", "/v1/agent/stop", () => json(ops.stop())),
     route("POST", "/v1/deploy", async (req) => {
       const request = await readBody<DeployRequest>(req);

@@ -79,7 +79,11 @@ export interface StatusView {
   };
   deployments: DeploymentSummary[];
   runs: { lastHour: Record<string, number> };
+  /** In a cluster: how many nodes, which are not ready, and the leader. */
+  cluster?: { nodes: number; notReady: string[]; leader?: string };
 }
+
+export type { NodeSummary } from "../core/backends.ts";
 
 /**
  * POST /v1/deploy answers NDJSON, one of these a line: progress steps, then a result or an error.

@@ -16,6 +16,7 @@ import type {
   HistoryRow,
   LogEvent,
   LogsQuery,
+  NodeSummary,
   RollbackRequest,
   RunRecord,
   RunRequest,
@@ -159,6 +160,10 @@ export class AgentClient {
   }
 
   /** Runs, newest first, of every deployment or of one. */
+  nodes(): Promise<NodeSummary[]> {
+    return this.call("GET", "/v1/nodes");
+  }
+
   runs(query: RunsQuery = {}): Promise<RunRecord[]> {
     const q = new URLSearchParams();
     if (query.limit !== undefined) q.set("limit", String(query.limit));

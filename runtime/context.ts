@@ -6,6 +6,7 @@ import { LocalDesiredState } from "../core/local_desired_state.ts";
 import type { Artifacts } from "../core/artifacts.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
 import type { LogStore } from "../core/log_store.ts";
+import type { Members } from "../core/backends.ts";
 import { FileLogs } from "./logs.ts";
 import { OutputCollector } from "./output_collector.ts";
 
@@ -22,6 +23,8 @@ export interface AgentContext {
   logs: LogStore;
   /** Where service ports listen and other nodes reach this one. @default all addresses */
   address?: string;
+  /** The cluster's nodes and leader; undefined on a single node. */
+  members?: Members;
   node: string;
   /**
    * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
@@ -42,6 +45,7 @@ export function createContext(
     logs?: LogStore;
     history?: RunHistory & ProcessLedger;
     address?: string;
+    members?: Members;
   } = {},
 ): AgentContext {
   return {
@@ -51,6 +55,7 @@ export function createContext(
     artifacts: options.artifacts ?? new LocalArtifacts(paths),
     logs: options.logs ?? new FileLogs(paths),
     address: options.address,
+    members: options.members,
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {

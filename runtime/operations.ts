@@ -11,6 +11,7 @@ import type {
   GcResult,
   HistoryRow,
   LogsQuery,
+  NodeSummary,
   PingResponse,
   RollbackRequest,
   RunRecord,
@@ -68,8 +69,12 @@ export class AgentOperations implements Operations {
     return { pid: Deno.pid, node: this.#parts.ctx.node };
   }
 
-  status(): StatusView {
+  status(): Promise<StatusView> {
     return this.#parts.views.status();
+  }
+
+  nodes(): Promise<NodeSummary[]> {
+    return this.#parts.views.nodes();
   }
 
   stop(): StopResponse {

@@ -12,8 +12,10 @@ import type {
   DeploymentSummary,
   EnvEntry,
   HistoryRow,
+  NodeSummary,
   StatusView,
 } from "./api_types.ts";
+import { VERSION } from "../version.ts";
 
 export type { DeploymentDetail, DeploymentSummary, StatusView } from "./api_types.ts";
 
@@ -139,14 +141,39 @@ export class Views {
     }));
   }
 
-  status(): StatusView {
-    return {
+  async status(): Promise<StatusView> {
+    const view: StatusView = {
       node: this.ctx.node,
       home: this.ctx.paths.home,
       agent: { pid: Deno.pid, startedAt: this.startedAt, memory: agentMemory() },
       deployments: this.summaries(),
       runs: { lastHour: this.ctx.records.runCounts(Date.now() - 3_600_000) },
     };
+    const members = this.ctx.members;
+    if (members) {
+      const nodes = await members.nodes().catch(() => []);
+      view.cluster = {
+        nodes: nodes.length,
+        notReady: nodes.filter((n) => n.status !== "ready").map((n) => `${n.node} (${n.status})`),
+        leader: members.leader(),
+      };
+    }
+    return view;
+  }
+
+  /** The cluster's nodes, or this node alone. */
+  async nodes(): Promise<NodeSummary[]> {
+    if (this.ctx.members) return await this.ctx.members.nodes();
+    const ids = this.ctx.records.listProcesses().map((p) => p.id);
+    return [{
+      node: this.ctx.node,
+      status: "ready",
+      address: this.ctx.address ?? "-",
+      replicas: ids.filter((id) => id.includes("/")).length,
+      runs: ids.filter((id) => !id.includes("/")).length,
+      heartbeatAgeMs: 0,
+      version: VERSION,
+    }];
   }
 }
 

@@ -12,6 +12,7 @@ import { type NatsServer, NO_NATS, startNats } from "../cluster/_nats.ts";
 import { TestHome, waitFor } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import type { RunRecord } from "../../core/types.ts";
+import type { NodeSummary, StatusView } from "../../runtime/api_types.ts";
 
 if (NO_NATS) console.log(`cluster e2e: skipping: ${NO_NATS}`);
 
@@ -65,6 +66,27 @@ Deno.test({
     const c = await cluster();
     try {
       const [n1, n2, n3] = c.nodes;
+      // Every node knows the cluster: three nodes, healthy, one leader.
+      const status = await waitFor(async () => {
+        const s = await n2.json<StatusView>("status");
+        return s.cluster?.nodes === 3 && s.cluster.leader ? s : undefined;
+      }, { what: "status with 3 nodes and a leader", timeoutMs: 20_000 });
+      assert.deepEqual(status.cluster!.notReady, []);
+      assert.match(status.cluster!.leader!, /^node-[123]$/);
+      assert.match(
+        (await n1.ok("status")).split("\n")[0],
+        /^CLUSTER: 3 nodes, all healthy; leader node-[123]$/,
+      );
+      const nodes = await n3.json<NodeSummary[]>("get", "nodes");
+      assert.deepEqual(
+        nodes.map((n) => [n.node, n.status, n.address]),
+        [["node-1", "ready", "127.0.0.1"], ["node-2", "ready", "127.0.0.2"], [
+          "node-3",
+          "ready",
+          "127.0.0.3",
+        ]],
+      );
+      assert.match(await n3.ok("get", "nodes"), /^NAME\s+STATUS\s+ADDRESS\s+REPLICAS\s+RUNS/);
       const ran = join(n1.dir, "ran.txt");
       const job = n1.project("once", { "main.sh": `echo "$PRISN_RUN_ID" >> "${ran}"\n` });
       await n1.ok("deploy", job, "--name", "once");

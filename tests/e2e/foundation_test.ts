@@ -314,3 +314,26 @@ Deno.test("list and get commands print YAML with -o yaml", async () => {
     await t.close();
   }
 });
+
+Deno.test("get nodes on a single node lists this node alone, ready, with what it runs", async () => {
+  const h = new TestHome();
+  try {
+    const dir = h.project("idle", { "main.sh": "exec sleep 600\n" });
+    await h.ok("deploy", dir, "--name", "idle", "--replicas", "2");
+    const nodes = await waitFor(async () => {
+      const all = await h.json<Array<{ node: string; status: string; replicas: number }>>(
+        "get",
+        "nodes",
+      );
+      return all[0]?.replicas === 2 ? all : undefined;
+    }, { what: "two replicas counted" });
+    assert.equal(nodes.length, 1);
+    assert.equal(nodes[0].status, "ready");
+    assert.doesNotMatch((await h.ok("status")).split("\n")[0], /CLUSTER/);
+    const bad = await h.cli("get", "nodes", "extra");
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /unexpected "extra": use prisn get nodes/);
+  } finally {
+    await h.close();
+  }
+});

@@ -31,6 +31,7 @@ class StubOperations implements Operations {
 
   ping = () => this.#record("ping");
   status = () => this.#record("status");
+  nodes = () => this.#record("nodes");
   stop = () => this.#record("stop");
   async deploy(request: DeployRequest, progress: Progress) {
     this.#note("deploy", request);
@@ -79,6 +80,7 @@ Deno.test("each route reaches its operation with the path's name, the query and 
   const cases: Array<[string, string, unknown, Call]> = [
     ["GET", "/v1/ping", undefined, ["ping"]],
     ["GET", "/v1/status", undefined, ["status"]],
+    ["GET", "/v1/nodes", undefined, ["nodes"]],
     ["POST", "/v1/agent/stop", undefined, ["stop"]],
     ["POST", "/v1/gc", { dryRun: true }, ["gc", { dryRun: true }]],
     ["POST", "/v1/gc", undefined, ["gc", {}]],
