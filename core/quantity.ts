@@ -123,7 +123,13 @@ export function parseMemory(text: string, what = "memory"): number {
  * Exact when the value is a whole number of some unit (binary units preferred); otherwise it is
  * for display and rounds to one decimal of the largest binary unit, e.g. "117.7Mi".
  */
-export function formatMemory(bytes: number): string {
+export function formatMemory(
+  bytes: number,
+  options: {
+    /** Binary units only, as `prisn get` shows limits: 100000000 → "95.4Mi", not "100M". */
+    binaryOnly?: boolean;
+  } = {},
+): string {
   const n = Math.round(bytes);
   if (!Number.isFinite(n) || n < 0) return "-";
   if (n === 0) return "0";
@@ -131,7 +137,7 @@ export function formatMemory(bytes: number): string {
     const unit = 1024 ** i;
     if (n % unit === 0) return `${n / unit}${BINARY[i - 1]}`;
   }
-  for (let i = DECIMAL.length; i >= 1; i--) {
+  for (let i = DECIMAL.length; i >= 1 && !options.binaryOnly; i--) {
     const unit = 1000 ** i;
     if (n % unit === 0) return `${n / unit}${DECIMAL[i - 1]}`;
   }

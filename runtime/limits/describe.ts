@@ -4,7 +4,7 @@
  * @module
  */
 
-import { formatCpu } from "../../core/quantity.ts";
+import { formatCpu, formatMemory } from "../../core/quantity.ts";
 import type { Enforcement, Limits } from "./types.ts";
 
 /**
@@ -15,7 +15,7 @@ export function describeLimits(limits: Limits, enforcement: Enforcement): string
   const cpu = limits.cpuMillis === undefined ? undefined : `cpu ${formatCpu(limits.cpuMillis)}`;
   const memory = limits.memoryBytes === undefined
     ? undefined
-    : `memory ${formatBinaryBytes(limits.memoryBytes)}`;
+    : `memory ${formatMemory(limits.memoryBytes, { binaryOnly: true })}`;
   const asked = [cpu, memory].filter((part) => part !== undefined);
   if (asked.length === 0) return "none";
   switch (enforcement) {
@@ -29,22 +29,4 @@ export function describeLimits(limits: Limits, enforcement: Enforcement): string
     case "none":
       return `${asked.join(", ")} (not enforced)`;
   }
-}
-
-/**
- * Bytes in binary units only, as `prisn get` has always shown limits: "512Mi", "95.4Mi" for
- * 100_000_000, "1000" for 1000. Not core/quantity.ts `formatMemory`, which prefers exact
- * decimal units ("100M", "1k") and would change what `prisn get` prints.
- */
-function formatBinaryBytes(bytes: number): string {
-  const units = ["Ti", "Gi", "Mi", "Ki"];
-  for (const [index, unit] of units.entries()) {
-    const size = 1024 ** (units.length - index);
-    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
-  }
-  for (const [index, unit] of units.entries()) {
-    const size = 1024 ** (units.length - index);
-    if (bytes >= size) return `${(bytes / size).toFixed(1)}${unit}`;
-  }
-  return String(bytes);
 }

@@ -118,3 +118,10 @@ Deno.test("formatCpu() writes cores when whole, millicores otherwise", () => {
   assert.equal(formatCpu(0), "0");
   for (const m of [1, 250, 1000, 1500, 64_000]) assert.equal(parseCpu(formatCpu(m)), m);
 });
+
+Deno.test("formatMemory({ binaryOnly }) keeps to binary units, as prisn get shows limits", () => {
+  assert.equal(formatMemory(100_000_000, { binaryOnly: true }), "95.4Mi");
+  assert.equal(formatMemory(100_000_000), "100M");
+  assert.equal(formatMemory(512 * 1024 * 1024, { binaryOnly: true }), "512Mi");
+  assert.equal(formatMemory(1000, { binaryOnly: true }), "1000");
+});
