@@ -1,6 +1,6 @@
 import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
-import type { BackendInputs, Backends } from "../core/backends.ts";
+import type { BackendInputs, Backends, RemoteReplica } from "../core/backends.ts";
 import type { LogStore } from "../core/log_store.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
 import { placeReplicas } from "../core/placement.ts";
@@ -63,24 +63,31 @@ export async function clusterBackends(
       node: options.node,
       address: options.address,
       version: options.version,
-      // What runs here: this node's process records (replicas "NAME/REPLICA", runs by id).
-      report: () => {
-        const ids = inputs.records.listProcesses().map((p) => p.id);
-        return {
-          replicas: ids.filter((id) => id.includes("/")).map((id) => id.split("/")[1]),
-          runs: ids.filter((id) => !id.includes("/")),
-        };
-      },
+      // What runs here: replicas as "DEPLOYMENT/REPLICA:ready|starting", runs by id.
+      report: () => ({
+        replicas: replicaReport().map((r) =>
+          `${r.deployment}/${r.name}:${r.ready ? "ready" : "starting"}`
+        ),
+        runs: inputs.records.listProcesses().map((p) => p.id).filter((id) => !id.includes("/")),
+      }),
       onError: (e) => log(`heartbeat: ${(e as Error).message}`),
     });
     let members: string[] = [options.node];
+    let replicaReport: () => Array<{ deployment: string; name: string; ready: boolean }> = () => [];
+    let remote: RemoteReplica[] = [];
     const placementListeners = new Set<() => void>();
     let membership: ReturnType<typeof setInterval> | undefined;
     const readMembers = async () => {
       try {
-        const live = (await heartbeats.live()).filter((n) => n.status === "ready").map((n) =>
-          n.node
+        const nodes = await heartbeats.live();
+        remote = nodes.filter((n) => n.node !== options.node).flatMap((n) =>
+          n.replicas.map((r) => {
+            const [id, state] = r.split(":");
+            const [deployment, name] = id.split("/");
+            return { node: n.node, deployment, name, ready: state === "ready" };
+          })
         );
+        const live = nodes.filter((n) => n.status === "ready").map((n) => n.node);
         if (!live.includes(options.node)) live.push(options.node);
         live.sort();
         if (live.join(",") !== members.join(",")) {
@@ -111,6 +118,10 @@ export async function clusterBackends(
       logs: options.localLogs(inputs),
       history,
       members: {
+        remoteReplicas: () => remote,
+        reportReplicas(report) {
+          replicaReport = report;
+        },
         async nodes() {
           return (await heartbeats.nodes()).map((n) => ({
             node: n.node,

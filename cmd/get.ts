@@ -116,7 +116,7 @@ async function describe(app: App, name: string, output?: string) {
           r.name,
           r.state,
           String(r.restarts),
-          formatAge(r.createdAt),
+          r.createdAt ? formatAge(r.createdAt) : "-",
           r.node,
           r.version,
           r.pid ? String(r.pid) : "-",

@@ -38,11 +38,23 @@ export interface NodeSummary {
   version: string;
 }
 
+/** A replica another node runs, as its last heartbeat said. */
+export interface RemoteReplica {
+  node: string;
+  deployment: string;
+  name: string;
+  ready: boolean;
+}
+
 /** Who is in the cluster and who leads it. */
 export interface Members {
   nodes(): Promise<NodeSummary[]>;
   /** The leader's node name, if one is known. */
   leader(): string | undefined;
+  /** Replicas of the other live nodes, from their last heartbeats (read every few seconds). */
+  remoteReplicas(): RemoteReplica[];
+  /** What this node reports about its replicas in its heartbeats. */
+  reportReplicas(report: () => Array<{ deployment: string; name: string; ready: boolean }>): void;
 }
 
 /** What backends are made from: this node's data root, its SQLite records and its name. */

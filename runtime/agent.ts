@@ -66,6 +66,11 @@ export class Agent {
       dispatcher: backends.dispatcher,
     });
     this.scheduler = new Scheduler(this.ctx, this.supervisor);
+    backends.members?.reportReplicas(() =>
+      [...this.supervisor.services].flatMap(([deployment, service]) =>
+        service.status().map((r) => ({ deployment, name: r.name, ready: r.ready }))
+      )
+    );
     this.views = new Views(this.ctx, this.supervisor, this.scheduler, this.startedAt);
     this.operations = new AgentOperations({
       ctx: this.ctx,

@@ -16,6 +16,7 @@ import type {
   StatusView,
 } from "./api_types.ts";
 import { VERSION } from "../version.ts";
+import type { RemoteReplica } from "../core/backends.ts";
 
 export type { DeploymentDetail, DeploymentSummary, StatusView } from "./api_types.ts";
 
@@ -52,7 +53,10 @@ export class Views {
       name: d.name,
       type: d.type,
       version: d.version,
-      replicas: { desired: d.type === "service" ? d.replicas : 0, ready: service?.ready ?? 0 },
+      replicas: {
+        desired: d.type === "service" ? d.replicas : 0,
+        ready: (service?.ready ?? 0) + this.#remote(d.name).filter((r) => r.ready).length,
+      },
       suspended: d.suspended,
       createdAt: d.createdAt,
       updatedAt: d.updatedAt,
@@ -77,6 +81,11 @@ export class Views {
     return s;
   }
 
+  /** Replicas of this deployment on other nodes (none on a single node). */
+  #remote(deployment: string): RemoteReplica[] {
+    return this.ctx.members?.remoteReplicas().filter((r) => r.deployment === deployment) ?? [];
+  }
+
   async detail(name: string): Promise<DeploymentDetail | undefined> {
     const d = this.ctx.desired.getDeployment(name);
     if (!d) return undefined;
@@ -91,7 +100,19 @@ export class Views {
       entrypoint: v.spec.entrypoint,
       runtime: v.spec.runtime,
       spec: { ...rest, env: Object.fromEntries(maskedEnv(v.spec).map((e) => [e.key, e.value])) },
-      replicaStatus: service?.status() ?? [],
+      replicaStatus: [
+        ...service?.status() ?? [],
+        // Other nodes' replicas, as far as their heartbeats tell.
+        ...this.#remote(name).map((r) => ({
+          name: r.name,
+          version: d.version,
+          state: r.ready ? "Ready" : "Starting",
+          ready: r.ready,
+          restarts: 0,
+          node: r.node,
+          createdAt: 0,
+        })),
+      ],
       events: this.ctx.records.listEvents(name, 10),
     };
     const resources = await this.supervisor.resources.describe(v.spec.resources);

@@ -138,8 +138,21 @@ Deno.test({
       for (const h of c.nodes) {
         await waitFor(async () => {
           const d = await h.json<Detail>("get", "web");
-          return d.replicas.items.length === 1 && d.replicas.ready === 1;
+          const local = d.replicas.items.filter((r) => r.pid !== undefined);
+          return local.length === 1 && local[0].ready;
         }, { what: "one ready replica on each node", timeoutMs: 30_000 });
+      }
+      // Every node shows all three, on three nodes, 3/3 ready (the others' from heartbeats).
+      for (const h of c.nodes) {
+        const d = await waitFor(async () => {
+          const d = await h.json<Detail>("get", "web");
+          return d.replicas.ready === 3 ? d : undefined;
+        }, { what: "3/3 ready seen from every node", timeoutMs: 20_000 });
+        assert.deepEqual(
+          [...new Set(d.replicas.items.map((r) => r.node))].sort(),
+          ["node-1", "node-2", "node-3"],
+        );
+        assert.match(await h.ok("ls"), /web\s+service\s+3\/3/);
       }
       // Every node's own address serves the service port.
       for (const i of [1, 2, 3]) {
@@ -151,7 +164,9 @@ Deno.test({
       await n3.ok("scale", "web", "1");
       await waitFor(async () => {
         const counts = await Promise.all(
-          c.nodes.map(async (h) => (await h.json<Detail>("get", "web")).replicas.items.length),
+          c.nodes.map(async (h) =>
+            (await h.json<Detail>("get", "web")).replicas.items.filter((r) => r.pid).length
+          ),
         );
         return counts.reduce((a, b) => a + b, 0) === 1;
       }, { what: "one replica left in the cluster after scale 1", timeoutMs: 30_000 });
