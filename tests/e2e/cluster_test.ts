@@ -217,3 +217,56 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "cluster: kill -9 of the leader: another node leads within TTL + renew, no cron tick twice",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    try {
+      const [n1] = c.nodes;
+      const ticks = join(n1.dir, "ticks.txt");
+      const cron = n1.project("tick", {
+        "main.sh": `echo "$PRISN_SCHEDULED_TIME $PRISN_RUN_ID" >> "${ticks}"\n`,
+        "prisn.toml": 'schedule = "* * * * * *"\n',
+      });
+      await n1.ok("deploy", cron, "--name", "tick");
+      const leader = await waitFor(async () => {
+        const s = await n1.json<StatusView>("status");
+        return s.cluster?.leader;
+      }, { what: "a leader" });
+      const i = Number(leader.split("-")[1]) - 1;
+      const dead = c.nodes[i];
+      const other = c.nodes[(i + 1) % 3];
+      await waitFor(async () => {
+        try {
+          return (await Deno.readTextFile(ticks)).trim().split("\n").length >= 2;
+        } catch {
+          return false;
+        }
+      }, { what: "ticks before the kill" });
+      const pid = dead.agentPid()!;
+      Deno.kill(pid, "SIGKILL");
+      const killed = Date.now();
+      const next = await waitFor(async () => {
+        const s = await other.json<StatusView>("status");
+        return s.cluster?.leader && s.cluster.leader !== leader ? s.cluster.leader : undefined;
+      }, { what: "a new leader", timeoutMs: 40_000, intervalMs: 250 });
+      const took = Date.now() - killed;
+      console.log(`cluster e2e: ${leader} killed, ${next} leads after ${took} ms`);
+      assert.ok(took < 15_000 + 5_000 + 5_000, `failover took ${took} ms`);
+      // Ticks go on under the new leader, and none ran twice.
+      const before = (await Deno.readTextFile(ticks)).trim().split("\n").length;
+      await waitFor(async () => {
+        return (await Deno.readTextFile(ticks)).trim().split("\n").length >= before + 3;
+      }, { what: "ticks under the new leader", timeoutMs: 20_000 });
+      await other.ok("suspend", "tick");
+      const stamps = (await Deno.readTextFile(ticks)).trim().split("\n").map((l) =>
+        l.split(" ")[0]
+      );
+      assert.equal(new Set(stamps).size, stamps.length, "a tick ran twice across the failover");
+    } finally {
+      await c.close();
+    }
+  },
+});
