@@ -121,7 +121,7 @@ function insertRuns(db: string, node: string, total: number): number {
           exitCode: status === "failed" ? 1 : 0,
           pid: 10_000 + (i % 50_000),
         };
-        records.insertRun(run, created);
+        records.putRun(run, created);
         added++;
       }
     });

@@ -110,6 +110,10 @@ export async function clusterBackends(
       node: options.node,
       isLeader: () => lease.isLeader(),
       replicasHere: (_deployment, want) => placeReplicas(want, members).get(options.node) ?? 0,
+      onPlacementChange: (listener) => {
+        placementListeners.add(listener);
+        return () => placementListeners.delete(listener);
+      },
       onError: (e) => log(`work queue: ${e.message}`),
     });
     return {
@@ -135,12 +139,7 @@ export async function clusterBackends(
         },
         leader: () => lease.holder?.node,
       },
-      dispatcher: Object.assign(dispatcher, {
-        onPlacementChange(listener: () => void) {
-          placementListeners.add(listener);
-          return () => placementListeners.delete(listener);
-        },
-      }),
+      dispatcher,
       async start() {
         await desired.start();
         await history.start();

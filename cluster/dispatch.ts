@@ -60,6 +60,8 @@ export interface ClusterDispatcherOptions {
   isLeader: () => boolean;
   /** How many of a deployment's `desired` replicas are placed on this node. */
   replicasHere: (deployment: string, desired: number) => number;
+  /** Tells when `replicasHere` may answer differently. @default never */
+  onPlacementChange?: (listener: () => void) => () => void;
   /** The durable pull consumer every node shares. @default "runs" */
   consumer?: string;
   /** How long a delivered message is held without an ack or `working()`. @default 30_000 */
@@ -94,7 +96,9 @@ export interface ClusterDispatcherOptions {
   now?: () => number;
 }
 
-type Settings = Required<Omit<ClusterDispatcherOptions, "isLeader" | "replicasHere">>;
+type Settings = Required<
+  Omit<ClusterDispatcherOptions, "isLeader" | "replicasHere" | "onPlacementChange">
+>;
 
 /**
  * The cluster's dispatcher: tickets go to the work queue and any node runs them. Leadership and
@@ -105,6 +109,7 @@ export class ClusterDispatcher implements Dispatcher {
   readonly #nats: ClusterDispatcherNats;
   readonly #isLeader: () => boolean;
   readonly #replicasHere: (deployment: string, desired: number) => number;
+  readonly #onPlacementChange?: (listener: () => void) => () => void;
   readonly #consumers = new Set<TicketConsumer>();
 
   constructor(nats: ClusterDispatcherNats, options: ClusterDispatcherOptions) {
@@ -112,6 +117,7 @@ export class ClusterDispatcher implements Dispatcher {
     this.#nats = nats;
     this.#isLeader = options.isLeader;
     this.#replicasHere = options.replicasHere;
+    this.#onPlacementChange = options.onPlacementChange;
     this.#settings = {
       stream: options.stream,
       subject: options.subject,
@@ -135,6 +141,10 @@ export class ClusterDispatcher implements Dispatcher {
 
   isLeader(): boolean {
     return this.#isLeader();
+  }
+
+  onPlacementChange(listener: () => void): () => void {
+    return this.#onPlacementChange?.(listener) ?? (() => {});
   }
 
   replicasHere(deployment: string, desired: number): number {

@@ -1,6 +1,6 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Records } from "../core/records.ts";
-import type { ProcessLedger, RunHistory } from "../core/run_history.ts";
+import type { ProcessLedger, RunHistory, RunUpdate } from "../core/run_history.ts";
 import type { ProcessRecord, RunRecord, RunStatus, RunTicket } from "../core/types.ts";
 
 /**
@@ -51,16 +51,9 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
     return inserted;
   }
 
-  updateRun(
-    id: string,
-    fields: Partial<
-      Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid">
-    >,
-  ): void {
-    this.local.updateRun(id, fields);
-    if (fields.status === "running") {
-      this.local.db.prepare("UPDATE runs SET node = ? WHERE id = ?").run(this.node, id);
-    }
+  updateRun(id: string, fields: RunUpdate): void {
+    // A run this node starts is run here, whoever submitted its ticket.
+    this.local.updateRun(id, fields.status === "running" ? { ...fields, node: this.node } : fields);
     this.#publish(id, "put");
   }
 
@@ -123,37 +116,9 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
 
   /** Brings one run of the bucket into the local records (or removes it). */
   #apply(e: KvEntry): void {
-    const id = e.key.slice(2);
     try {
-      if (e.operation !== "PUT") {
-        this.local.db.prepare("DELETE FROM runs WHERE id = ?").run(id);
-        return;
-      }
-      const r = e.json<RunRecord>();
-      this.local.db.prepare(
-        `INSERT INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
-                          scheduled_at, started_at, finished_at, exit_code, reason, pid, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT(id) DO UPDATE SET status = excluded.status, node = excluded.node,
-           started_at = excluded.started_at, finished_at = excluded.finished_at,
-           exit_code = excluded.exit_code, reason = excluded.reason, pid = excluded.pid`,
-      ).run(
-        r.id,
-        r.deployment,
-        r.version,
-        r.status,
-        r.trigger,
-        r.node,
-        r.attempt,
-        r.parent ?? null,
-        r.scheduledAt ?? null,
-        r.startedAt ?? null,
-        r.finishedAt ?? null,
-        r.exitCode ?? null,
-        r.reason ?? null,
-        r.pid ?? null,
-        e.created.getTime(),
-      );
+      if (e.operation !== "PUT") this.local.deleteRun(e.key.slice(2));
+      else this.local.putRun(e.json<RunRecord>(), e.created.getTime());
     } catch (err) {
       this.#log(`runs mirror: ${(err as Error).message}`);
     }

@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { PrisnError } from "./errors.ts";
-import type { ProcessLedger, RunHistory } from "./run_history.ts";
+import type { ProcessLedger, RunHistory, RunUpdate } from "./run_history.ts";
 import type { DeploySpec } from "./spec.ts";
 import type {
   DeploymentRecord,
@@ -346,11 +346,18 @@ export class Records implements RunHistory, ProcessLedger {
 
   // --- runs --------------------------------------------------------------------------------
 
-  insertRun(run: RunRecord, now: number): void {
+  /**
+   * Writes a run as given (a mirror of another node's run, or a test's); an existing run keeps its
+   * identity and creation time and takes the rest.
+   */
+  putRun(run: RunRecord, createdAt: number): void {
     this.#prepare(
       `INSERT INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
                         scheduled_at, started_at, finished_at, exit_code, reason, pid, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET status = excluded.status, node = excluded.node,
+         started_at = excluded.started_at, finished_at = excluded.finished_at,
+         exit_code = excluded.exit_code, reason = excluded.reason, pid = excluded.pid`,
     ).run(
       run.id,
       run.deployment,
@@ -366,17 +373,20 @@ export class Records implements RunHistory, ProcessLedger {
       run.exitCode ?? null,
       run.reason ?? null,
       run.pid ?? null,
-      now,
+      createdAt,
     );
+  }
+
+  deleteRun(id: string): void {
+    this.#prepare("DELETE FROM runs WHERE id = ?").run(id);
   }
 
   updateRun(
     id: string,
-    fields: Partial<
-      Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid">
-    >,
+    fields: RunUpdate,
   ): void {
     const columns: Record<string, string> = {
+      node: "node",
       status: "status",
       startedAt: "started_at",
       finishedAt: "finished_at",

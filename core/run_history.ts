@@ -1,5 +1,10 @@
 import type { EventRecord, ProcessRecord, RunRecord, RunStatus, RunTicket } from "./types.ts";
 
+/** What changes about a run as it goes: its state, times, exit and the node that runs it. */
+export type RunUpdate = Partial<
+  Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid" | "node">
+>;
+
 /**
  * Run history and events: every run from its ticket (pending) to its end, and what happened to
  * each deployment. Locally the SQLite records (core/records.ts); in a cluster each node records
@@ -10,12 +15,7 @@ export interface RunHistory {
   insertTicket(ticket: RunTicket, node: string, now: number): boolean;
   /** Tickets recorded and not started yet, oldest first. */
   pendingTickets(): RunTicket[];
-  updateRun(
-    id: string,
-    fields: Partial<
-      Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid">
-    >,
-  ): void;
+  updateRun(id: string, fields: RunUpdate): void;
   getRun(id: string): RunRecord | undefined;
   /** Newest first. */
   listRuns(options?: { deployment?: string; limit?: number; statuses?: RunStatus[] }): RunRecord[];

@@ -102,9 +102,11 @@ export class Run {
     const outcome = await task.run();
     clearTimeout(timer);
     if (outcome.kind !== "exited") {
-      const why = outcome.kind === "not-started" ? outcome.error.message : this.#stopReason!;
       if (outcome.kind === "not-started") {
-        log.writeLines([`prisn: could not start ${request.launch.command}: ${why}`], "err");
+        log.writeLines(
+          [`prisn: could not start ${request.launch.command}: ${outcome.error.message}`],
+          "err",
+        );
       }
       log.close();
       ctx.records.updateRun(this.id, {

@@ -33,6 +33,7 @@ interface Entry {
 export class Scheduler {
   #entries = new Map<string, Entry>();
   #wake?: () => void;
+  #dirty = false;
   #stopped = false;
   #loop?: Promise<void>;
   #unwatch?: () => void;
@@ -41,7 +42,11 @@ export class Scheduler {
 
   /** Starts firing; cronjobs are re-read whenever desired state changes (whoever changed it). */
   start(): void {
-    this.#unwatch ??= this.ctx.desired.watch(() => this.reload());
+    // Changes are coalesced: a pass that advances many cronjobs' ticks re-reads them once.
+    this.#unwatch ??= this.ctx.desired.watch(() => {
+      this.#dirty = true;
+      this.#wake?.();
+    });
     this.reload();
     this.#loop ??= this.#run();
   }
@@ -62,6 +67,7 @@ export class Scheduler {
       next.set(d.name, { deployment: d, spec });
     }
     this.#entries = next;
+    this.#dirty = false;
     this.#wake?.();
   }
 
@@ -138,6 +144,7 @@ export class Scheduler {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
+      if (this.#dirty) this.reload();
       this.tick(Date.now());
       let earliest = Infinity;
       for (const e of this.#entries.values()) {

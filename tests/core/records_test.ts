@@ -276,7 +276,7 @@ Deno.test("listDeployments() lists by name", async () => {
 
 // --- runs -------------------------------------------------------------------------------------
 
-Deno.test("insertRun() and getRun() round-trip every field, absent ones as undefined", async () => {
+Deno.test("putRun() and getRun() round-trip every field, absent ones as undefined", async () => {
   await withRecords((records) => {
     const full: RunRecord = {
       id: "r-full",
@@ -294,10 +294,10 @@ Deno.test("insertRun() and getRun() round-trip every field, absent ones as undef
       reason: "exit code 3",
       pid: 4242,
     };
-    records.insertRun(full, 100);
+    records.putRun(full, 100);
     assert.deepEqual(records.getRun("r-full"), full);
 
-    records.insertRun(run("r-min", "job"), 101);
+    records.putRun(run("r-min", "job"), 101);
     const min = records.getRun("r-min")!;
     assert.deepEqual(min, {
       ...run("r-min", "job"),
@@ -315,7 +315,7 @@ Deno.test("insertRun() and getRun() round-trip every field, absent ones as undef
 
 Deno.test("updateRun() changes only the fields given and can clear one", async () => {
   await withRecords((records) => {
-    records.insertRun(run("r1", "job"), 100);
+    records.putRun(run("r1", "job"), 100);
     records.updateRun("r1", { status: "running", startedAt: 110, pid: 99 });
     let r = records.getRun("r1")!;
     assert.equal(r.status, "running");
@@ -338,9 +338,9 @@ Deno.test("updateRun() changes only the fields given and can clear one", async (
 Deno.test("listRuns() lists newest first, honours limit, deployment and statuses", async () => {
   await withRecords((records) => {
     for (let i = 0; i < 25; i++) {
-      records.insertRun(run(`a-${i}`, "a", i % 2 ? "completed" : "failed"), 1000 + i);
+      records.putRun(run(`a-${i}`, "a", i % 2 ? "completed" : "failed"), 1000 + i);
     }
-    records.insertRun(run("b-0", "b", "running"), 1010);
+    records.putRun(run("b-0", "b", "running"), 1010);
 
     const all = records.listRuns();
     assert.equal(all.length, 20, "20 by default");
@@ -365,18 +365,18 @@ Deno.test("listRuns() lists newest first, honours limit, deployment and statuses
 
 Deno.test("listRuns() orders runs created in the same millisecond by insertion, newest first", async () => {
   await withRecords((records) => {
-    for (const id of ["x", "y", "z"]) records.insertRun(run(id, "a"), 1000);
+    for (const id of ["x", "y", "z"]) records.putRun(run(id, "a"), 1000);
     assert.deepEqual(records.listRuns().map((r) => r.id), ["z", "y", "x"]);
   });
 });
 
 Deno.test("pruneRuns() keeps the newest completed and failed runs and returns the ids removed", async () => {
   await withRecords((records) => {
-    for (let i = 0; i < 5; i++) records.insertRun(run(`ok-${i}`, "job", "completed"), 100 + i);
-    for (let i = 0; i < 4; i++) records.insertRun(run(`bad-${i}`, "job", "failed"), 200 + i);
-    records.insertRun(run("live", "job", "running"), 50);
-    records.insertRun(run("queued", "job", "pending"), 60);
-    records.insertRun(run("other", "cron", "completed"), 10);
+    for (let i = 0; i < 5; i++) records.putRun(run(`ok-${i}`, "job", "completed"), 100 + i);
+    for (let i = 0; i < 4; i++) records.putRun(run(`bad-${i}`, "job", "failed"), 200 + i);
+    records.putRun(run("live", "job", "running"), 50);
+    records.putRun(run("queued", "job", "pending"), 60);
+    records.putRun(run("other", "cron", "completed"), 10);
 
     const removed = records.pruneRuns("job", 2, 1);
     assert.deepEqual(removed.sort(), ["bad-0", "bad-1", "bad-2", "ok-0", "ok-1", "ok-2"]);
@@ -391,8 +391,8 @@ Deno.test("pruneRuns() keeps the newest completed and failed runs and returns th
 
 Deno.test("pruneRuns() with nothing to keep removes every finished run", async () => {
   await withRecords((records) => {
-    records.insertRun(run("a", "job", "completed"), 1);
-    records.insertRun(run("b", "job", "failed"), 2);
+    records.putRun(run("a", "job", "completed"), 1);
+    records.putRun(run("b", "job", "failed"), 2);
     assert.deepEqual(records.pruneRuns("job", 0, 0).sort(), ["a", "b"]);
     assert.deepEqual(records.listRuns({ deployment: "job" }), []);
   });
@@ -400,10 +400,10 @@ Deno.test("pruneRuns() with nothing to keep removes every finished run", async (
 
 Deno.test("runCounts() counts runs created since a time, by status, with zeros", async () => {
   await withRecords((records) => {
-    records.insertRun(run("old", "a", "failed"), 100);
-    records.insertRun(run("r1", "a", "completed"), 200);
-    records.insertRun(run("r2", "b", "completed"), 300);
-    records.insertRun(run("r3", "a", "running"), 400);
+    records.putRun(run("old", "a", "failed"), 100);
+    records.putRun(run("r1", "a", "completed"), 200);
+    records.putRun(run("r2", "b", "completed"), 300);
+    records.putRun(run("r3", "a", "running"), 400);
     assert.deepEqual(records.runCounts(200), {
       pending: 0,
       running: 1,
@@ -417,9 +417,9 @@ Deno.test("runCounts() counts runs created since a time, by status, with zeros",
 
 Deno.test("latestRuns() maps each deployment to its newest run", async () => {
   await withRecords((records) => {
-    records.insertRun(run("a1", "a"), 100);
-    records.insertRun(run("b1", "b"), 100);
-    records.insertRun(run("a2", "a", "running"), 200);
+    records.putRun(run("a1", "a"), 100);
+    records.putRun(run("b1", "b"), 100);
+    records.putRun(run("a2", "a", "running"), 200);
     const latest = records.latestRuns();
     assert.deepEqual([...latest.keys()].sort(), ["a", "b"]);
     assert.equal(latest.get("a")!.id, "a2");
@@ -472,7 +472,7 @@ Deno.test("deleteDeployment() removes its deployment, versions, runs, events and
       putVersion(records, name, "v-1", 1000);
       putVersion(records, name, "v-2", 1000);
       records.activate(name, "v-1", 1, 1000);
-      records.insertRun(run(`${name}-run`, name), 1000);
+      records.putRun(run(`${name}-run`, name), 1000);
       records.addEvent(name, "deploy", "deployed", 1000);
       records.putProcess({ id: `${name}-0`, deployment: name, pid: 1, startTicks: 1 });
     }

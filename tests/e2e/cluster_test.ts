@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { type NatsServer, NO_NATS, startNats } from "../cluster/_nats.ts";
-import { TestHome, waitFor } from "../_helpers.ts";
+import { freePort, TestHome, waitFor } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import type { RunRecord } from "../../core/types.ts";
 import type { NodeSummary, StatusView } from "../../runtime/api_types.ts";
@@ -88,7 +88,10 @@ Deno.test({
       );
       assert.match(await n3.ok("get", "nodes"), /^NAME\s+STATUS\s+ADDRESS\s+REPLICAS\s+RUNS/);
       const ran = join(n1.dir, "ran.txt");
-      const job = n1.project("once", { "main.sh": `echo "$PRISN_RUN_ID" >> "${ran}"\n` });
+      // Each run writes its id and the node it ran on (the agent's PRISN_NODE, inherited).
+      const job = n1.project("once", {
+        "main.sh": `echo "$PRISN_RUN_ID $PRISN_NODE" >> "${ran}"\n`,
+      });
       await n1.ok("deploy", job, "--name", "once");
       for (const h of [n2, n3]) {
         await waitFor(async () => (await h.ok("ls")).includes("once"), {
@@ -119,7 +122,15 @@ Deno.test({
           return run?.status === "completed";
         }, { what: `${id} completed in every node's history` });
       }
-      assert.equal((await Deno.readTextFile(ran)).trim().split("\n").length, 2, "each ran once");
+      const lines = (await Deno.readTextFile(ran)).trim().split("\n");
+      assert.equal(lines.length, 2, "each ran once");
+      // Every node's history names the node that really ran each run.
+      const ranOn = new Map(lines.map((l) => l.split(" ") as [string, string]));
+      for (const h of c.nodes) {
+        for (const r of await h.json<RunRecord[]>("get", "jobs", "once")) {
+          assert.equal(r.node, ranOn.get(r.id), `${r.id} on ${h.env.PRISN_NODE}`);
+        }
+      }
 
       const port = 20_000 + Math.floor(Math.random() * 20_000);
       const svc = n2.project("web", {
@@ -269,4 +280,30 @@ Deno.test({
       await c.close();
     }
   },
+});
+
+Deno.test("agent run refuses bad cluster flags and an unreachable NATS in one line, and starts nothing", async () => {
+  const h = new TestHome();
+  try {
+    const port = freePort(); // nothing listens there
+    const cases: Array<[string[], RegExp]> = [
+      [["--nats", `nats://127.0.0.1:${port}`], /^prisn: cannot reach NATS at /],
+      [
+        ["--nats", `nats://127.0.0.1:${port}`, "--nats-token", "t", "--nats-user", "u"],
+        /^prisn: give one NATS auth: /,
+      ],
+      [["--nats", `nats://127.0.0.1:${port}`, "--nats-user", "u"], /go together/],
+      [["--nats", `nats://127.0.0.1:${port}`, "--nats-replicas", "zero"], /--nats-replicas "zero"/],
+      [["--start-parallelism", "0"], /^prisn: --start-parallelism "0" is not valid/],
+    ];
+    for (const [flags, message] of cases) {
+      const r = await h.cli("agent", "run", ...flags);
+      assert.notEqual(r.code, 0, flags.join(" "));
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(r.stderr.trim(), message);
+      assert.equal(h.agentPid(), undefined, "no agent started");
+    }
+  } finally {
+    await h.close();
+  }
 });
