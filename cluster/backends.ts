@@ -9,6 +9,7 @@ import { ClusterDesiredState } from "./desired_state.ts";
 import { ClusterDispatcher } from "./dispatch.ts";
 import { Heartbeats } from "./heartbeats.ts";
 import { LeaderLease } from "./lease.ts";
+import { ClusterLogs } from "./logs.ts";
 import { ClusterRunHistory } from "./run_history.ts";
 import type { ClusterConnection } from "./types.ts";
 
@@ -35,8 +36,8 @@ export interface ClusterNodeOptions {
  * The cluster's backends over one NATS connection (after ensureResources): desired state in KV
  * mirrored into this node's SQLite, version archives in the object store, run tickets on the
  * work queue, the leader lease and heartbeats. Replicas are placed by a pure spread over the live
- * nodes (core/placement.ts), recomputed when membership changes. Logs stay on the node that
- * wrote them for now.
+ * nodes (core/placement.ts), recomputed when membership changes. Logs are written on the node that
+ * runs them and go to the cluster's log stream (cluster/logs.ts).
  */
 export async function clusterBackends(
   conn: ClusterConnection,
@@ -119,7 +120,12 @@ export async function clusterBackends(
     return {
       desired,
       artifacts: new ClusterArtifacts(new LocalArtifacts(inputs.paths), store),
-      logs: options.localLogs(inputs),
+      logs: new ClusterLogs({
+        nats: conn,
+        names,
+        local: options.localLogs(inputs),
+        log,
+      }),
       history,
       members: {
         remoteReplicas: () => remote,
@@ -137,7 +143,8 @@ export async function clusterBackends(
             version: n.version,
           }));
         },
-        leader: () => lease.holder?.node,
+        // The node acting as leader; none while a new holder waits out its start delay.
+        leader: () => lease.holder?.acting ? lease.holder.node : undefined,
       },
       dispatcher,
       async start() {

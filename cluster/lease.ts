@@ -51,6 +51,11 @@ export interface LeaseHolder {
   node: string;
   address: string;
   epoch: number;
+  /**
+   * Whether the holder acts as leader (it has waited out its start delay), as its last write
+   * said; false while a new holder waits.
+   */
+  acting: boolean;
 }
 
 /** A change of this node's leadership, as `onChange` listeners get it. */
@@ -146,6 +151,11 @@ interface LeaseValue {
   epoch?: number;
   /** Set by `release()`: the holder has stopped acting and gives the lease away. */
   released?: boolean;
+  /**
+   * False while the holder waits out its start delay; absent (acting) in values of agents that
+   * did not write it.
+   */
+  acting?: boolean;
   /** Wall-clock time of the write, for people reading the bucket. */
   at: number;
 }
@@ -160,6 +170,16 @@ function parseValue(entry: KvEntry | null): LeaseValue | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The holder a lease value names; `epoch` is the entry's revision when the value has none. */
+function holderOf(v: LeaseValue, revision: number): LeaseHolder {
+  return {
+    node: v.node,
+    address: v.address,
+    epoch: v.epoch ?? revision,
+    acting: v.acting !== false,
+  };
 }
 
 /** The key changed under us (someone else wrote it, or it expired): a lost compare-and-set. */
@@ -201,6 +221,8 @@ export class LeaderLease {
   /** Start acting at this monotonic instant (one renew interval after an acquisition). */
   #actAt = Infinity;
   #holder: LeaseHolder | undefined;
+  /** What this node's last confirmed write said of its acting. */
+  #wroteActing = false;
   #loopTimer: unknown;
   #edgeTimer: unknown;
   #edgeAt = NaN;
@@ -238,6 +260,7 @@ export class LeaderLease {
 
   /** The holder as this node last saw it (itself while it holds the lease), if any. */
   get holder(): LeaseHolder | undefined {
+    if (this.#holding && this.#holder) return { ...this.#holder, acting: this.isLeader() };
     return this.#holder;
   }
 
@@ -355,6 +378,8 @@ export class LeaderLease {
         delay = this.#holding ? this.#retryMs : this.pollMs;
       }
       this.#update();
+      // Acting, and the key does not say so yet: renew now, so every node sees the leader.
+      if (this.#acting && !this.#wroteActing) delay = 0;
       if (!this.#closed) this.#loopTimer = this.#timers.setTimeout(() => this.#run(), delay);
     })();
     return this.#step;
@@ -365,7 +390,7 @@ export class LeaderLease {
     return Math.min(this.renewMs, 1_000);
   }
 
-  #value(extra: { epoch?: number; released?: boolean } = {}): Uint8Array {
+  #value(extra: { epoch?: number; released?: boolean; acting?: boolean } = {}): Uint8Array {
     const v: LeaseValue = {
       node: this.node,
       address: this.address,
@@ -381,7 +406,10 @@ export class LeaderLease {
     const entry = await this.#kv.get(this.key);
     const v = parseValue(entry);
     if (!entry || entry.operation !== "PUT") {
-      return await this.#take(() => this.#kv.create(this.key, this.#value()), false);
+      return await this.#take(
+        () => this.#kv.create(this.key, this.#value({ acting: false })),
+        false,
+      );
     }
     if (v?.id === this.#id && !v.released) {
       // Our own write whose reply was lost: renew over it at once, and only a confirmed renewal
@@ -390,18 +418,19 @@ export class LeaderLease {
       this.#revision = entry.revision;
       this.#epoch = v.epoch ?? entry.revision;
       this.#deadline = -Infinity;
+      this.#wroteActing = v.acting !== false;
       this.#fence.fence(this.#epoch);
-      this.#holder = { node: this.node, address: this.address, epoch: this.#epoch };
+      this.#holder = { node: this.node, address: this.address, epoch: this.#epoch, acting: false };
       return 0;
     }
     if (v?.released) {
       const revision = entry.revision;
       return await this.#take(
-        () => this.#kv.update(this.key, this.#value(), revision, this.renewMs),
+        () => this.#kv.update(this.key, this.#value({ acting: true }), revision, this.renewMs),
         true,
       );
     }
-    if (v) this.#see({ node: v.node, address: v.address, epoch: v.epoch ?? entry.revision });
+    if (v) this.#see(holderOf(v, entry.revision));
     return this.pollMs; // held (or unreadable): wait for it to expire
   }
 
@@ -417,8 +446,9 @@ export class LeaderLease {
     }
     this.#holding = true;
     this.#revision = this.#epoch = revision;
+    this.#wroteActing = released;
     this.#fence.fence(revision);
-    this.#holder = { node: this.node, address: this.address, epoch: revision };
+    this.#holder = { node: this.node, address: this.address, epoch: revision, acting: released };
     this.#deadline = sent + this.#ttlMs / 2;
     // Taken from a released marker: the old leader stopped before writing it, act at once.
     // Taken after expiry: the old one stopped at TTL/2; wait one renew interval more regardless.
@@ -429,13 +459,16 @@ export class LeaderLease {
   /** The holder's step: renew at the expected revision. */
   async #renew(): Promise<number> {
     const sent = this.#now();
+    // What this renewal says: acting, unless it comes after a gap or before the start delay.
+    const acting = sent < this.#deadline && sent >= this.#actAt;
     try {
       this.#revision = await this.#kv.update(
         this.key,
-        this.#value({ epoch: this.#epoch }),
+        this.#value({ epoch: this.#epoch, acting }),
         this.#revision,
         this.renewMs,
       );
+      this.#wroteActing = acting;
       // Back after a gap in which it stopped acting: wait the start delay again.
       if (sent >= this.#deadline) this.#actAt = this.#now() + this.renewMs;
       this.#deadline = sent + this.#ttlMs / 2;
@@ -460,9 +493,7 @@ export class LeaderLease {
     this.#deadline = -Infinity;
     this.#holder = undefined;
     this.#update();
-    if (entry && v && !v.released) {
-      this.#see({ node: v.node, address: v.address, epoch: v.epoch ?? entry.revision });
-    }
+    if (entry && v && !v.released) this.#see(holderOf(v, entry.revision));
     return 0; // vacant or released: try to take it again now
   }
 
@@ -478,6 +509,11 @@ export class LeaderLease {
     const acting = !this.#closed && this.#holding && t >= this.#actAt && t < this.#deadline;
     if (acting !== this.#acting) {
       this.#acting = acting;
+      // Started acting by the clock: renew at once, so the key says so (see #run).
+      if (acting && !this.#wroteActing && this.#loopTimer !== undefined) {
+        this.#timers.clearTimeout(this.#loopTimer);
+        this.#loopTimer = this.#timers.setTimeout(() => this.#run(), 0);
+      }
       const change = { leader: acting, epoch: this.#epoch };
       for (const listener of this.#listeners) {
         try {

@@ -18,6 +18,8 @@ export interface LogWriterOptions {
   rateBytes?: number;
   /** Told once per window that dropped lines (the log gets a line saying so too). */
   onDropped?: (dropped: Dropped) => void;
+  /** Handed every batch of lines as written (timestamped, masked, newline-ended), e.g. to ship. */
+  onWritten?: (text: string) => void;
 }
 
 /** Where one replica's or run's output goes, line by line, each line timestamped. */
@@ -51,4 +53,16 @@ export interface LogStore {
   remove(deployment: string, streams?: Set<string>): Promise<void>;
   /** Drops what is older than `maxAgeDays`; returns how many day folders went. */
   prune(maxAgeDays: number): Promise<number>;
+}
+
+/**
+ * Log lines start with an ISO timestamp, so string order is time order; ties keep their given
+ * order (one stream's lines stay as written).
+ */
+export function sortByStamp(lines: string[]): string[] {
+  return lines.map((l, i) => ({ l, i })).sort((a, b) => {
+    const ka = a.l.slice(0, 24);
+    const kb = b.l.slice(0, 24);
+    return ka < kb ? -1 : ka > kb ? 1 : a.i - b.i;
+  }).map((x) => x.l);
 }

@@ -98,6 +98,8 @@ export class Agent {
         `an agent already runs for ${paths.home}: stop it with prisn agent stop`,
       );
     }
+    // Until it serves, a CLI that finds no agent waits for this one instead of starting another.
+    await Deno.writeTextFile(join(paths.state, "agent.starting"), `${Deno.pid}\n`);
     const records = new Records(paths.db);
     for (const suffix of ["", "-wal", "-shm"]) {
       await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them
@@ -110,6 +112,7 @@ export class Agent {
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
     await agent.#serve();
     await Deno.writeTextFile(join(paths.state, "agent.pid"), `${Deno.pid}\n`);
+    await Deno.remove(join(paths.state, "agent.starting")).catch(() => {});
     await agent.supervisor.restore();
     agent.supervisor.consumeTickets(); // pending tickets an earlier agent left start now
     agent.scheduler.start();

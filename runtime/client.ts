@@ -2,6 +2,7 @@ import { join } from "node:path";
 import { PrisnError } from "../core/errors.ts";
 import type { Paths } from "../core/paths.ts";
 import { ensureWritable } from "../core/fs.ts";
+import { processAlive } from "./process.ts";
 import type {
   DeleteResponse,
   DeployEvent,
@@ -41,6 +42,9 @@ export function agentCommand(): { command: string; args: string[] } {
   return { command: exe, args: ["agent", "run", "--background"] };
 }
 
+/** How long a CLI waits for an agent that is starting (joining a cluster can take a while). */
+const STARTING_WAIT_MS = 60_000;
+
 /**
  * The CLI's side of the agent API: HTTP over the unix socket. `connect()` starts a background
  * agent when none answers; racing CLIs serialize on a lock file so only one agent starts.
@@ -62,7 +66,7 @@ export class AgentClient {
 
   /** A client to the agent, starting one in the background if needed. */
   static async connect(paths: Paths): Promise<AgentClient> {
-    const running = await AgentClient.existing(paths);
+    const running = await AgentClient.existing(paths) ?? await AgentClient.#starting(paths);
     if (running) return running;
     await ensureWritable(paths.home);
     await Deno.mkdir(paths.state, { recursive: true });
@@ -76,6 +80,24 @@ export class AgentClient {
     } finally {
       await lock.unlock();
     }
+  }
+
+  /**
+   * The agent that is starting for this home (`prisn agent run` in another shell, still joining
+   * its cluster), once it serves; undefined when none is starting or it gave up.
+   */
+  static async #starting(paths: Paths): Promise<AgentClient | undefined> {
+    const marker = join(paths.state, "agent.starting");
+    const pid = Number((await Deno.readTextFile(marker).catch(() => "")).trim());
+    if (!Number.isInteger(pid) || pid <= 0) return undefined;
+    const deadline = Date.now() + STARTING_WAIT_MS;
+    while (Date.now() < deadline && processAlive(pid)) {
+      const client = await AgentClient.existing(paths);
+      if (client) return client;
+      if (!await Deno.stat(marker).then(() => true, () => false)) break; // it served, or gave up
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return await AgentClient.existing(paths);
   }
 
   close(): void {

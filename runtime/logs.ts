@@ -1,7 +1,13 @@
 import { dirname, join } from "node:path";
 import { logFile, type Paths } from "../core/paths.ts";
 import { formatMemory } from "../core/quantity.ts";
-import type { Dropped, LogSink, LogStore, LogWriterOptions } from "../core/log_store.ts";
+import {
+  type Dropped,
+  type LogSink,
+  type LogStore,
+  type LogWriterOptions,
+  sortByStamp,
+} from "../core/log_store.ts";
 
 export type { Dropped };
 import { delay } from "./context.ts";
@@ -137,6 +143,7 @@ export class LogWriter implements LogSink {
     let text = "";
     for (const line of lines) text += `${stamp}${tag} ${this.#redact(line.replace(/\r$/, ""))}\n`;
     this.#write(encoder.encode(text), now);
+    this.options.onWritten?.(text);
   }
 
   #redact(line: string): string {
@@ -287,16 +294,7 @@ function concat(chunks: Uint8Array[]): Uint8Array {
 export async function tailMerged(files: string[], n: number): Promise<string[]> {
   const all: string[] = [];
   for (const f of files) all.push(...await tailLines(f, n));
-  return stableSortByStamp(all).slice(-n);
-}
-
-/** Lines start with an ISO timestamp, so string order is time order; ties keep file order. */
-function stableSortByStamp(lines: string[]): string[] {
-  return lines.map((l, i) => ({ l, i })).sort((a, b) => {
-    const ka = a.l.slice(0, 24);
-    const kb = b.l.slice(0, 24);
-    return ka < kb ? -1 : ka > kb ? 1 : a.i - b.i;
-  }).map((x) => x.l);
+  return sortByStamp(all).slice(-n);
 }
 
 /** Passes a followed file may be missing (mid-rotation) before its offset is forgotten. */

@@ -21,6 +21,6 @@ export const PRISN_TOML_DEFAULTS = {
   stop_grace: "10s",
   drain_grace: "10s",
   readiness_timeout: "30s",
-  history: { successful: 10, failed: 10, versions: 5 },
+  history: { successful: 100, failed: 10, versions: 5 },
   logs: { rate_limit: "1Mi" },
 } as const;

@@ -186,6 +186,13 @@ Deno.test({
       }
       const epoch1 = first.lease.epoch;
       assert.equal(gained.epoch, epoch1);
+      // The holder's key says it acts (written at once when it starts acting): every node
+      // shows it as the acting leader within a poll interval.
+      await waitFor(() => nodes.every((n) => n.lease.holder?.acting), {
+        timeoutMs: 2_000,
+        intervalMs: 10,
+        what: "every node seeing the leader acting",
+      });
       for (const n of nodes) {
         assert.equal(n.lease.epoch, epoch1, "followers know the leader's epoch");
         assert.equal(n.lease.holder?.node, first.lease.node);
@@ -204,6 +211,7 @@ Deno.test({
       });
       const took = performance.now() - stopped;
       assert.ok(took >= TTL - RENEW, `took over after ${took} ms, before the TTL could pass`);
+      assert.equal(second.lease.holder?.acting, true);
       assert.equal(leaders(rest).length, 1);
       const epoch2 = second.lease.epoch;
       assert.ok(epoch2 > epoch1, `epoch ${epoch2} > ${epoch1}`);

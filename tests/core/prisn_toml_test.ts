@@ -431,7 +431,7 @@ Deno.test("PRISN_TOML_DEFAULTS are themselves valid prisn.toml values", () => {
   );
   assert.deepEqual(toml.logs, { rate_limit: "1Mi" });
   assert.equal(toml.stop_grace, "10s");
-  assert.deepEqual(toml.history, { successful: 10, failed: 10, versions: 5 });
+  assert.deepEqual(toml.history, { successful: 100, failed: 10, versions: 5 });
 });
 
 Deno.test("parsePrisnToml() takes logs.rate_limit as a byte quantity or false, and rollout.max_parallel", () => {
