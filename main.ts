@@ -10,6 +10,7 @@ import * as get from "./cmd/get.ts";
 import * as history from "./cmd/history.ts";
 import * as logs from "./cmd/logs.ts";
 import * as ls from "./cmd/ls.ts";
+import * as node from "./cmd/node.ts";
 import * as rollback from "./cmd/rollback.ts";
 import * as run from "./cmd/run.ts";
 import * as scale from "./cmd/scale.ts";
@@ -45,6 +46,7 @@ export async function main(args: string[]): Promise<number> {
       env,
       gc,
       del,
+      node,
       agent,
     ]
   ) {

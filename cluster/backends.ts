@@ -3,15 +3,19 @@ import { Objm } from "@nats-io/obj";
 import type { BackendInputs, Backends, RemoteReplica } from "../core/backends.ts";
 import type { LogStore } from "../core/log_store.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
-import { placeReplicas } from "../core/placement.ts";
+import { ownsName, planPlacement, slotsOn } from "../core/placement.ts";
 import { ClusterArtifacts } from "./artifacts.ts";
 import { ClusterDesiredState } from "./desired_state.ts";
 import { ClusterDispatcher } from "./dispatch.ts";
 import { Heartbeats } from "./heartbeats.ts";
 import { LeaderLease } from "./lease.ts";
 import { ClusterLogs } from "./logs.ts";
+import { ClusterPlacement } from "./placement.ts";
 import { ClusterRunHistory } from "./run_history.ts";
 import type { ClusterConnection } from "./types.ts";
+
+/** How long a stopping node waits for its replicas to be started elsewhere. */
+const HANDOVER_TIMEOUT_MS = 60_000;
 
 /** What a node brings to the cluster. */
 export interface ClusterNodeOptions {
@@ -45,11 +49,12 @@ export async function clusterBackends(
 ): Promise<(inputs: BackendInputs) => Backends> {
   const { names } = conn;
   const kvm = new Kvm(conn.js);
-  const [desiredKv, leaseKv, heartbeatKv, runsKv] = await Promise.all([
+  const [desiredKv, leaseKv, heartbeatKv, runsKv, placementKv] = await Promise.all([
     kvm.open(names.kv.desired),
     kvm.open(names.kv.lease),
     kvm.open(names.kv.heartbeats),
     kvm.open(names.kv.runs),
+    kvm.open(names.kv.placement),
   ]);
   const store = await new Objm(conn.js).open(names.objectStore.artifacts);
   const log = options.log ?? (() => {});
@@ -73,11 +78,43 @@ export async function clusterBackends(
       }),
       onError: (e) => log(`heartbeat: ${(e as Error).message}`),
     });
+    /** The live nodes (ready or draining), by name, this node always among them. */
     let members: string[] = [options.node];
+    /** Ready replicas per node and deployment, from heartbeats (this node's own: now). */
+    let readyCounts = new Map<string, Map<string, number>>();
     let replicaReport: () => Array<{ deployment: string; name: string; ready: boolean }> = () => [];
     let remote: RemoteReplica[] = [];
     const placementListeners = new Set<() => void>();
+    const placementChanged = () => {
+      for (const l of placementListeners) l();
+    };
     let membership: ReturnType<typeof setInterval> | undefined;
+    /** This node marked itself draining for its stop (a drain by `prisn node drain` stays). */
+    let drainedForStop = false;
+    const placement = new ClusterPlacement(placementKv, { lease, log });
+    placement.onChange(placementChanged);
+    /** The placement of a deployment of `want` replicas: the leader's, or what it will be. */
+    const slotsOf = (deployment: string, want: number) => {
+      const placed = placement.slots(deployment);
+      if (placed?.length === want) return placed;
+      return planPlacement(
+        placed,
+        want,
+        members.map((node) => ({ node, draining: placement.isDraining(node), ready: 0 })),
+      );
+    };
+    /** As the leader: every service placed over the live nodes. */
+    const plan = () =>
+      placement.plan(
+        inputs.records.listDeployments().filter((d) => d.type === "service"),
+        members.map((node) => ({
+          node,
+          ready: (deployment: string) =>
+            node === options.node
+              ? replicaReport().filter((r) => r.deployment === deployment && r.ready).length
+              : readyCounts.get(node)?.get(deployment) ?? 0,
+        })),
+      );
     const readMembers = async () => {
       try {
         const nodes = await heartbeats.live();
@@ -88,13 +125,21 @@ export async function clusterBackends(
             return { node: n.node, deployment, name, ready: state === "ready" };
           })
         );
-        const live = nodes.filter((n) => n.status === "ready").map((n) => n.node);
+        readyCounts = new Map();
+        for (const r of remote) {
+          if (!r.ready) continue;
+          const counts = readyCounts.get(r.node) ?? new Map<string, number>();
+          counts.set(r.deployment, (counts.get(r.deployment) ?? 0) + 1);
+          readyCounts.set(r.node, counts);
+        }
+        const live = nodes.map((n) => n.node);
         if (!live.includes(options.node)) live.push(options.node);
         live.sort();
         if (live.join(",") !== members.join(",")) {
           members = live;
-          for (const l of placementListeners) l();
+          placementChanged();
         }
+        await plan();
       } catch (e) {
         log(`membership: ${(e as Error).message}`);
       }
@@ -110,7 +155,9 @@ export async function clusterBackends(
       records: history,
       node: options.node,
       isLeader: () => lease.isLeader(),
-      replicasHere: (_deployment, want) => placeReplicas(want, members).get(options.node) ?? 0,
+      replicasHere: (deployment, want) => slotsOn(slotsOf(deployment, want), options.node),
+      ownsReplica: (deployment, index, want) =>
+        ownsName(slotsOf(deployment, want), options.node, index),
       onPlacementChange: (listener) => {
         placementListeners.add(listener);
         return () => placementListeners.delete(listener);
@@ -135,7 +182,11 @@ export async function clusterBackends(
         async nodes() {
           return (await heartbeats.nodes()).map((n) => ({
             node: n.node,
-            status: n.status,
+            status: n.status === "down"
+              ? n.status
+              : placement.isDraining(n.node)
+              ? "draining"
+              : n.status,
             address: n.address,
             replicas: n.replicas.length,
             runs: n.runs.length,
@@ -145,6 +196,9 @@ export async function clusterBackends(
         },
         // The node acting as leader; none while a new holder waits out its start delay.
         leader: () => lease.holder?.acting ? lease.holder.node : undefined,
+        async drain(node, draining) {
+          await placement.setDraining(node, draining);
+        },
       },
       dispatcher,
       async start() {
@@ -152,13 +206,50 @@ export async function clusterBackends(
         await history.start();
         await heartbeats.start();
         await lease.start();
+        await placement.start(); // after the lease: its fence knows the current epoch
+        desired.watch(() => plan());
+        lease.onChange((c) => c.leader && plan());
+        // Marked draining (by prisn node drain anywhere): say so in this node's heartbeats too.
+        let drained = false;
+        placement.onChange(() => {
+          const now = placement.isDraining(options.node);
+          if (now !== drained) heartbeats.setDraining(drained = now).catch(() => {});
+        });
         await readMembers();
         membership = setInterval(readMembers, options.membershipIntervalMs ?? 2000);
+      },
+      async beforeStop() {
+        // A stop, not a crash: hand the lease over and move this node's replicas elsewhere
+        // first, so its services never drop below their desired ready count.
+        await lease.release().catch(() => false);
+        const others = members.filter((n) => n !== options.node && !placement.isDraining(n));
+        if (others.length === 0) return;
+        if (!placement.isDraining(options.node)) {
+          await placement.setDraining(options.node, true).catch(() => {});
+          drainedForStop = true;
+        }
+        const here = () =>
+          inputs.records.listDeployments().some((d) =>
+            d.type === "service" && slotsOn(slotsOf(d.name, d.replicas), options.node) > 0
+          );
+        // Until nothing is placed here, while some other node can take it (they may be stopping
+        // too: then there is nowhere to go).
+        const elsewhere = () =>
+          members.some((n) => n !== options.node && !placement.isDraining(n));
+        const deadline = Date.now() + HANDOVER_TIMEOUT_MS;
+        while (here() && elsewhere() && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+        }
       },
       async close() {
         clearInterval(membership);
         await lease.release().catch(() => false);
         await heartbeats.stop().catch(() => false);
+        // Gone from the heartbeats now: a drain mark of its own stop is not needed any more.
+        if (drainedForStop) {
+          await placement.setDraining(options.node, false).catch(() => {});
+        }
+        await placement.close();
         desired.close();
         await history.close();
         await conn.close();

@@ -62,6 +62,8 @@ export interface ClusterDispatcherOptions {
   replicasHere: (deployment: string, desired: number) => number;
   /** Tells when `replicasHere` may answer differently. @default never */
   onPlacementChange?: (listener: () => void) => () => void;
+  /** Whether this node may name a replica `NAME-index`. @default every name */
+  ownsReplica?: (deployment: string, index: number, desired: number) => boolean;
   /** The durable pull consumer every node shares. @default "runs" */
   consumer?: string;
   /** How long a delivered message is held without an ack or `working()`. @default 30_000 */
@@ -97,7 +99,10 @@ export interface ClusterDispatcherOptions {
 }
 
 type Settings = Required<
-  Omit<ClusterDispatcherOptions, "isLeader" | "replicasHere" | "onPlacementChange">
+  Omit<
+    ClusterDispatcherOptions,
+    "isLeader" | "replicasHere" | "onPlacementChange" | "ownsReplica"
+  >
 >;
 
 /**
@@ -110,6 +115,7 @@ export class ClusterDispatcher implements Dispatcher {
   readonly #isLeader: () => boolean;
   readonly #replicasHere: (deployment: string, desired: number) => number;
   readonly #onPlacementChange?: (listener: () => void) => () => void;
+  readonly #ownsReplica?: (deployment: string, index: number, desired: number) => boolean;
   readonly #consumers = new Set<TicketConsumer>();
 
   constructor(nats: ClusterDispatcherNats, options: ClusterDispatcherOptions) {
@@ -118,6 +124,7 @@ export class ClusterDispatcher implements Dispatcher {
     this.#isLeader = options.isLeader;
     this.#replicasHere = options.replicasHere;
     this.#onPlacementChange = options.onPlacementChange;
+    this.#ownsReplica = options.ownsReplica;
     this.#settings = {
       stream: options.stream,
       subject: options.subject,
@@ -149,6 +156,10 @@ export class ClusterDispatcher implements Dispatcher {
 
   replicasHere(deployment: string, desired: number): number {
     return this.#replicasHere(deployment, desired);
+  }
+
+  ownsReplica(deployment: string, index: number, desired: number): boolean {
+    return this.#ownsReplica?.(deployment, index, desired) ?? true;
   }
 
   /**

@@ -21,6 +21,11 @@ export interface Backends {
   history?: RunHistory & ProcessLedger;
   /** Starts what the backends run in the background (mirrors, lease, heartbeats), before use. */
   start?(): Promise<void>;
+  /**
+   * Before the agent stops what it runs (a stop, not a crash): hand cluster duties and this
+   * node's replicas to other nodes.
+   */
+  beforeStop?(): Promise<void>;
   /** Releases what the backends hold (connections, watches) after the agent stopped. */
   close?(): Promise<void>;
 }
@@ -55,6 +60,8 @@ export interface Members {
   remoteReplicas(): RemoteReplica[];
   /** What this node reports about its replicas in its heartbeats. */
   reportReplicas(report: () => Array<{ deployment: string; name: string; ready: boolean }>): void;
+  /** Marks a node draining (its replicas move to other nodes, it gets no new ones) or not. */
+  drain?(node: string, draining: boolean): Promise<void>;
 }
 
 /** What backends are made from: this node's data root, its SQLite records and its name. */

@@ -29,6 +29,11 @@ export interface Dispatcher {
   replicasHere(deployment: string, desired: number): number;
   /** Tells when `replicasHere` may answer differently (nodes came or went). */
   onPlacementChange?(listener: () => void): () => void;
+  /**
+   * Whether this node may name a replica of the deployment `NAME-index` (in a cluster, names are
+   * dealt out so that two nodes never pick the same one). @default every name
+   */
+  ownsReplica?(deployment: string, index: number, desired: number): boolean;
 }
 
 export interface SubmitOptions {

@@ -130,6 +130,7 @@ export class Agent {
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
       for (const t of this.#timers) clearTimeout(t);
+      await this.#backends.beforeStop?.().catch(() => {});
       await this.scheduler.stop();
       await this.supervisor.shutdown();
       await this.ctx.output?.close();

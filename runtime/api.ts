@@ -12,6 +12,7 @@ import type {
   DeploymentSummary,
   DeployRequest,
   DeployResult,
+  DrainResponse,
   EnvEntry,
   ErrorBody,
   GcRequest,
@@ -47,6 +48,8 @@ export interface Operations {
   ping(): PingResponse;
   status(): Promise<StatusView>;
   nodes(): Promise<NodeSummary[]>;
+  /** Marks a cluster node draining (its replicas move elsewhere) or ready again. */
+  drain(node: string, draining: boolean): Promise<DrainResponse>;
   /** Stops the agent shortly after the answer is sent. */
   stop(): StopResponse;
   deploy(request: DeployRequest, progress: Progress): Promise<DeployResult>;
@@ -93,6 +96,12 @@ export function apiRoutes(ops: Operations): Route[] {
     route("GET", "/v1/ping", () => json(ops.ping())),
     route("GET", "/v1/status", async () => json(await ops.status())),
     route("GET", "/v1/nodes", async () => json(await ops.nodes())),
+    route("POST", "/v1/nodes/:node/drain", async (_req, ctx) => {
+      return json(await ops.drain(ctx.params.node, true));
+    }),
+    route("POST", "/v1/nodes/:node/undrain", async (_req, ctx) => {
+      return json(await ops.drain(ctx.params.node, false));
+    }),
     route("POST", "/v1/agent/stop", () => json(ops.stop())),
     route("POST", "/v1/deploy", async (req) => {
       const request = await readBody<DeployRequest>(req);

@@ -136,6 +136,12 @@ export interface ScaleRequest {
   replicas: number | string;
 }
 
+/** POST /v1/nodes/NAME/drain, /v1/nodes/NAME/undrain */
+export interface DrainResponse {
+  node: string;
+  draining: boolean;
+}
+
 export interface ScaleResponse {
   replicas: number;
 }

@@ -10,6 +10,7 @@ import type {
   DeploymentSummary,
   DeployRequest,
   DeployResult,
+  DrainResponse,
   EnvEntry,
   ErrorBody,
   GcRequest,
@@ -184,6 +185,14 @@ export class AgentClient {
   /** Runs, newest first, of every deployment or of one. */
   nodes(): Promise<NodeSummary[]> {
     return this.call("GET", "/v1/nodes");
+  }
+
+  /** Marks a cluster node draining, or ready again. */
+  drain(node: string, draining: boolean): Promise<DrainResponse> {
+    return this.call(
+      "POST",
+      `/v1/nodes/${encodeURIComponent(node)}/${draining ? "drain" : "undrain"}`,
+    );
   }
 
   runs(query: RunsQuery = {}): Promise<RunRecord[]> {

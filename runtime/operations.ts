@@ -6,6 +6,7 @@ import type {
   DeploymentSummary,
   DeployRequest,
   DeployResult,
+  DrainResponse,
   EnvEntry,
   GcRequest,
   GcResult,
@@ -75,6 +76,17 @@ export class AgentOperations implements Operations {
 
   nodes(): Promise<NodeSummary[]> {
     return this.#parts.views.nodes();
+  }
+
+  async drain(node: string, draining: boolean): Promise<DrainResponse> {
+    const members = this.#parts.ctx.members;
+    if (!members?.drain) {
+      throw invalid(`this agent runs on its own, not in a cluster: there are no nodes to drain`);
+    }
+    const known = (await members.nodes()).find((n) => n.node === node);
+    if (!known) throw notFound(`node "${node}" is not in the cluster: see prisn get nodes`);
+    await members.drain(node, draining);
+    return { node, draining };
   }
 
   stop(): StopResponse {

@@ -23,6 +23,8 @@ export interface ServiceTarget {
   spec: DeploySpec;
   launch: Launch;
   replicas: number;
+  /** Whether this node may name a replica `NAME-index` (see Dispatcher.ownsReplica). @default all */
+  ownsName?: (index: number) => boolean;
 }
 
 export interface ReplicaStatus {
@@ -220,8 +222,9 @@ export class Service {
   #startReplica(target: ServiceTarget): Replica {
     const settings = settingsOf(target.spec);
     const used = new Set(this.replicas.map((r) => r.name));
+    const owns = target.ownsName ?? (() => true);
     let slot = 0;
-    while (used.has(`${this.name}-${slot}`)) slot++;
+    while (used.has(`${this.name}-${slot}`) || !owns(slot)) slot++;
     const name = `${this.name}-${slot}`;
     const replica = new Replica(this.ctx, {
       deployment: this.name,

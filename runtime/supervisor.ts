@@ -106,7 +106,19 @@ export class Supervisor {
     const service = this.services.get(spec.name) ??
       new Service(this.ctx, spec.name, { driver: this.driver, starts: this.starts });
     this.services.set(spec.name, service);
-    await service.rollout({ version, spec, launch, replicas });
+    const ownsName = this.#owns(spec.name, desired);
+    await service.rollout({ version, spec, launch, replicas, ownsName });
+  }
+
+  /**
+   * Which replica names this node may use for a deployment (in a cluster, its share), at its
+   * recorded replica count (`desired` before the first deploy has recorded one).
+   */
+  #owns(name: string, desired: number): (index: number) => boolean {
+    return (index) => {
+      const want = this.ctx.desired.getDeployment(name)?.replicas ?? desired;
+      return this.dispatcher.ownsReplica?.(name, index, want) ?? true;
+    };
   }
 
   /**

@@ -140,7 +140,7 @@ Deno.test({
           "    def do_GET(self):",
           "        self.send_response(200); self.end_headers()",
           "        self.wfile.write(b'ok')",
-          "    def log_message(self, *a): pass",
+          "    def log_message(self, *a): print('hit', os.environ['PRISN_REPLICA'], flush=True)",
           "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()",
           "",
         ].join("\n"),
@@ -163,6 +163,8 @@ Deno.test({
           [...new Set(d.replicas.items.map((r) => r.node))].sort(),
           ["node-1", "node-2", "node-3"],
         );
+        // Names are the cluster's, not each node's: web-0, web-1, web-2 once each.
+        assert.deepEqual(d.replicas.items.map((r) => r.name).sort(), ["web-0", "web-1", "web-2"]);
         assert.match(await h.ok("ls"), /web\s+service\s+3\/3/);
       }
       // Every node's own address serves the service port.
@@ -172,6 +174,13 @@ Deno.test({
         });
         assert.equal(body, "ok");
       }
+      // Each node's replica logged its request; node 1 shows all three lines, from every node.
+      const hits = await waitFor(async () => {
+        const lines = (await n1.ok("logs", "web", "--tail", "50")).split("\n");
+        const who = new Set(lines.map((l) => / hit (web-\d)$/.exec(l)?.[1]).filter(Boolean));
+        return who.size === 3 ? who : undefined;
+      }, { what: "request lines of all three replicas in node 1's logs web" });
+      assert.deepEqual([...hits].sort(), ["web-0", "web-1", "web-2"]);
       await n3.ok("scale", "web", "1");
       await waitFor(async () => {
         const counts = await Promise.all(
@@ -277,6 +286,140 @@ Deno.test({
       );
       assert.equal(new Set(stamps).size, stamps.length, "a tick ran twice across the failover");
     } finally {
+      await c.close();
+    }
+  },
+});
+
+/** Where each ready replica of `name` runs, as node `h` sees the cluster: node → count. */
+async function readyByNode(h: TestHome, name: string): Promise<Map<string, number>> {
+  const d = await h.json<Detail>("get", name);
+  const by = new Map<string, number>();
+  for (const r of d.replicas.items) if (r.ready) by.set(r.node, (by.get(r.node) ?? 0) + 1);
+  return by;
+}
+
+Deno.test({
+  name:
+    "cluster: node drain moves replicas off and back, agent stop hands its replicas over first, a killed worker's replicas start elsewhere",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    const orphans: number[] = [];
+    try {
+      const [n1, n2, n3] = c.nodes;
+      const svc = n1.project("web", {
+        "main.py": [
+          "import http.server, os",
+          "class H(http.server.BaseHTTPRequestHandler):",
+          "    def do_GET(self):",
+          "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')",
+          "    def log_message(self, *a): pass",
+          "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()",
+          "",
+        ].join("\n"),
+      });
+      const port = 20_000 + Math.floor(Math.random() * 20_000);
+      await n1.ok("deploy", svc, "--name", "web", "--replicas", "3", "--port", String(port));
+      const spread = (m: Map<string, number>) =>
+        [...m].map(([n, k]) => `${n}:${k}`).sort().join(" ");
+      await waitFor(
+        async () => spread(await readyByNode(n1, "web")) === "node-1:1 node-2:1 node-3:1",
+        {
+          what: "one ready replica per node",
+          timeoutMs: 30_000,
+        },
+      );
+
+      // Bad input changes nothing.
+      const bad = await n1.cli("node", "drain", "node-9");
+      assert.notEqual(bad.code, 0);
+      assert.match(
+        bad.stderr.trim(),
+        /^prisn: node "node-9" is not in the cluster: see prisn get nodes$/,
+      );
+
+      // Drain node 3 from node 2: its replica moves, never below 3 ready meanwhile.
+      await n2.ok("node", "drain", "node-3");
+      let lowest = 3;
+      await waitFor(async () => {
+        const by = await readyByNode(n2, "web");
+        const ready = [...by.values()].reduce((a, b) => a + b, 0);
+        lowest = Math.min(lowest, ready);
+        return !by.has("node-3") && ready === 3;
+      }, { what: "node-3's replica moved off", timeoutMs: 40_000, intervalMs: 250 });
+      assert.equal(lowest, 3, "the drain dropped the service below its desired ready count");
+      const nodes = await n1.json<NodeSummary[]>("get", "nodes");
+      assert.equal(nodes.find((n) => n.node === "node-3")?.status, "draining");
+      await n1.ok("node", "undrain", "node-3");
+      await waitFor(async () => {
+        const ns = await n1.json<NodeSummary[]>("get", "nodes");
+        return ns.find((n) => n.node === "node-3")?.status === "ready";
+      }, { what: "node-3 ready again" });
+
+      // A stopped node's replicas are started elsewhere before it stops.
+      const onTwo = (await readyByNode(n1, "web")).get("node-2") ?? 0;
+      assert.ok(onTwo > 0, "node-2 runs a replica before its stop");
+      // Sampled from node 1 all through the stop: never below 3 ready.
+      let sampling = true;
+      let lowestDuringStop = 3;
+      const sampler = (async () => {
+        while (sampling) {
+          const by = await readyByNode(n1, "web");
+          lowestDuringStop = Math.min(
+            lowestDuringStop,
+            [...by.values()].reduce((a, b) => a + b, 0),
+          );
+        }
+      })();
+      await n2.ok("agent", "stop");
+      await waitFor(async () => n2.agentPid() === undefined, { what: "node-2 stopped" });
+      // Node 1 reads the others' heartbeats every 2 s: node-2 leaves its view by then.
+      const after = await waitFor(async () => {
+        const by = await readyByNode(n1, "web");
+        return by.has("node-2") ? undefined : by;
+      }, { what: "node-2 gone from node 1's view", timeoutMs: 5_000 });
+      sampling = false;
+      await sampler;
+      assert.equal(
+        [...after.values()].reduce((a, b) => a + b, 0),
+        3,
+        "3 ready right after the stop",
+      );
+      assert.equal(lowestDuringStop, 3, "the stop dropped the service below 3 ready");
+
+      // kill -9 of a worker: its replicas are ready elsewhere within 2 × TTL.
+      const victim = (await readyByNode(n1, "web")).get("node-3") ? n3 : n1;
+      const survivor = victim === n3 ? n1 : n3;
+      const victimName = victim.env.PRISN_NODE;
+      const d = await victim.json<Detail>("get", "web");
+      for (const r of d.replicas.items) if (r.node === victimName && r.pid) orphans.push(r.pid);
+      Deno.kill(victim.agentPid()!, "SIGKILL");
+      const killed = Date.now();
+      // Its replicas outlive it on this one machine; a dead machine's would be gone too.
+      for (const pid of orphans.splice(0)) {
+        try {
+          Deno.kill(-pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      await waitFor(async () => {
+        const by = await readyByNode(survivor, "web");
+        return by.size === 1 && by.get(survivor.env.PRISN_NODE) === 3;
+      }, {
+        what: `3 ready on ${survivor.env.PRISN_NODE} after ${victimName} died`,
+        timeoutMs: 40_000,
+      });
+      const took = Date.now() - killed;
+      console.log(
+        `cluster e2e: ${victimName} killed, its replicas ready elsewhere after ${took} ms`,
+      );
+      assert.ok(took < 30_000, `rescheduling took ${took} ms, over 2 × TTL`);
+    } finally {
+      for (const pid of orphans) {
+        try {
+          Deno.kill(-pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
       await c.close();
     }
   },

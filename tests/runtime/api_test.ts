@@ -32,6 +32,7 @@ class StubOperations implements Operations {
   ping = () => this.#record("ping");
   status = () => this.#record("status");
   nodes = () => this.#record("nodes");
+  drain = (node: string, d: boolean) => this.#record("drain", node, d);
   stop = () => this.#record("stop");
   async deploy(request: DeployRequest, progress: Progress) {
     this.#note("deploy", request);
@@ -81,6 +82,8 @@ Deno.test("each route reaches its operation with the path's name, the query and 
     ["GET", "/v1/ping", undefined, ["ping"]],
     ["GET", "/v1/status", undefined, ["status"]],
     ["GET", "/v1/nodes", undefined, ["nodes"]],
+    ["POST", "/v1/nodes/node-2/drain", undefined, ["drain", "node-2", true]],
+    ["POST", "/v1/nodes/node-2/undrain", undefined, ["drain", "node-2", false]],
     ["POST", "/v1/agent/stop", undefined, ["stop"]],
     ["POST", "/v1/gc", { dryRun: true }, ["gc", { dryRun: true }]],
     ["POST", "/v1/gc", undefined, ["gc", {}]],
