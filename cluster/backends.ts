@@ -234,8 +234,7 @@ export async function clusterBackends(
           );
         // Until nothing is placed here, while some other node can take it (they may be stopping
         // too: then there is nowhere to go).
-        const elsewhere = () =>
-          members.some((n) => n !== options.node && !placement.isDraining(n));
+        const elsewhere = () => members.some((n) => n !== options.node && !placement.isDraining(n));
         const deadline = Date.now() + HANDOVER_TIMEOUT_MS;
         while (here() && elsewhere() && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 200));
