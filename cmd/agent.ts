@@ -6,6 +6,7 @@ import type { App } from "./_app.ts";
 import { processAlive as alive } from "../runtime/process.ts";
 import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
 import { parsePositive } from "../core/values.ts";
+import { invalid } from "../core/errors.ts";
 
 export function register(program: Command, app: App): void {
   const agent = program.command("agent").description("the node agent: run, stop, status");
@@ -43,6 +44,11 @@ export function register(program: Command, app: App): void {
       "run on a clustered NATS older than 2.9.21 (compare-and-set is unsafe there: nats-server #4320)",
     )
     .option(
+      "--balancer <kind>",
+      "what balances service ports whose prisn.toml does not say: auto (the kernel's nftables " +
+        "where available, else userspace), kernel or userspace (env PRISN_BALANCER; default auto)",
+    )
+    .option(
       "--start-parallelism <n>",
       `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
         `default ${DEFAULT_START_PARALLELISM})`,
@@ -52,6 +58,7 @@ export function register(program: Command, app: App): void {
         opts.startParallelism ?? Deno.env.get("PRISN_START_PARALLELISM"),
         "--start-parallelism",
       );
+      const balancer = parseBalancer(opts.balancer ?? Deno.env.get("PRISN_BALANCER"));
       let log: ((line: string) => void) | undefined;
       if (opts.background) {
         await Deno.mkdir(app.paths.state, { recursive: true });
@@ -72,6 +79,7 @@ export function register(program: Command, app: App): void {
         startParallelism,
         backends,
         address,
+        balancer,
       });
       say(`prisn agent runs as ${mode}`);
       const stop = () => a.stop();
@@ -121,6 +129,15 @@ export function register(program: Command, app: App): void {
         client.close();
       }
     });
+}
+
+const BALANCERS = ["auto", "kernel", "userspace"] as const;
+
+function parseBalancer(value: string | undefined): (typeof BALANCERS)[number] | undefined {
+  if (value === undefined || value === "") return undefined;
+  const found = BALANCERS.find((b) => b === value);
+  if (!found) throw invalid(`--balancer "${value}" is not valid: use auto, kernel or userspace`);
+  return found;
 }
 
 function mib(bytes: number): string {

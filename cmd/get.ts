@@ -2,6 +2,7 @@ import type { Command } from "commander";
 import { formatAge, formatDuration } from "../core/duration.ts";
 import { invalid } from "../core/errors.ts";
 import type { SourceInfo } from "../core/types.ts";
+import type { BalancerInfo } from "../runtime/api_types.ts";
 import type { App } from "./_app.ts";
 import { clock, fields, formatData, parseFormat, table } from "./_output.ts";
 import { listDeployments } from "./ls.ts";
@@ -91,6 +92,7 @@ async function describe(app: App, name: string, output?: string) {
     ["Runtime", d.runtime + (d.interpreter ? ` (${d.interpreter})` : "")],
     ["Env", d.env],
     ["Port", d.port !== undefined ? String(d.port) : undefined],
+    ["Balancer", d.balancer ? describeBalancer(d.balancer) : undefined],
     [
       "Replicas",
       d.type === "service" ? `${d.replicas.desired} desired, ${d.replicas.ready} ready` : undefined,
@@ -132,6 +134,12 @@ async function describe(app: App, name: string, output?: string) {
     ),
   ));
   app.out(lines.join("\n"));
+}
+
+function describeBalancer(b: BalancerInfo): string {
+  return b.kind === "kernel"
+    ? `kernel (nftables DNAT, table ip ${b.table})`
+    : "userspace (prisn's TCP proxy)";
 }
 
 function describeSource(s: SourceInfo): string {

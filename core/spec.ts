@@ -163,6 +163,11 @@ export function resolveSpec(input: {
   };
   if (port !== undefined) spec.port = port;
   else delete spec.port;
+  if (spec.balancer !== undefined && port === undefined) {
+    throw invalid(
+      `balancer = "${spec.balancer}" needs a service port: set port or --port, or drop balancer`,
+    );
+  }
   if (schedule !== undefined) spec.schedule = schedule;
   const timezone = flags.timezone ?? toml.timezone;
   if (timezone !== undefined) spec.timezone = timezone;

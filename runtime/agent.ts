@@ -11,6 +11,7 @@ import { Views } from "./views.ts";
 import { type BackendInputs, type Backends, localBackends } from "./backends.ts";
 import { raiseFileLimit } from "./_libc.ts";
 import { join } from "node:path";
+import { type BalancerChoice, type NodeBalancer, openNodeBalancer } from "./service_port.ts";
 import { ensureWritable, removeIfPresent } from "../core/fs.ts";
 
 /** @default 14 days of logs kept */
@@ -28,6 +29,12 @@ export interface AgentOptions {
   address?: string;
   /** Makes the backends (cmd/agent.ts picks them). @default localBackends */
   backends?: (inputs: BackendInputs) => Backends;
+  /**
+   * What balances service ports whose prisn.toml does not say: "auto" is the kernel path where
+   * it is available (Linux, nft, CAP_NET_ADMIN), else the userspace proxy.
+   * @default "auto"
+   */
+  balancer?: BalancerChoice;
 }
 
 /**
@@ -53,14 +60,23 @@ export class Agent {
   readonly #records: Records;
   readonly #backends: Backends;
 
-  private constructor(paths: Paths, records: Records, options: AgentOptions) {
+  private constructor(
+    paths: Paths,
+    records: Records,
+    options: AgentOptions,
+    balancer: NodeBalancer,
+  ) {
     this.#records = records;
     this.paths = paths;
     this.#log = options.log ?? ((line) => console.error(line));
     const node = options.node ?? Deno.hostname();
     const backends = (options.backends ?? localBackends)({ paths, records, node });
     this.#backends = backends;
-    this.ctx = createContext(paths, records, node, { ...backends, address: options.address });
+    this.ctx = createContext(paths, records, node, {
+      ...backends,
+      address: options.address,
+      balancer,
+    });
     this.supervisor = new Supervisor(this.ctx, {
       startParallelism: options.startParallelism,
       dispatcher: backends.dispatcher,
@@ -104,7 +120,9 @@ export class Agent {
     for (const suffix of ["", "-wal", "-shm"]) {
       await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them
     }
-    const agent = new Agent(paths, records, options);
+    // After the lock: the table is this home's, and an earlier agent's stale rules go now.
+    const balancer = await openNodeBalancer(paths.home, options.balancer);
+    const agent = new Agent(paths, records, options, balancer);
     agent.#lock = lock;
     await agent.#backends.start?.();
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
@@ -118,6 +136,11 @@ export class Agent {
     agent.scheduler.start();
     agent.#housekeeping();
     agent.#log(`prisn agent ${Deno.pid} serving ${paths.socket} as node ${agent.ctx.node}`);
+    agent.#log(
+      balancer.kernel
+        ? `service ports: kernel path (nftables table ip ${balancer.kernel.table})`
+        : `service ports: userspace proxy (${balancer.unavailable})`,
+    );
     return agent;
   }
 
@@ -133,6 +156,7 @@ export class Agent {
       await this.#backends.beforeStop?.().catch(() => {});
       await this.scheduler.stop();
       await this.supervisor.shutdown();
+      await this.ctx.balancer?.kernel?.close().catch((e) => this.#log((e as Error).message));
       await this.ctx.output?.close();
       this.operations.close(); // open `logs -f` answers end, or shutdown would wait for them
       await this.#server?.shutdown();

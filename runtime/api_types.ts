@@ -14,8 +14,9 @@ import type {
 import type { DeployRequest, DeployResult, Step } from "./deploy.ts";
 import type { GcResult } from "./gc.ts";
 import type { ReplicaStatus } from "./service.ts";
+import type { BalancerInfo } from "./service_port.ts";
 
-export type { DeployRequest, DeployResult, GcResult, ReplicaStatus, RunRecord };
+export type { BalancerInfo, DeployRequest, DeployResult, GcResult, ReplicaStatus, RunRecord };
 
 /** Every error answer: `{ error: { code, message } }`, with an HTTP status from the code. */
 export interface ErrorBody {
@@ -65,6 +66,8 @@ export interface DeploymentDetail extends DeploymentSummary {
   /** The run spec, secret env values masked. */
   spec: Record<string, unknown>;
   replicaStatus: ReplicaStatus[];
+  /** What balances the service port on this node (a service with a port only). */
+  balancer?: BalancerInfo;
   events: EventRecord[];
 }
 

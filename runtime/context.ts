@@ -9,6 +9,7 @@ import type { LogStore } from "../core/log_store.ts";
 import type { Members } from "../core/backends.ts";
 import { FileLogs } from "./logs.ts";
 import { OutputCollector } from "./output_collector.ts";
+import type { NodeBalancer } from "./service_port.ts";
 
 /** What every part of the agent shares: the data root, the records and this node's name. */
 export interface AgentContext {
@@ -25,6 +26,8 @@ export interface AgentContext {
   address?: string;
   /** The cluster's nodes and leader; undefined on a single node. */
   members?: Members;
+  /** How service ports balance. @default the userspace proxy everywhere */
+  balancer?: NodeBalancer;
   node: string;
   /**
    * Reads every replica's output FIFOs (one epoll for the agent); undefined where the host has
@@ -46,6 +49,7 @@ export function createContext(
     history?: RunHistory & ProcessLedger;
     address?: string;
     members?: Members;
+    balancer?: NodeBalancer;
   } = {},
 ): AgentContext {
   return {
@@ -56,6 +60,7 @@ export function createContext(
     logs: options.logs ?? new FileLogs(paths),
     address: options.address,
     members: options.members,
+    balancer: options.balancer,
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {

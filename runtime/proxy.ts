@@ -22,6 +22,18 @@ export interface Backend {
    * @default "127.0.0.1"
    */
   host?: string;
+  /**
+   * A replica on another node: sent connections only while no replica of this node is in
+   * rotation (see {@linkcode preferred}).
+   * @default false
+   */
+  remote?: boolean;
+}
+
+/** The backends new connections go to: this node's, or the others' while this node has none. */
+export function preferred<T extends Backend>(backends: readonly T[]): readonly T[] {
+  const local = backends.filter((b) => !b.remote);
+  return local.length > 0 ? local : backends;
 }
 
 /** Options for {@linkcode TcpProxy}. */
@@ -102,6 +114,8 @@ export class TcpProxy {
 
   /** The backends in rotation, replaced (never mutated) on every change. */
   #ready: readonly Required<Backend>[] = [];
+  /** The ones of `#ready` new connections go to (see {@linkcode preferred}). */
+  #rotation: readonly Required<Backend>[] = [];
   #next = 0;
   /** Wakes connections that wait for the backend set to change. */
   #waiters = new Set<() => void>();
@@ -157,18 +171,16 @@ export class TcpProxy {
   setBackends(backends: Backend[]): void {
     const byId = new Map<string, Required<Backend>>();
     for (const backend of backends) byId.set(backend.id, normalize(backend));
-    this.#ready = [...byId.values()];
-    this.#wake();
+    this.#setReady([...byId.values()]);
   }
 
   /** Puts a backend in rotation, or updates the one with the same id. */
   add(backend: Backend): void {
     const added = normalize(backend);
     const index = this.#ready.findIndex((b) => b.id === added.id);
-    this.#ready = index === -1
-      ? [...this.#ready, added]
-      : this.#ready.map((b, i) => i === index ? added : b);
-    this.#wake();
+    this.#setReady(
+      index === -1 ? [...this.#ready, added] : this.#ready.map((b, i) => i === index ? added : b),
+    );
   }
 
   /**
@@ -177,7 +189,17 @@ export class TcpProxy {
    */
   remove(id: string): void {
     if (!this.#ready.some((b) => b.id === id)) return;
-    this.#ready = this.#ready.filter((b) => b.id !== id);
+    this.#setReady(this.#ready.filter((b) => b.id !== id));
+  }
+
+  /** Every backend in rotation, with where each listens. */
+  backendSet(): readonly Required<Backend>[] {
+    return this.#ready;
+  }
+
+  #setReady(ready: readonly Required<Backend>[]): void {
+    this.#ready = ready;
+    this.#rotation = preferred(ready);
     this.#wake();
   }
 
@@ -320,7 +342,7 @@ export class TcpProxy {
     deadline: number,
   ): Promise<{ backend: Required<Backend>; conn: Deno.TcpConn } | undefined> {
     while (!this.#closed) {
-      const candidates = this.#ready;
+      const candidates = this.#rotation;
       if (candidates.length === 0) {
         if (!await this.#waitForChange(deadline, Infinity)) return undefined;
         continue;
@@ -415,7 +437,8 @@ async function pump(from: Deno.Conn, to: Deno.Conn, buffer: Uint8Array, link: Li
 /** Whether `backend` (same id, host and port: a replaced replica may reuse its id) is in rotation. */
 function inRotation(ready: readonly Required<Backend>[], backend: Required<Backend>): boolean {
   return ready.some((b) =>
-    b.id === backend.id && b.port === backend.port && b.host === backend.host
+    b.id === backend.id && b.port === backend.port && b.host === backend.host &&
+    b.remote === backend.remote
   );
 }
 
@@ -437,7 +460,12 @@ function closeQuietly(closer: { close(): void } | undefined): void {
 
 function normalize(backend: Backend): Required<Backend> {
   checkPort(backend.port, `backend ${backend.id} port`, 1);
-  return { id: backend.id, port: backend.port, host: backend.host ?? "127.0.0.1" };
+  return {
+    id: backend.id,
+    port: backend.port,
+    host: backend.host ?? "127.0.0.1",
+    remote: backend.remote ?? false,
+  };
 }
 
 function checkPort(port: number, what: string, min: number): void {

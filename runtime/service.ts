@@ -4,7 +4,7 @@ import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
 import { freePort } from "./context.ts";
 import type { Launch } from "./launch.ts";
-import { TcpProxy } from "./proxy.ts";
+import { type BalancerInfo, kernelFor, ServicePort } from "./service_port.ts";
 import { describe, Replica } from "./replica.ts";
 import type { ProcessDriver } from "./driver.ts";
 import type { StartQueue } from "./start_queue.ts";
@@ -47,7 +47,7 @@ export interface ReplicaStatus {
 export class Service {
   replicas: Replica[] = [];
   target?: ServiceTarget;
-  #proxy?: TcpProxy;
+  #proxy?: ServicePort;
   #retiring = new Set<Replica>();
   #queue: Promise<unknown> = Promise.resolve();
 
@@ -79,18 +79,20 @@ export class Service {
     return this.#serial(async () => {
       const settings = settingsOf(target.spec);
       const oldProxy = this.#proxy;
+      const kernel = target.spec.port !== undefined ? this.#kernelFor(target.spec) : undefined;
       if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
-        const proxy = new TcpProxy({
+        const proxy = new ServicePort({
           port: target.spec.port,
           host: this.ctx.address,
           onError: (e) => this.#proxyError(e),
+          kernel,
         });
         await proxy.listen(); // a taken port fails here, before anything changes
         this.#proxy = proxy;
         for (const r of this.replicas) {
           if (r.ready && !this.#retiring.has(r)) proxy.add({ id: r.name, port: r.port! });
         }
-      }
+      } else await this.#proxy?.useKernel(kernel);
       const previous = this.target;
       this.target = target;
       const old = this.replicas.filter((r) => r.version !== target.version);
@@ -205,6 +207,28 @@ export class Service {
     }));
   }
 
+  /** What serves the port; undefined without one. */
+  get balancer(): BalancerInfo | undefined {
+    return this.#proxy?.balancer;
+  }
+
+  /** The kernel path for a spec's port, or none (an event says why when it was asked for). */
+  #kernelFor(spec: DeploySpec) {
+    const { kernel, fallback } = kernelFor(spec.balancer, this.ctx.balancer);
+    if (fallback && fallback !== this.#fallback) {
+      this.ctx.event(
+        this.name,
+        "BalancerFallback",
+        `port ${spec.port}: the userspace proxy serves it, the kernel path is not available ` +
+          `(${fallback})`,
+      );
+    }
+    this.#fallback = fallback;
+    return kernel;
+  }
+
+  /** The last reason told for not using the kernel path (told once, not on every deploy). */
+  #fallback?: string;
   #lastProxyError = 0;
 
   /** A failure of the port itself (not of one connection): an event, at most one per 10 s. */

@@ -115,6 +115,8 @@ export class Views {
       ],
       events: this.ctx.records.listEvents(name, 10),
     };
+    const balancer = service?.balancer;
+    if (balancer) detail.balancer = balancer;
     const resources = await this.supervisor.resources.describe(v.spec.resources);
     if (resources) detail.resources = resources;
     if (v.spec.timezone) detail.timezone = v.spec.timezone;

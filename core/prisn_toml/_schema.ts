@@ -164,6 +164,7 @@ export const TOP = z.strictObject({
     }
   }).optional(),
   port: int(1, "must be an integer from 1 to 65535", 65535).optional(),
+  balancer: oneOf(["kernel", "userspace"]).optional(),
   replicas: int(0, "must be a non-negative integer").optional(),
   schedule: str('must be a cron expression like "0 3 * * *"').min(1, {
     error: 'must be a cron expression like "0 3 * * *"',

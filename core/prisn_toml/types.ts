@@ -82,6 +82,11 @@ export interface PrisnToml {
   env?: Record<string, string>;
   /** Port a service is reached on; prisn balances it over the replicas. */
   port?: number;
+  /**
+   * What balances the port: nftables DNAT in the kernel, or prisn's userspace proxy (absent:
+   * the agent's choice, by default the kernel where it is available).
+   */
+  balancer?: "kernel" | "userspace";
   replicas?: number;
   /** Cron expression of a cronjob (checked by the scheduler). */
   schedule?: string;

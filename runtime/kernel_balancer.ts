@@ -1,0 +1,277 @@
+/**
+ * The kernel path of the service port (as kube-proxy does it): an nftables table per PRISN_HOME
+ * that DNATs connections to a service port straight to its ready replicas, so no byte passes
+ * through prisn. conntrack keeps each connection on the replica it was sent to; only new
+ * connections see a change of the map.
+ *
+ * The whole table is rendered from the ports' backend sets and replaced in one `nft -f`
+ * transaction on every change, so packets see either the old rules or the new ones, and a table
+ * changed or removed by hand is rebuilt by the next change. A port with no backend has no rule:
+ * its connections reach the userspace proxy listening on the same port, which holds them until a
+ * replica is ready.
+ *
+ * Reach from other hosts (prerouting) needs the replica to be reachable from outside: a replica on
+ * a non-loopback address always is; one on 127.0.0.1 only where `net.ipv4.conf.all.route_localnet`
+ * is 1 (prisn does not change that host setting). Other hosts' connections to a port whose
+ * replicas are all on loopback go through the userspace proxy instead. Backends on other nodes
+ * are masqueraded, and need `net.ipv4.ip_forward = 1` for other hosts' traffic.
+ *
+ * @module
+ */
+
+import { createHash } from "node:crypto";
+import { PrisnError } from "../core/errors.ts";
+import { type Backend, preferred } from "./proxy.ts";
+
+/** The packet mark of connections sent to a backend on another node (masqueraded). */
+const REMOTE_MARK = "0x00500000";
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+/** The nftables table (family `ip`) of one PRISN_HOME: `prisn-` and 10 hex of its path's hash. */
+export function tableName(home: string): string {
+  return `prisn-${createHash("sha256").update(home).digest("hex").slice(0, 10)}`;
+}
+
+/** One service port as the kernel forwards it. */
+export interface KernelPort {
+  /** The address the port listens on; undefined or "0.0.0.0": every local address. */
+  address?: string;
+  /** The replicas in rotation. */
+  backends: readonly Backend[];
+}
+
+/** Options of {@linkcode renderTable}. */
+export interface RenderOptions {
+  /**
+   * Whether connections from other hosts may be sent to loopback replicas
+   * (`net.ipv4.conf.all.route_localnet` is 1).
+   * @default false
+   */
+  routeLocalnet?: boolean;
+}
+
+/**
+ * The `nft -f` script that replaces table `name` with the rules for `ports`: a nat output chain
+ * (this host's own connections), a nat prerouting chain (other hosts'), a masquerade for backends
+ * on other nodes, and one chain per port and direction spreading new connections round-robin over
+ * the port's preferred backends (this node's, while it has any).
+ */
+export function renderTable(
+  name: string,
+  ports: ReadonlyMap<number, KernelPort>,
+  options: RenderOptions = {},
+): string {
+  const output: string[] = [];
+  const prerouting: string[] = [];
+  const chains: string[] = [];
+  for (const [port, { address, backends }] of [...ports].sort(([a], [b]) => a - b)) {
+    const match = address === undefined || address === "0.0.0.0"
+      ? `fib daddr type local tcp dport ${port}`
+      : `ip daddr ${address} tcp dport ${port}`;
+    const usable = preferred(backends.filter((b) => IPV4_RE.test(b.host ?? "127.0.0.1")));
+    if (usable.length > 0) {
+      output.push(`${match} jump svc-${port}`);
+      chains.push(chain(`svc-${port}`, dnat(usable)));
+    }
+    const external = options.routeLocalnet ? usable : usable.filter((b) => !loopback(b));
+    if (external.length > 0 && !(address && loopback({ host: address }))) {
+      prerouting.push(`${match} jump ext-${port}`);
+      chains.push(chain(`ext-${port}`, dnat(external)));
+    }
+  }
+  return [
+    `add table ip ${name}`,
+    `delete table ip ${name}`,
+    `table ip ${name} {`,
+    chain("output", ["type nat hook output priority -100; policy accept;", ...output]),
+    chain("prerouting", ["type nat hook prerouting priority -100; policy accept;", ...prerouting]),
+    chain("postrouting", [
+      "type nat hook postrouting priority 100; policy accept;",
+      `meta mark & ${REMOTE_MARK} == ${REMOTE_MARK} masquerade`,
+    ]),
+    ...chains,
+    `}`,
+    "",
+  ].join("\n");
+}
+
+function chain(name: string, lines: string[]): string {
+  return [`  chain ${name} {`, ...lines.map((l) => `    ${l}`), `  }`].join("\n");
+}
+
+/** The rules of a port chain: mark remote backends for masquerade, then DNAT round-robin. */
+function dnat(backends: readonly Backend[]): string[] {
+  const to = (b: Backend) => `${b.host ?? "127.0.0.1"} . ${b.port}`;
+  const rules = backends.some((b) => b.remote) ? [`meta mark set meta mark | ${REMOTE_MARK}`] : [];
+  if (backends.length === 1) {
+    rules.push(
+      `meta l4proto tcp dnat ip to ${backends[0].host ?? "127.0.0.1"}:${backends[0].port}`,
+    );
+  } else {
+    const map = backends.map((b, i) => `${i} : ${to(b)}`).join(", ");
+    rules.push(
+      `meta l4proto tcp dnat ip addr . port to numgen inc mod ${backends.length} map { ${map} }`,
+    );
+  }
+  return rules;
+}
+
+function loopback(b: Pick<Backend, "host">): boolean {
+  return (b.host ?? "127.0.0.1").startsWith("127.");
+}
+
+/** Why the kernel path cannot be used here, or undefined when it can (by creating the table). */
+export type KernelOpenResult = { balancer: KernelBalancer } | { unavailable: string };
+
+/** Options of {@linkcode KernelBalancer.open}. */
+export interface KernelBalancerOptions {
+  /** @default "nft" */
+  nft?: string;
+  /** @default read from /proc/sys/net/ipv4/conf/all/route_localnet */
+  routeLocalnet?: boolean;
+}
+
+/**
+ * One PRISN_HOME's nftables table. `open` removes whatever an earlier agent left under the same
+ * name and starts empty; `close` removes the table.
+ */
+export class KernelBalancer {
+  readonly table: string;
+  readonly #nft: string;
+  readonly #routeLocalnet: boolean;
+  readonly #ports = new Map<number, KernelPort>();
+  /** Changes made / changes applied: `apply` skips work a later apply already did. */
+  #generation = 0;
+  #applied = 0;
+  #queue: Promise<void> = Promise.resolve();
+  #closed = false;
+
+  private constructor(table: string, nft: string, routeLocalnet: boolean) {
+    this.table = table;
+    this.#nft = nft;
+    this.#routeLocalnet = routeLocalnet;
+  }
+
+  /**
+   * Takes over the table of `home`: rebuilt empty from scratch (stale rules of a killed agent go).
+   * Resolves to why the kernel path is not available when it is not (not Linux, no `nft`, no
+   * CAP_NET_ADMIN), having changed nothing.
+   */
+  static async open(home: string, options: KernelBalancerOptions = {}): Promise<KernelOpenResult> {
+    if (Deno.build.os !== "linux") {
+      return { unavailable: `nftables needs Linux (${Deno.build.os})` };
+    }
+    const nft = options.nft ?? "nft";
+    const routeLocalnet = options.routeLocalnet ??
+      readSysctl("/proc/sys/net/ipv4/conf/all/route_localnet") === "1";
+    const balancer = new KernelBalancer(tableName(home), nft, routeLocalnet);
+    try {
+      await balancer.#run(renderTable(balancer.table, new Map(), { routeLocalnet }));
+    } catch (e) {
+      return { unavailable: (e as Error).message };
+    }
+    return { balancer };
+  }
+
+  /** The ports with rules, and their backends (what was last asked for). */
+  ports(): ReadonlyMap<number, KernelPort> {
+    return this.#ports;
+  }
+
+  /** Sets the backends of a port; resolves once the kernel forwards accordingly. */
+  set(port: number, value: KernelPort): Promise<void> {
+    this.#ports.set(port, { address: value.address, backends: [...value.backends] });
+    return this.#apply();
+  }
+
+  /** Removes a port's rules; its connections reach whatever listens there. */
+  delete(port: number): Promise<void> {
+    if (!this.#ports.delete(port)) return Promise.resolve();
+    return this.#apply();
+  }
+
+  /** Removes the table. Idempotent; `set` and `delete` do nothing afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return await this.#queue;
+    this.#closed = true;
+    this.#ports.clear();
+    await this.#queue.catch(() => {});
+    await this.#run(`add table ip ${this.table}\ndelete table ip ${this.table}\n`);
+  }
+
+  #apply(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    const generation = ++this.#generation;
+    const step = this.#queue.catch(() => {}).then(async () => {
+      if (this.#closed || this.#applied >= generation) return;
+      const current = this.#generation;
+      await this.#run(renderTable(this.table, this.#ports, { routeLocalnet: this.#routeLocalnet }));
+      this.#applied = current;
+    });
+    this.#queue = step;
+    return step;
+  }
+
+  async #run(script: string): Promise<void> {
+    let child: Deno.ChildProcess;
+    try {
+      child = new Deno.Command(this.#nft, {
+        args: ["-f", "-"],
+        stdin: "piped",
+        stdout: "null",
+        stderr: "piped",
+      }).spawn();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) {
+        throw new PrisnError("FAILED", "nft is not installed (apt-get install nftables)");
+      }
+      throw new PrisnError("FAILED", `cannot run nft: ${(e as Error).message}`, { cause: e });
+    }
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(script)).catch(() => {});
+    await writer.close().catch(() => {});
+    const { code, stderr } = await child.output();
+    if (code !== 0) {
+      const why = new TextDecoder().decode(stderr).trim().split("\n")[0] || `exit ${code}`;
+      throw new PrisnError("FAILED", `nft refused the rules of table ${this.table}: ${why}`);
+    }
+  }
+}
+
+function readSysctl(path: string): string | undefined {
+  try {
+    return Deno.readTextFileSync(path).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** TCP states (as /proc/net/tcp writes them) of a connection a server still serves. */
+const SERVING_STATES = new Set(["01", "03", "08"]); // ESTABLISHED, SYN_RECV, CLOSE_WAIT
+
+/**
+ * Connections this host's TCP stack holds open on local `port` (a replica's accepted
+ * connections), from /proc/net/tcp and tcp6: what a drain on the kernel path waits for, since no
+ * byte of those connections passes through prisn. Undefined where /proc cannot be read.
+ */
+export function openConnections(port: number): number | undefined {
+  let count = 0;
+  let read = false;
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue;
+    }
+    read = true;
+    for (const line of text.split("\n").slice(1)) {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 4) continue;
+      if (fields[1].endsWith(`:${hex}`) && SERVING_STATES.has(fields[3])) count++;
+    }
+  }
+  return read ? count : undefined;
+}

@@ -1,0 +1,177 @@
+/**
+ * A service's port: the userspace proxy (always listening, see proxy.ts) and, where the kernel
+ * path is available, the port's rules in the node's nftables table (kernel_balancer.ts), which
+ * send new connections straight to a ready replica. While no replica is ready the port has no
+ * rule and connections reach the proxy, which holds them until one is.
+ *
+ * @module
+ */
+
+import { KernelBalancer, openConnections } from "./kernel_balancer.ts";
+import { type Backend, TcpProxy, type TcpProxyOptions } from "./proxy.ts";
+
+/** Which balancer a service asks for (prisn.toml `balancer`, or the agent's `--balancer`). */
+export type BalancerChoice = "auto" | "kernel" | "userspace";
+
+/** What serves a port, as `prisn get NAME` shows it. */
+export interface BalancerInfo {
+  kind: "kernel" | "userspace";
+  /** The nftables table (`ip` family) of the kernel path. */
+  table?: string;
+}
+
+/** The agent's balancer setting: its default choice and the kernel path, if it has one. */
+export interface NodeBalancer {
+  /** @default "auto" */
+  choice?: BalancerChoice;
+  /** This home's nftables table; undefined where the kernel path is not available. */
+  kernel?: KernelBalancer;
+  /** Why the kernel path is not available (undefined when it is). */
+  unavailable?: string;
+}
+
+/**
+ * The kernel balancer a service gets for `choice` (its own, else the node's), or why it gets
+ * the userspace proxy although it asked for the kernel (or left it to prisn).
+ */
+export function kernelFor(
+  choice: BalancerChoice | undefined,
+  node: NodeBalancer | undefined,
+): { kernel?: KernelBalancer; fallback?: string } {
+  const want = choice ?? node?.choice ?? "auto";
+  if (want === "userspace") return {};
+  if (node?.kernel) return { kernel: node.kernel };
+  return { fallback: node?.unavailable ?? "this agent has no kernel balancer" };
+}
+
+/**
+ * The agent's balancer for `choice`: with "auto" or "kernel", this home's nftables table, rebuilt
+ * empty (see {@linkcode KernelBalancer.open}), or why there is none.
+ */
+export async function openNodeBalancer(
+  home: string,
+  choice: BalancerChoice = "auto",
+): Promise<NodeBalancer> {
+  if (choice === "userspace") {
+    return { choice, unavailable: "the agent runs with --balancer userspace" };
+  }
+  const opened = await KernelBalancer.open(home);
+  return "balancer" in opened
+    ? { choice, kernel: opened.balancer }
+    : { choice, unavailable: opened.unavailable };
+}
+
+/** Options of {@linkcode ServicePort}. */
+export interface ServicePortOptions extends TcpProxyOptions {
+  /** The node's nftables table. @default none: the userspace proxy alone */
+  kernel?: KernelBalancer;
+}
+
+/** Pause between two counts of a drained replica's connections on the kernel path. */
+const DRAIN_POLL_MS = 50;
+
+/** One service port; same calls as {@linkcode TcpProxy}, whichever path carries the bytes. */
+export class ServicePort {
+  readonly #proxy: TcpProxy;
+  readonly #address?: string;
+  readonly #onError: (error: unknown) => void;
+  #kernel?: KernelBalancer;
+  #listening = false;
+
+  constructor(options: ServicePortOptions) {
+    this.#proxy = new TcpProxy(options);
+    this.#address = options.host;
+    this.#kernel = options.kernel;
+    this.#onError = options.onError ?? (() => {});
+  }
+
+  get port(): number {
+    return this.#proxy.port;
+  }
+
+  /** Which path serves new connections. */
+  get balancer(): BalancerInfo {
+    return this.#kernel ? { kind: "kernel", table: this.#kernel.table } : { kind: "userspace" };
+  }
+
+  /** Listens (see {@linkcode TcpProxy.listen}), then puts the port's rules in place. */
+  async listen(): Promise<void> {
+    await this.#proxy.listen();
+    this.#listening = true;
+    await this.#sync();
+  }
+
+  /** Moves the port to the kernel path (a table) or off it (undefined). */
+  async useKernel(kernel: KernelBalancer | undefined): Promise<void> {
+    if (kernel === this.#kernel) return;
+    const old = this.#kernel;
+    this.#kernel = kernel;
+    if (this.#listening) await old?.delete(this.port).catch((e) => this.#onError(e));
+    await this.#sync();
+  }
+
+  add(backend: Backend): void {
+    this.#proxy.add(backend);
+    this.#sync();
+  }
+
+  remove(id: string): void {
+    this.#proxy.remove(id);
+    this.#sync();
+  }
+
+  backends(): string[] {
+    return this.#proxy.backends();
+  }
+
+  /** Connections the userspace proxy forwards (the kernel path's are not counted here). */
+  connections(id?: string): number {
+    return this.#proxy.connections(id);
+  }
+
+  /**
+   * Takes backend `id` out of rotation on both paths, then resolves once its open connections
+   * have closed (on the kernel path: the replica's own port has none left), or after `graceMs`,
+   * the proxy's ones closed then (the kernel path's end when the replica stops).
+   */
+  async drain(id: string, graceMs: number): Promise<void> {
+    const backend = this.#proxy.backendSet().find((b) => b.id === id);
+    const deadline = Date.now() + graceMs;
+    this.#proxy.remove(id);
+    const kernel = this.#kernel;
+    await this.#sync();
+    await Promise.all([
+      this.#proxy.drain(id, graceMs),
+      kernel && backend && !backend.remote ? drained(backend.port, deadline) : undefined,
+    ]);
+  }
+
+  /** Removes the port's rules and closes the proxy. Safe to call twice. */
+  async close(): Promise<void> {
+    if (this.#listening) {
+      this.#listening = false;
+      await this.#kernel?.delete(this.port).catch((e) => this.#onError(e));
+    }
+    await this.#proxy.close();
+  }
+
+  /** Puts the proxy's backends into the kernel's map; failures are told to `onError`. */
+  #sync(): Promise<void> {
+    if (!this.#kernel || !this.#listening) return Promise.resolve();
+    return this.#kernel.set(this.port, {
+      address: this.#address,
+      backends: this.#proxy.backendSet(),
+    }).catch((e) => this.#onError(e));
+  }
+}
+
+/** Resolves once nothing holds a connection to local `port`, or at `deadline`. */
+async function drained(port: number, deadline: number): Promise<void> {
+  // Let a connection the old map sent there just before the change show up first.
+  await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
+  while (Date.now() < deadline) {
+    const open = openConnections(port);
+    if (!open) return;
+    await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, deadline - Date.now())));
+  }
+}
