@@ -129,6 +129,11 @@ export class ServicePort {
     return this.#proxy.connections(id);
   }
 
+  /** Clients the userspace proxy holds while no backend can take them. */
+  pending(): number {
+    return this.#proxy.pending();
+  }
+
   /**
    * Takes backend `id` out of rotation on both paths, then resolves once its open connections
    * have closed (on the kernel path: the replica's own port has none left), or after `graceMs`,

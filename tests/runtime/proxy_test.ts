@@ -165,6 +165,22 @@ Deno.test("round-robin spreads connections evenly over the ready backends", asyn
   }
 });
 
+Deno.test("a replica on another node gets connections only while this node has none", async () => {
+  const local = nameServer("local");
+  const remote = nameServer("remote");
+  const proxy = await startProxy();
+  try {
+    proxy.setBackends([{ ...remote.backend("r"), remote: true }, local.backend("l")]);
+    for (let i = 0; i < 4; i++) assert.equal(await request(proxy.port), "local");
+    proxy.remove("l");
+    for (let i = 0; i < 2; i++) assert.equal(await request(proxy.port), "remote");
+    assert.deepEqual(proxy.backends(), ["r"]);
+  } finally {
+    await proxy.close();
+    await Promise.all([local.close(), remote.close()]);
+  }
+});
+
 Deno.test("a backend that refuses connections is skipped and no client fails", async () => {
   const a = nameServer("a");
   const b = nameServer("b");
