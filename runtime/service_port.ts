@@ -41,7 +41,8 @@ export function kernelFor(
   const want = choice ?? node?.choice ?? "auto";
   if (want === "userspace") return {};
   if (node?.kernel) return { kernel: node.kernel };
-  return { fallback: node?.unavailable ?? "this agent has no kernel balancer" };
+  if (!node) return want === "kernel" ? { fallback: "this agent has no kernel balancer" } : {};
+  return { fallback: node.unavailable ?? "this agent has no kernel balancer" };
 }
 
 /**

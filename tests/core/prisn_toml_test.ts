@@ -162,6 +162,10 @@ Deno.test("parsePrisnToml() names the key, its line and what is allowed for a ba
       'prisn.toml:1: concurrency must be "allow", "forbid" or "replace" (got "skip")',
     ],
     ['catchup = "all"', 'prisn.toml:1: catchup must be "none" or "latest" (got "all")'],
+    [
+      'port = 80\nbalancer = "bogus"',
+      'prisn.toml:2: balancer must be "kernel" or "userspace" (got "bogus")',
+    ],
     ['args = ["a", 3]', "prisn.toml:1: args[1] must be a string (got 3)"],
     ['args = "a b"', 'prisn.toml:1: args must be a list of strings (got "a b")'],
     [
@@ -313,11 +317,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, args, env, port, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
   );
 });
 

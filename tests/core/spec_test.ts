@@ -214,6 +214,17 @@ Deno.test("resolveSpec() rejects a job with a port and a service with a schedule
 
 // --- resolveSpec: flags over prisn.toml ---------------------------------------------------------
 
+Deno.test("resolveSpec() takes a balancer with a port from a flag, and none without a port", () => {
+  assert.equal(
+    resolve({ port: "8000" }, { toml: { balancer: "userspace" } }).balancer,
+    "userspace",
+  );
+  assertInvalid(
+    () => resolve({}, { toml: { balancer: "kernel" } }),
+    'balancer = "kernel" needs a service port: set port or --port, or drop balancer',
+  );
+});
+
 Deno.test("resolveSpec() lets every flag override prisn.toml", () => {
   const toml: PrisnToml = {
     name: "from-toml",
