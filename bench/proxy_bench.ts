@@ -1,31 +1,44 @@
 /**
- * L4 proxy throughput: wrk drives HTTP keep-alive load at a Node upstream (1) directly,
- * (2) through prisn's {@linkcode TcpProxy} and (3) through nginx as an L4 `stream` proxy, in
- * interleaved rounds of the same run, and prints the median req/s, p99 latency and proxy CPU per
- * request of each. It never fails on a figure; it stops everything it started, also on error or
- * Ctrl-C.
+ * The service port's balancer: wrk drives HTTP load at a Node upstream (1) directly, (2) through
+ * prisn's kernel path (the nftables DNAT of runtime/kernel_balancer.ts, as a ServicePort sets it
+ * up), (3) through prisn's userspace proxy (one accept loop, as the agent runs it), (4) through N
+ * userspace proxies in worker threads sharing the port (SO_REUSEPORT) and (5) through nginx as an
+ * L4 `stream` proxy with 1 and N worker processes (each target with its own, identical upstream
+ * process), in interleaved rounds of the same run, for three
+ * loads: keep-alive with 16 connections, a new connection per request (`Connection: close`) and
+ * keep-alive with 1,000 connections. It prints the median req/s, p50 and p99 latency, the proxy's
+ * CPU per request and the whole host's CPU per request (the kernel path's work is the kernel's).
+ * Then a rolling deploy, a scale and a rollback of a real 2-replica service under load, on each
+ * path, counting failed requests.
+ *
+ * It never fails on a figure; it stops everything it started (upstream, nginx, workers, agents,
+ * the nftables tables), also on error or Ctrl-C.
  *
  * ```sh
- * ./denow run -A bench/proxy_bench.ts [--duration 5] [--rounds 3] [--connections 16]
- *   [--threads 2] [--with-node-net]
+ * ./denow run -A bench/proxy_bench.ts [--duration 5] [--rounds 3] [--threads 2] [--workers N]
+ *   [--cases keepalive,close,c1000] [--no-rollout]
  * ```
- * `--with-node-net` adds a `node:net` `pipe()` proxy (the alternative TcpProxy was measured
- * against) as a fourth target.
+ * Needs wrk and node; nginx with its stream module (Debian: nginx libnginx-mod-stream) for the
+ * nginx rows; root (CAP_NET_ADMIN) and nft (Debian: nftables) for the kernel rows. What is missing
+ * is skipped with a line saying why.
  *
  * @module
  */
 
-import net from "node:net";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { TcpProxy } from "../runtime/proxy.ts";
+import { raiseFileLimit } from "../runtime/_libc.ts";
+import { KernelBalancer } from "../runtime/kernel_balancer.ts";
+import { ServicePort } from "../runtime/service_port.ts";
+import { BenchHome, freePort, sleep } from "./_util.ts";
 
 const HOST = "127.0.0.1";
 
 /** One wrk run's figures; NaN where wrk printed none. */
 interface WrkResult {
   requestsPerSec: number;
+  p50Ms: number;
   p99Ms: number;
   requests: number;
   errors: number;
@@ -39,14 +52,34 @@ interface Target {
   cpuSeconds?: () => number | undefined;
 }
 
+/** One load shape. */
+interface Case {
+  key: string;
+  title: string;
+  connections: number;
+  /** A new TCP connection per request. */
+  close?: boolean;
+}
+
+const CASES: Case[] = [
+  { key: "keepalive", title: "keep-alive, 16 connections", connections: 16 },
+  { key: "close", title: "Connection: close, 16 connections", connections: 16, close: true },
+  { key: "c1000", title: "keep-alive, 1,000 connections", connections: 1000 },
+];
+
 interface Figures {
   target: Target;
   runs: WrkResult[];
   cpuUsPerRequest: number[];
+  hostCpuUsPerRequest: number[];
 }
 
 /** Things to stop, newest first. */
 type Cleanup = () => Promise<void> | void;
+
+const DIRECT = "direct (Node upstream)";
+const KERNEL = "prisn kernel (nftables)";
+const USERSPACE = "prisn userspace (1 loop)";
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -54,17 +87,17 @@ async function main(): Promise<void> {
     options: {
       duration: { type: "string", default: "5" },
       rounds: { type: "string", default: "3" },
-      connections: { type: "string", default: "16" },
       threads: { type: "string", default: "2" },
-      "with-node-net": { type: "boolean", default: false },
+      workers: { type: "string", default: String(navigator.hardwareConcurrency) },
+      cases: { type: "string", default: CASES.map((c) => c.key).join(",") },
+      "no-rollout": { type: "boolean", default: false },
     },
   });
-  const wrkArgs = {
-    duration: Number(values.duration),
-    connections: Number(values.connections),
-    threads: Number(values.threads),
-  };
+  const duration = Number(values.duration);
+  const threads = Number(values.threads);
+  const workers = Math.max(1, Number(values.workers));
   const rounds = Math.max(1, Number(values.rounds));
+  const cases = CASES.filter((c) => values.cases.split(",").includes(c.key));
 
   if (!await installed("wrk")) {
     console.log("skip: wrk is not installed (Debian/Ubuntu: apt-get install wrk)");
@@ -74,6 +107,7 @@ async function main(): Promise<void> {
     console.log("skip: node is not installed; the upstream is a Node HTTP server");
     return;
   }
+  raiseFileLimit(); // 1,000 connections: wrk's, the proxies' and the upstream's descriptors
 
   const cleanups: Cleanup[] = [];
   let cleaning: Promise<void> | undefined;
@@ -94,94 +128,202 @@ async function main(): Promise<void> {
   Deno.addSignalListener("SIGINT", onInterrupt);
 
   try {
-    const upstream = await startUpstream(cleanups);
-    const targets: Target[] = [{ name: "direct (Node upstream)", port: upstream }];
+    // One upstream per target: connections to one upstream leave conntrack entries (TIME_WAIT
+    // for 2 minutes under churn) whose tuples would clash with the next target's and cost the
+    // kernel's NAT a search for a free tuple on every connection.
+    const upstreamFor = () => startUpstream(cleanups);
+    const targets: Target[] = [{ name: DIRECT, port: await upstreamFor() }];
 
-    const proxy = new TcpProxy({ port: 0, host: HOST });
-    cleanups.push(() => proxy.close());
-    await proxy.listen();
-    proxy.add({ id: "upstream", port: upstream, host: HOST });
-    targets.push({ name: "prisn TcpProxy", port: proxy.port, cpuSeconds: ownCpuSeconds });
-
-    const nginx = await startNginx(upstream, cleanups);
-    if ("skip" in nginx) console.log(`nginx skipped: ${nginx.skip}`);
-    else targets.push(nginx);
-
-    if (values["with-node-net"]) {
-      const port = await startNodeNetProxy(upstream, cleanups);
-      targets.push({ name: "node:net pipe (not used)", port, cpuSeconds: ownCpuSeconds });
+    const kernel = await KernelBalancer.open(`/tmp/prisn-proxy-bench-${crypto.randomUUID()}`);
+    if ("unavailable" in kernel) console.log(`prisn kernel skipped: ${kernel.unavailable}`);
+    else {
+      cleanups.push(() => kernel.balancer.close());
+      const port = new ServicePort({ port: 0, host: HOST, kernel: kernel.balancer });
+      cleanups.push(() => port.close());
+      await port.listen();
+      port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
+      targets.push({ name: KERNEL, port: port.port, cpuSeconds: ownCpuSeconds });
     }
 
-    const url = (port: number) => `http://${HOST}:${port}/`;
-    console.log(
-      `wrk -t${wrkArgs.threads} -c${wrkArgs.connections} -d${wrkArgs.duration}s --latency, ` +
-        `Node http upstream (keep-alive), ${rounds} interleaved round(s), ${navigator.hardwareConcurrency} CPUs`,
-    );
-    for (const target of targets) await wrk(url(target.port), { ...wrkArgs, duration: 1 });
+    const userspace = new ServicePort({ port: 0, host: HOST });
+    cleanups.push(() => userspace.close());
+    await userspace.listen();
+    userspace.add({ id: "upstream", port: await upstreamFor(), host: HOST });
+    targets.push({ name: USERSPACE, port: userspace.port, cpuSeconds: ownCpuSeconds });
 
-    const figures: Figures[] = targets.map((target) => ({ target, runs: [], cpuUsPerRequest: [] }));
-    for (let round = 1; round <= rounds; round++) {
-      for (const entry of figures) {
-        const before = entry.target.cpuSeconds?.();
-        const result = await wrk(url(entry.target.port), wrkArgs);
-        const after = entry.target.cpuSeconds?.();
-        entry.runs.push(result);
-        const cpu = before !== undefined && after !== undefined && result.requests > 0
-          ? (after - before) * 1e6 / result.requests
-          : NaN;
-        entry.cpuUsPerRequest.push(cpu);
-        console.log(
-          `  round ${round} ${entry.target.name.padEnd(26)} ${fmtRate(result.requestsPerSec)} ` +
-            `req/s  p99 ${fmtMs(result.p99Ms)}`,
-        );
+    if (workers > 1) {
+      const port = await startWorkerProxies(await upstreamFor(), workers, cleanups);
+      targets.push({
+        name: `prisn userspace (${workers} workers)`,
+        port,
+        cpuSeconds: ownCpuSeconds,
+      });
+    }
+
+    for (const n of new Set([1, workers])) {
+      const nginx = await startNginx(await upstreamFor(), n, cleanups);
+      if ("skip" in nginx) {
+        console.log(`nginx skipped: ${nginx.skip}`);
+        break;
       }
+      targets.push(nginx);
     }
-    report(figures);
+
+    console.log(
+      `wrk -t${threads} -d${duration}s --latency, Node http upstream, ${rounds} interleaved ` +
+        `round(s) per load, ${navigator.hardwareConcurrency} CPUs (wrk, upstream and proxies share them)`,
+    );
+    for (const load of cases) {
+      console.log(`\n== ${load.title}`);
+      const options = { duration, threads, connections: load.connections, close: load.close };
+      for (const target of targets) await wrk(url(target.port), { ...options, duration: 1 });
+      const figures: Figures[] = targets.map((target) => ({
+        target,
+        runs: [],
+        cpuUsPerRequest: [],
+        hostCpuUsPerRequest: [],
+      }));
+      for (let round = 1; round <= rounds; round++) {
+        for (const entry of figures) {
+          const before = entry.target.cpuSeconds?.();
+          const hostBefore = hostCpuSeconds();
+          const result = await wrk(url(entry.target.port), options);
+          const hostAfter = hostCpuSeconds();
+          const after = entry.target.cpuSeconds?.();
+          entry.runs.push(result);
+          const perRequest = (a?: number, b?: number) =>
+            a !== undefined && b !== undefined && result.requests > 0
+              ? (b - a) * 1e6 / result.requests
+              : NaN;
+          entry.cpuUsPerRequest.push(perRequest(before, after));
+          entry.hostCpuUsPerRequest.push(perRequest(hostBefore, hostAfter));
+          console.log(
+            `  round ${round} ${entry.target.name.padEnd(28)} ${
+              fmtRate(result.requestsPerSec).padStart(8)
+            } req/s  p50 ${fmtMs(result.p50Ms)}  p99 ${fmtMs(result.p99Ms)}`,
+          );
+        }
+      }
+      report(figures, workers);
+    }
+
+    if (!values["no-rollout"]) {
+      await rolloutUnderLoad(
+        "balancer" in kernel ? ["kernel", "userspace"] : ["userspace"],
+        threads,
+      );
+    }
   } finally {
     Deno.removeSignalListener("SIGINT", onInterrupt);
     await cleanup();
   }
 }
 
-function report(figures: Figures[]): void {
+function url(port: number): string {
+  return `http://${HOST}:${port}/`;
+}
+
+function report(figures: Figures[], workers: number): void {
   console.log("");
   console.log(
-    `${"target".padEnd(26)} ${"req/s".padStart(9)} ${"p99".padStart(9)} ` +
-      `${"proxy cpu/req".padStart(14)} ${"errors".padStart(7)}`,
+    `${"target".padEnd(28)} ${"req/s".padStart(9)} ${"p50".padStart(9)} ${"p99".padStart(9)} ` +
+      `${"proxy cpu/req".padStart(14)} ${"host cpu/req".padStart(13)} ${"errors".padStart(7)}`,
   );
   const rates = new Map<string, number>();
-  for (const { target, runs, cpuUsPerRequest } of figures) {
+  for (const { target, runs, cpuUsPerRequest, hostCpuUsPerRequest } of figures) {
     const rate = median(runs.map((r) => r.requestsPerSec));
     rates.set(target.name, rate);
-    const cpu = median(cpuUsPerRequest);
+    const us = (v: number) => Number.isNaN(v) ? "-" : `${v.toFixed(1)} µs`;
     console.log(
-      `${target.name.padEnd(26)} ${fmtRate(rate).padStart(9)} ` +
+      `${target.name.padEnd(28)} ${fmtRate(rate).padStart(9)} ` +
+        `${fmtMs(median(runs.map((r) => r.p50Ms))).padStart(9)} ` +
         `${fmtMs(median(runs.map((r) => r.p99Ms))).padStart(9)} ` +
-        `${(Number.isNaN(cpu) ? "-" : `${cpu.toFixed(1)} µs`).padStart(14)} ` +
+        `${us(median(cpuUsPerRequest)).padStart(14)} ${
+          us(median(hostCpuUsPerRequest)).padStart(13)
+        } ` +
         `${String(runs.reduce((sum, r) => sum + r.errors, 0)).padStart(7)}`,
     );
   }
-  const prisn = rates.get("prisn TcpProxy") ?? NaN;
-  const direct = rates.get("direct (Node upstream)") ?? NaN;
-  const nginx = rates.get("nginx stream (1 worker)");
-  let ratios = `prisn/direct ${fmtRatio(prisn / direct)}`;
-  ratios += nginx === undefined
-    ? "   prisn/nginx n/a"
-    : `   prisn/nginx ${fmtRatio(prisn / nginx)}`;
-  console.log(`\n${ratios}   (medians of the rounds)`);
+  const ratio = (a: string, b: string) => fmtRatio((rates.get(a) ?? NaN) / (rates.get(b) ?? NaN));
+  const lines = [
+    `kernel/direct ${ratio(KERNEL, DIRECT)}`,
+    `userspace/direct ${ratio(USERSPACE, DIRECT)}`,
+    `userspace/nginx(1) ${ratio(USERSPACE, nginxName(1))}`,
+  ];
+  if (workers > 1) {
+    lines.push(
+      `userspace(${workers})/nginx(${workers}) ${
+        ratio(`prisn userspace (${workers} workers)`, nginxName(workers))
+      }`,
+    );
+  }
+  console.log(`\n${lines.join("   ")}   (medians of the rounds)`);
+}
+
+/**
+ * A 2-replica Node service deployed through the real CLI and agent, on each balancer: wrk sends a
+ * new connection per request while the service is deployed at a new version, scaled to 3 and
+ * rolled back; prints the requests and the failed ones (socket errors and non-2xx).
+ */
+async function rolloutUnderLoad(balancers: string[], threads: number): Promise<void> {
+  console.log(
+    "\n== rolling deploy, scale 2→3 and rollback under load (wrk -c16, Connection: close)",
+  );
+  for (const balancer of balancers) {
+    await using home = new BenchHome("prisn-proxy-bench-");
+    const port = freePort();
+    const app = `${home.dir}/app`;
+    const write = (stamp: string) => {
+      Deno.mkdirSync(app, { recursive: true });
+      Deno.writeTextFileSync(
+        `${app}/main.js`,
+        `require("node:http").createServer((q, s) => s.end(${JSON.stringify(stamp)}))` +
+          `.listen(Number(process.env.PORT), "127.0.0.1");\n`,
+      );
+      Deno.writeTextFileSync(
+        `${app}/prisn.toml`,
+        `port = ${port}\nreplicas = 2\nbalancer = "${balancer}"\n`,
+      );
+    };
+    write("one");
+    await home.ok("deploy", app, "--name", "web");
+    const load = new Deno.Command("wrk", {
+      args: [`-t${threads}`, "-c16", "-d600s", "-H", "Connection: close", url(port)],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = load.output();
+    try {
+      await sleep(1000);
+      write("two");
+      await home.ok("deploy", app, "--name", "web");
+      await home.ok("scale", "web", "3");
+      await home.ok("rollback", "web");
+      await sleep(1000);
+    } finally {
+      load.kill("SIGINT"); // wrk stops and prints its figures
+    }
+    const result = parseWrk(new TextDecoder().decode((await output).stdout));
+    const served = JSON.parse((await home.ok("get", "web", "-o", "json")).stdout).balancer?.kind;
+    console.log(
+      `  ${`${balancer} (get says ${served})`.padEnd(34)} ${result.requests} requests, ` +
+        `${result.errors} failed, ${fmtRate(result.requestsPerSec)} req/s`,
+    );
+  }
 }
 
 /** Runs wrk once; figures it did not print come back as NaN. */
 async function wrk(
-  url: string,
-  options: { duration: number; connections: number; threads: number },
+  target: string,
+  options: { duration: number; connections: number; threads: number; close?: boolean },
 ): Promise<WrkResult> {
   const args = [
-    `-t${options.threads}`,
+    `-t${Math.min(options.threads, options.connections)}`,
     `-c${options.connections}`,
     `-d${options.duration}s`,
     "--latency",
-    url,
+    ...options.close ? ["-H", "Connection: close"] : [],
+    target,
   ];
   const output = await new Deno.Command("wrk", { args, stdout: "piped", stderr: "piped" })
     .output();
@@ -192,19 +334,23 @@ async function wrk(
   return parseWrk(text);
 }
 
-/** Reads req/s, p99, request count and errors from wrk's report. */
+/** Reads req/s, p50, p99, request count and errors from wrk's report. */
 function parseWrk(text: string): WrkResult {
   const rate = text.match(/Requests\/sec:\s+([\d.]+)/);
-  const p99 = text.match(/^\s*99(?:\.0+)?%\s+([\d.]+)(us|ms|s|m)\b/m);
+  const latency = (p: string) => {
+    const m = text.match(new RegExp(`^\\s*${p}(?:\\.0+)?%\\s+([\\d.]+)(us|ms|s|m)\\b`, "m"));
+    const unit: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
+    return m ? Number(m[1]) * unit[m[2]] : NaN;
+  };
   const count = text.match(/^\s*(\d+) requests in/m);
   const socket = text.match(
     /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/,
   );
   const non2xx = text.match(/Non-2xx or 3xx responses: (\d+)/);
-  const unit: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000 };
   return {
     requestsPerSec: rate ? Number(rate[1]) : NaN,
-    p99Ms: p99 ? Number(p99[1]) * unit[p99[2]] : NaN,
+    p50Ms: latency("50"),
+    p99Ms: latency("99"),
     requests: count ? Number(count[1]) : 0,
     errors: (socket ? socket.slice(1).reduce((sum, n) => sum + Number(n), 0) : 0) +
       (non2xx ? Number(non2xx[1]) : 0),
@@ -235,9 +381,41 @@ async function startUpstream(cleanups: Cleanup[]): Promise<number> {
   return port;
 }
 
-/** Starts nginx as an L4 proxy to the upstream, or says why it cannot. */
+/**
+ * `workers` userspace proxies, one per worker thread (bench/_proxy_worker.ts), listening on the
+ * same port with SO_REUSEPORT; resolves to the port.
+ */
+async function startWorkerProxies(
+  upstream: number,
+  workers: number,
+  cleanups: Cleanup[],
+): Promise<number> {
+  const port = freePort();
+  for (let i = 0; i < workers; i++) {
+    const worker = new Worker(new URL("./_proxy_worker.ts", import.meta.url), { type: "module" });
+    cleanups.push(async () => {
+      const closed = new Promise((resolve) => worker.onmessage = resolve);
+      worker.postMessage({ close: true });
+      await Promise.race([closed, sleep(3000)]);
+      worker.terminate();
+    });
+    const listening = await new Promise<{ ok: boolean; error?: string }>((resolve) => {
+      worker.onmessage = (e) => resolve(e.data);
+      worker.postMessage({ port, upstream, host: HOST });
+    });
+    if (!listening.ok) throw new Error(`proxy worker ${i}: ${listening.error}`);
+  }
+  return port;
+}
+
+function nginxName(workers: number): string {
+  return `nginx stream (${workers} worker${workers === 1 ? "" : "s"})`;
+}
+
+/** Starts nginx with `workers` worker processes as an L4 proxy to the upstream, or says why not. */
 async function startNginx(
   upstream: number,
+  workers: number,
   cleanups: Cleanup[],
 ): Promise<Target | { skip: string }> {
   let version: Deno.CommandOutput;
@@ -271,13 +449,14 @@ async function startNginx(
   await Deno.writeTextFile(
     conf,
     `${loadModule}daemon off;
-worker_processes 1;
+worker_processes ${workers};
+worker_rlimit_nofile 8192;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
 events { worker_connections 4096; }
 stream {
   upstream bench_upstream { server ${HOST}:${upstream}; }
-  server { listen ${HOST}:${port}; proxy_pass bench_upstream; }
+  server { listen ${HOST}:${port}${workers > 1 ? " reuseport" : ""}; proxy_pass bench_upstream; }
 }
 `,
   );
@@ -300,47 +479,25 @@ stream {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const master = child.pid;
-  return {
-    name: "nginx stream (1 worker)",
-    port,
-    cpuSeconds: () => processTreeCpuSeconds(master),
-  };
-}
-
-/** A `node:net` proxy that pipes sockets both ways: the alternative TcpProxy was measured against. */
-function startNodeNetProxy(upstream: number, cleanups: Cleanup[]): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstreamSocket = net.connect(upstream, HOST);
-    client.setNoDelay(true);
-    upstreamSocket.setNoDelay(true);
-    for (const socket of [client, upstreamSocket]) {
-      sockets.add(socket);
-      socket.on("error", () => {
-        client.destroy();
-        upstreamSocket.destroy();
-      });
-      socket.on("close", () => sockets.delete(socket));
-    }
-    client.pipe(upstreamSocket);
-    upstreamSocket.pipe(client);
-  });
-  cleanups.push(() =>
-    new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      for (const socket of sockets) socket.destroy();
-    })
-  );
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, HOST, () => resolve((server.address() as net.AddressInfo).port));
-  });
+  return { name: nginxName(workers), port, cpuSeconds: () => processTreeCpuSeconds(master) };
 }
 
 /** This process's CPU seconds (the in-process proxies; the bench itself idles meanwhile). */
 function ownCpuSeconds(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1e6;
+}
+
+/** The whole host's busy CPU seconds (all but idle and iowait), from /proc/stat (Linux). */
+function hostCpuSeconds(): number | undefined {
+  try {
+    const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1)
+      .map(Number);
+    const busy = fields.reduce((sum, v, i) => i === 3 || i === 4 ? sum : sum + v, 0);
+    return busy / clockTicks();
+  } catch {
+    return undefined;
+  }
 }
 
 /** CPU seconds of a process and its children from /proc (Linux), else undefined. */
@@ -423,13 +580,6 @@ async function accepts(port: number): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: HOST, port: 0 });
-  const port = listener.addr.port;
-  listener.close();
-  return port;
 }
 
 function median(values: number[]): number {

@@ -46,6 +46,12 @@ export interface TcpProxyOptions {
    */
   host?: string;
   /**
+   * Listen with SO_REUSEPORT, so that several proxies (one per worker thread) share the port and
+   * the kernel spreads new connections over them (Linux).
+   * @default false
+   */
+  reusePort?: boolean;
+  /**
    * How long a client connection is held, from the moment it is accepted, while no backend can
    * take it (none in rotation, or every one refused): it is forwarded as soon as one can, and
    * closed when this runs out.
@@ -106,6 +112,7 @@ export class TcpProxy {
   readonly #connectTimeoutMs: number;
   readonly #bufferSize: number;
   readonly #onError: (error: unknown) => void;
+  readonly #reusePort: boolean;
 
   #listener?: Deno.TcpListener;
   #acceptLoop?: Promise<void>;
@@ -136,6 +143,7 @@ export class TcpProxy {
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 2000;
     this.#bufferSize = options.bufferSize ?? 16384;
     this.#onError = options.onError ?? (() => {});
+    this.#reusePort = options.reusePort ?? false;
   }
 
   /** The port listened on once `listen` has resolved (the configured one before). */
@@ -159,7 +167,12 @@ export class TcpProxy {
       );
     }
     try {
-      this.#listener = Deno.listen({ hostname: this.#host, port: this.#port, transport: "tcp" });
+      this.#listener = Deno.listen({
+        hostname: this.#host,
+        port: this.#port,
+        transport: "tcp",
+        ...this.#reusePort ? { reusePort: true } : {},
+      });
     } catch (error) {
       return Promise.reject(listenError(error, this.#host, this.#port));
     }
