@@ -147,6 +147,12 @@ export async function clusterBackends(
     const desired = new ClusterDesiredState(desiredKv, inputs.records, { connection: conn.nc });
     const history = new ClusterRunHistory(inputs.records, runsKv, options.node, {
       log: (line) => log(line),
+      events: {
+        nc: conn.nc,
+        js: conn.js,
+        stream: names.streams.events,
+        subject: (d) => names.eventSubject(d),
+      },
     });
     const dispatcher = new ClusterDispatcher({ nc: conn.nc, js: conn.js, jsm: conn.jsm }, {
       stream: names.streams.work,

@@ -1,4 +1,6 @@
+import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { Records } from "../core/records.ts";
 import type { ProcessLedger, RunHistory, RunUpdate } from "../core/run_history.ts";
 import type { ProcessRecord, RunRecord, RunStatus, RunTicket } from "../core/types.ts";
@@ -11,9 +13,31 @@ import type { ProcessRecord, RunRecord, RunStatus, RunTicket } from "../core/typ
  *
  * A run is first written with `create` (the submitter and the node that takes the ticket both
  * record it as pending; whichever is first wins, and a late "pending" can never overwrite a later
- * state), and changed by `put` from then on: only the node executing a run changes it. Events
- * and process records stay node-local.
+ * state), and changed by `put` from then on: only the node executing a run changes it.
+ *
+ * Events go to the cluster's events stream too (with `events`), and every node adds the other
+ * nodes' events to its own records, so `get NAME` shows them all. Process records stay local.
  */
+/** Where a node keeps how far it read the events stream. */
+const EVENTS_SEQ = "events-seq";
+
+/** The events stream, its subjects, and the connection to publish and read on. */
+export interface ClusterEvents {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  stream: string;
+  subject: (deployment: string) => string;
+}
+
+/** One event on the cluster's events stream. */
+interface EventMessage {
+  node: string;
+  deployment: string;
+  kind: string;
+  message: string;
+  at: number;
+}
+
 export class ClusterRunHistory implements RunHistory, ProcessLedger {
   #kv: KV;
   #stop = new AbortController();
@@ -25,11 +49,17 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
     kv: KV,
     /** This node's name: a run it starts is recorded as run here. */
     readonly node: string,
-    options: { log?: (line: string) => void } = {},
+    options: {
+      log?: (line: string) => void;
+      events?: ClusterEvents;
+    } = {},
   ) {
     this.#kv = kv;
     this.#log = options.log ?? (() => {});
+    this.#events = options.events;
   }
+
+  #events?: ClusterEvents;
 
   /** Starts mirroring the bucket into the local records (history first, then updates). */
   async start(): Promise<void> {
@@ -38,11 +68,47 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
     this.#watching = (async () => {
       for await (const e of iter) this.#apply(e);
     })().catch((e) => this.#log(`runs mirror: ${(e as Error).message}`));
+    if (this.#events) this.#eventsMirror = this.#mirrorEvents(this.#events);
   }
 
   async close(): Promise<void> {
     this.#stop.abort();
     await this.#watching;
+    await this.#eventsMirror;
+  }
+
+  #eventsMirror?: Promise<void>;
+
+  /**
+   * Adds the other nodes' events to the local records, from the stream position this node
+   * reached last (kept in its records), or from now on a node that never read it.
+   */
+  async #mirrorEvents(events: ClusterEvents): Promise<void> {
+    const at = Number(this.local.getMirrorState(EVENTS_SEQ) ?? 0);
+    try {
+      const consumer = await events.js.consumers.get(
+        events.stream,
+        at > 0
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: at + 1 }
+          : { deliver_policy: DeliverPolicy.New },
+      );
+      const messages = await consumer.consume();
+      this.#stop.signal.addEventListener("abort", () => messages.stop(), { once: true });
+      if (this.#stop.signal.aborted) messages.stop();
+      for await (const m of messages) {
+        try {
+          const e = m.json<EventMessage>();
+          if (e.node !== this.node) {
+            this.local.addEvent(e.deployment, e.kind, `${e.message} (on ${e.node})`, e.at);
+          }
+          this.local.setMirrorState(EVENTS_SEQ, String(m.seq));
+        } catch (err) {
+          this.#log(`events mirror: ${(err as Error).message}`);
+        }
+      }
+    } catch (e) {
+      if (!this.#stop.signal.aborted) this.#log(`events mirror: ${(e as Error).message}`);
+    }
   }
 
   insertTicket(ticket: RunTicket, node: string, now: number): boolean {
@@ -84,6 +150,12 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
   }
   addEvent(deployment: string, kind: string, message: string, now: number): void {
     this.local.addEvent(deployment, kind, message, now);
+    const events = this.#events;
+    if (!events || events.nc.isClosed() || events.nc.isDraining()) return;
+    const e: EventMessage = { node: this.node, deployment, kind, message, at: now };
+    try {
+      events.nc.publish(events.subject(deployment), JSON.stringify(e));
+    } catch { /* closed meanwhile: the local record has it */ }
   }
   listEvents(deployment: string, limit?: number) {
     return this.local.listEvents(deployment, limit);

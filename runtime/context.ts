@@ -64,7 +64,7 @@ export function createContext(
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {
-      records.addEvent(deployment, kind, message, Date.now());
+      (options.history ?? records).addEvent(deployment, kind, message, Date.now());
     },
   };
 }

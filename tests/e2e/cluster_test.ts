@@ -11,7 +11,7 @@ import { Kvm } from "@nats-io/kv";
 import { type NatsServer, NO_NATS, startNats } from "../cluster/_nats.ts";
 import { freePort, TestHome, waitFor } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
-import type { RunRecord } from "../../core/types.ts";
+import type { EventRecord, RunRecord } from "../../core/types.ts";
 import type { NodeSummary, StatusView } from "../../runtime/api_types.ts";
 
 if (NO_NATS) console.log(`cluster e2e: skipping: ${NO_NATS}`);
@@ -146,6 +146,11 @@ Deno.test({
         ].join("\n"),
       });
       await n2.ok("deploy", svc, "--name", "web", "--replicas", "3", "--port", String(port));
+      // Events of other nodes show on every node, saying where they happened.
+      await waitFor(async () => {
+        const d = await n1.json<{ events: EventRecord[] }>("get", "web");
+        return d.events.some((e) => e.kind === "Deployed" && e.message.endsWith("(on node-2)"));
+      }, { what: "node-2's Deployed event on node 1" });
       for (const h of c.nodes) {
         await waitFor(async () => {
           const d = await h.json<Detail>("get", "web");
