@@ -1,6 +1,6 @@
 import { Kvm } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
-import type { BackendInputs, Backends, RemoteReplica } from "../core/backends.ts";
+import type { BackendInputs, Backends, LocalReplica, RemoteReplica } from "../core/backends.ts";
 import type { LogStore } from "../core/log_store.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
 import { ownsName, planPlacement, slotsOn } from "../core/placement.ts";
@@ -69,10 +69,12 @@ export async function clusterBackends(
       node: options.node,
       address: options.address,
       version: options.version,
-      // What runs here: replicas as "DEPLOYMENT/REPLICA:ready|starting", runs by id.
+      // What runs here: replicas as "DEPLOYMENT/REPLICA:ready|starting[@HOST:PORT]" (where
+      // other nodes reach it), runs by id.
       report: () => ({
         replicas: replicaReport().map((r) =>
-          `${r.deployment}/${r.name}:${r.ready ? "ready" : "starting"}`
+          `${r.deployment}/${r.name}:${r.ready ? "ready" : "starting"}` +
+          (r.address ? `@${r.address}` : "")
         ),
         runs: inputs.records.listProcesses().map((p) => p.id).filter((id) => !id.includes("/")),
       }),
@@ -82,7 +84,7 @@ export async function clusterBackends(
     let members: string[] = [options.node];
     /** Ready replicas per node and deployment, from heartbeats (this node's own: now). */
     let readyCounts = new Map<string, Map<string, number>>();
-    let replicaReport: () => Array<{ deployment: string; name: string; ready: boolean }> = () => [];
+    let replicaReport: () => LocalReplica[] = () => [];
     let remote: RemoteReplica[] = [];
     const placementListeners = new Set<() => void>();
     const placementChanged = () => {
@@ -119,10 +121,19 @@ export async function clusterBackends(
       try {
         const nodes = await heartbeats.live();
         remote = nodes.filter((n) => n.node !== options.node).flatMap((n) =>
-          n.replicas.map((r) => {
-            const [id, state] = r.split(":");
+          n.replicas.map((r): RemoteReplica => {
+            const [what, address] = r.split("@");
+            const [id, state] = what.split(":");
             const [deployment, name] = id.split("/");
-            return { node: n.node, deployment, name, ready: state === "ready" };
+            const at = address?.lastIndexOf(":") ?? -1;
+            return {
+              node: n.node,
+              deployment,
+              name,
+              ready: state === "ready",
+              host: at > 0 ? address.slice(0, at) : undefined,
+              port: at > 0 ? Number(address.slice(at + 1)) : undefined,
+            };
           })
         );
         readyCounts = new Map();

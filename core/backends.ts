@@ -49,6 +49,18 @@ export interface RemoteReplica {
   deployment: string;
   name: string;
   ready: boolean;
+  /** Where other nodes reach it (it listens on its node's address); absent: loopback only. */
+  host?: string;
+  port?: number;
+}
+
+/** A replica of this node, as its heartbeats report it. */
+export interface LocalReplica {
+  deployment: string;
+  name: string;
+  ready: boolean;
+  /** `host:port` where other nodes reach it, when they can. */
+  address?: string;
 }
 
 /** Who is in the cluster and who leads it. */
@@ -59,7 +71,7 @@ export interface Members {
   /** Replicas of the other live nodes, from their last heartbeats (read every few seconds). */
   remoteReplicas(): RemoteReplica[];
   /** What this node reports about its replicas in its heartbeats. */
-  reportReplicas(report: () => Array<{ deployment: string; name: string; ready: boolean }>): void;
+  reportReplicas(report: () => LocalReplica[]): void;
   /** Marks a node draining (its replicas move to other nodes, it gets no new ones) or not. */
   drain?(node: string, draining: boolean): Promise<void>;
 }

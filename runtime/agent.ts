@@ -84,7 +84,12 @@ export class Agent {
     this.scheduler = new Scheduler(this.ctx, this.supervisor);
     backends.members?.reportReplicas(() =>
       [...this.supervisor.services].flatMap(([deployment, service]) =>
-        service.status().map((r) => ({ deployment, name: r.name, ready: r.ready }))
+        service.status().map((r) => ({
+          deployment,
+          name: r.name,
+          ready: r.ready,
+          address: r.reachable ? `${r.host}:${r.port}` : undefined,
+        }))
       )
     );
     this.views = new Views(this.ctx, this.supervisor, this.scheduler, this.startedAt);

@@ -1,6 +1,8 @@
 /** How a replica is checked: a TCP connect to its PORT, or an HTTP GET of `path` answering 2xx. */
 export interface ProbeSpec {
   port: number;
+  /** Where the replica listens. @default "127.0.0.1" */
+  host?: string;
   path?: string;
   timeoutMs: number;
 }
@@ -10,14 +12,30 @@ export async function probe(spec: ProbeSpec): Promise<boolean> {
   const signal = AbortSignal.timeout(spec.timeoutMs);
   try {
     if (spec.path) {
-      const res = await fetch(`http://127.0.0.1:${spec.port}${spec.path}`, { signal });
+      const host = spec.host?.includes(":") ? `[${spec.host}]` : spec.host ?? "127.0.0.1";
+      const res = await fetch(`http://${host}:${spec.port}${spec.path}`, { signal });
       await res.body?.cancel();
       return res.status >= 200 && res.status < 300;
     }
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port: spec.port, signal });
+    const conn = await Deno.connect({
+      hostname: spec.host ?? "127.0.0.1",
+      port: spec.port,
+      signal,
+    });
     conn.close();
     return true;
   } catch {
     return false;
   }
+}
+
+/** The first of `hosts` at which the replica passes its probe, if any. */
+export async function probeHosts(
+  spec: ProbeSpec,
+  hosts: readonly string[],
+): Promise<string | undefined> {
+  for (const host of hosts) {
+    if (await probe({ ...spec, host })) return host;
+  }
+  return undefined;
 }

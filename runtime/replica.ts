@@ -10,7 +10,7 @@ import { OutputFifos } from "./output_fifos.ts";
 import { join } from "node:path";
 import type { ExitStatus, ProcessDriver, ProcessHandle } from "./driver.ts";
 import { TaskRunner } from "./task_runner.ts";
-import { probe } from "./probe.ts";
+import { probe, probeHosts } from "./probe.ts";
 import type { Release } from "./start_queue.ts";
 
 export type ReplicaState =
@@ -28,6 +28,11 @@ export interface ReplicaOptions {
   launch: Launch;
   /** The replica's own PORT; undefined for a service without a port. */
   port?: number;
+  /**
+   * Its node's address, given as HOST (listening there makes it reachable from other nodes).
+   * @default "127.0.0.1"
+   */
+  host?: string;
   health: Settings["health"];
   restart: Settings["restart"];
   /** Between SIGTERM and SIGKILL. */
@@ -81,6 +86,21 @@ export class Replica {
   get ready(): boolean {
     return this.#ready;
   }
+  /**
+   * Where this node reaches the replica's port: HOST when it listens there (or on every
+   * address), else loopback; known once it passed a probe.
+   */
+  get listenHost(): string | undefined {
+    return this.#listenHost;
+  }
+  /** Whether other nodes can reach it: it listens on its node's address, not on loopback only. */
+  get reachable(): boolean {
+    return this.#listenHost !== undefined && this.#listenHost === this.#host;
+  }
+  get #host(): string {
+    return this.options.host ?? "127.0.0.1";
+  }
+  #listenHost?: string;
   get pid(): number | undefined {
     return this.#process?.running ? this.#process.pid : undefined;
   }
@@ -168,7 +188,10 @@ export class Replica {
     let streak = 0; // restarts since the replica last ran stably
     while (!this.#stop.signal.aborted) {
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
-      if (options.port !== undefined) env.PORT = String(options.port);
+      if (options.port !== undefined) {
+        env.PORT = String(options.port);
+        env.HOST = this.#host;
+      }
       let probing: Promise<void> = Promise.resolve();
       const task = new TaskRunner(ctx, {
         driver: options.driver,
@@ -253,11 +276,18 @@ export class Replica {
       port: options.port,
       path: options.health.path,
       timeoutMs: options.health.timeoutMs,
+      host: this.#host,
     };
     const stop = this.#stop.signal;
-    // Readiness: poll quickly until the first pass.
+    // Readiness: poll quickly until the first pass, at HOST, else on loopback (an app that
+    // ignores HOST serves its own node only).
+    const hosts = [...new Set([this.#host, "127.0.0.1"])];
     while (proc.running && !stop.aborted) {
-      if (await probe(spec)) break;
+      const host = await probeHosts(spec, hosts);
+      if (host !== undefined) {
+        this.#listenHost = spec.host = host;
+        break;
+      }
       await delay(100, stop);
     }
     if (!proc.running || stop.aborted) return;

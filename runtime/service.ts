@@ -5,6 +5,7 @@ import type { AgentContext } from "./context.ts";
 import { freePort } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { type BalancerInfo, kernelFor, ServicePort } from "./service_port.ts";
+import type { Backend } from "./proxy.ts";
 import { describe, Replica } from "./replica.ts";
 import type { ProcessDriver } from "./driver.ts";
 import type { StartQueue } from "./start_queue.ts";
@@ -35,6 +36,10 @@ export interface ReplicaStatus {
   restarts: number;
   pid?: number;
   port?: number;
+  /** Where its node reaches it (HOST, or loopback for an app that ignores HOST). */
+  host?: string;
+  /** Whether other nodes' ports can balance to it (it listens on HOST). */
+  reachable?: boolean;
   node: string;
   createdAt: number;
   lastExit?: { code: number; signal?: string; oomKilled: boolean };
@@ -90,8 +95,9 @@ export class Service {
         await proxy.listen(); // a taken port fails here, before anything changes
         this.#proxy = proxy;
         for (const r of this.replicas) {
-          if (r.ready && !this.#retiring.has(r)) proxy.add({ id: r.name, port: r.port! });
+          if (r.ready && !this.#retiring.has(r)) proxy.add(backendOf(r));
         }
+        for (const b of this.#remote.values()) proxy.add(b);
       } else await this.#proxy?.useKernel(kernel);
       const previous = this.target;
       this.target = target;
@@ -201,6 +207,8 @@ export class Service {
       restarts: r.restarts,
       pid: r.pid,
       port: r.port,
+      host: r.listenHost,
+      reachable: r.reachable,
       node: this.ctx.node,
       createdAt: r.createdAt,
       lastExit: r.lastExit,
@@ -256,6 +264,7 @@ export class Service {
       version: target.version,
       launch: target.launch,
       port: target.spec.port !== undefined ? freePort() : undefined,
+      host: this.ctx.address,
       health: settings.health,
       restart: settings.restart,
       stopGraceMs: settings.stopGraceMs,
@@ -268,13 +277,32 @@ export class Service {
       resources: target.spec.resources,
       onReadyChange: (r, ready) => {
         if (!this.#proxy || r.port === undefined) return;
-        if (ready && !this.#retiring.has(r)) this.#proxy.add({ id: r.name, port: r.port });
+        if (ready && !this.#retiring.has(r)) this.#proxy.add(backendOf(r));
         else this.#proxy.remove(r.name);
       },
     });
     this.replicas.push(replica);
     replica.start();
     return replica;
+  }
+
+  #remote = new Map<string, Backend>();
+
+  /**
+   * Other nodes' ready replicas that listen on their node's address (from their heartbeats): the
+   * port balances to them while no replica of this node is ready (local ones first).
+   */
+  setRemote(backends: Backend[]): void {
+    const next = new Map(backends.map((b) => [b.id, { ...b, remote: true }]));
+    const same = (a: Backend, b: Backend) => a.host === b.host && a.port === b.port;
+    for (const [id, b] of this.#remote) {
+      if (!next.has(id) || !same(b, next.get(id)!)) this.#proxy?.remove(id);
+    }
+    for (const [id, b] of next) {
+      const had = this.#remote.get(id);
+      if (!had || !same(had, b)) this.#proxy?.add(b);
+    }
+    this.#remote = next;
   }
 
   async #retire(replica: Replica, drainGraceMs: number): Promise<void> {
@@ -284,6 +312,11 @@ export class Service {
     this.replicas = this.replicas.filter((r) => r !== replica);
     this.#retiring.delete(replica);
   }
+}
+
+/** How the port reaches a local replica. */
+function backendOf(r: Replica): Backend {
+  return { id: r.name, port: r.port!, host: r.listenHost };
 }
 
 function bySlot(a: Replica, b: Replica): number {

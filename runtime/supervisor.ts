@@ -33,6 +33,9 @@ export interface SupervisorOptions {
   startParallelism?: number;
 }
 
+/** How often service ports learn the other nodes' replicas (their heartbeats are read every 2 s). */
+const REMOTE_SYNC_MS = 1_000;
+
 /**
  * Keeps actual processes in line with the recorded desired state: one Service per service
  * deployment, Runs for jobs and cronjobs. The agent calls it; it never touches the CLI.
@@ -65,6 +68,7 @@ export class Supervisor {
   #stopConsuming?: () => void;
   #unwatch?: () => void;
   #unplace?: () => void;
+  #remoteTimer?: ReturnType<typeof setInterval>;
 
   /** Runs `fn` after every earlier change to deployment `name` has finished (one at a time). */
   exclusive<T>(name: string, fn: () => Promise<T>): Promise<T> {
@@ -356,6 +360,19 @@ export class Supervisor {
       });
     }
     this.#unwatch ??= this.ctx.desired.watch((c) => this.reconcile(c.deployment));
+    const members = this.ctx.members;
+    if (members) {
+      // Each service port also balances to the other nodes' ready replicas (local ones first).
+      this.#remoteTimer ??= setInterval(() => {
+        const remote = members.remoteReplicas();
+        for (const [name, service] of this.services) {
+          service.setRemote(
+            remote.filter((r) => r.deployment === name && r.ready && r.host && r.port)
+              .map((r) => ({ id: `${r.node}/${r.name}`, host: r.host, port: r.port! })),
+          );
+        }
+      }, REMOTE_SYNC_MS);
+    }
     this.#unplace ??= this.dispatcher.onPlacementChange?.(() => {
       for (const d of this.ctx.desired.listDeployments()) this.reconcile(d.name);
     });
@@ -406,6 +423,7 @@ export class Supervisor {
     this.#stopConsuming?.();
     this.#unwatch?.();
     this.#unplace?.();
+    clearInterval(this.#remoteTimer);
     await Promise.all([
       ...[...this.services.values()].map((s) => s.stop()),
       ...[...this.runs.values()].map((r) => r.stop("agent stopped")),

@@ -101,12 +101,17 @@ export class Views {
       runtime: v.spec.runtime,
       spec: { ...rest, env: Object.fromEntries(maskedEnv(v.spec).map((e) => [e.key, e.value])) },
       replicaStatus: [
-        ...service?.status() ?? [],
+        // In a cluster, a replica that ignores HOST (listens on loopback) serves its node alone.
+        ...(service?.status() ?? []).map((r) =>
+          this.ctx.members && r.ready && !r.reachable
+            ? { ...r, state: `${r.state} (loopback only)` }
+            : r
+        ),
         // Other nodes' replicas, as far as their heartbeats tell.
         ...this.#remote(name).map((r) => ({
           name: r.name,
           version: d.version,
-          state: r.ready ? "Ready" : "Starting",
+          state: r.ready ? (r.host ? "Ready" : "Ready (loopback only)") : "Starting",
           ready: r.ready,
           restarts: 0,
           node: r.node,

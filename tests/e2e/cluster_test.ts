@@ -141,7 +141,7 @@ Deno.test({
           "        self.send_response(200); self.end_headers()",
           "        self.wfile.write(b'ok')",
           "    def log_message(self, *a): print('hit', os.environ['PRISN_REPLICA'], flush=True)",
-          "http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()",
+          "http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), H).serve_forever()",
           "",
         ].join("\n"),
       });
@@ -195,6 +195,18 @@ Deno.test({
         );
         return counts.reduce((a, b) => a + b, 0) === 1;
       }, { what: "one replica left in the cluster after scale 1", timeoutMs: 30_000 });
+      // It listens on HOST (its node's address), so every node's port balances to it.
+      const left = await waitFor(async () => {
+        const items = (await n3.json<Detail>("get", "web")).replicas.items;
+        return items.length === 1 ? items : undefined;
+      }, { what: "one replica in node 3's view" });
+      assert.equal(left[0].state, "Ready", "listening on HOST: reachable from every node");
+      for (const i of [1, 2, 3]) {
+        const body = await waitFor(() => httpGetAt(`127.0.0.${i}`, port), {
+          what: `the service port on 127.0.0.${i} with the one replica on ${left[0].node}`,
+        });
+        assert.equal(body, "ok");
+      }
     } finally {
       await c.close();
     }
@@ -335,6 +347,15 @@ Deno.test({
           timeoutMs: 30_000,
         },
       );
+      // It ignores HOST and listens on 127.0.0.1: get says it serves its own node alone (but on
+      // node-1, whose address is 127.0.0.1 itself).
+      const states = (await n1.json<Detail>("get", "web")).replicas.items
+        .map((r) => `${r.node} ${r.state}`).sort();
+      assert.deepEqual(states, [
+        "node-1 Ready",
+        "node-2 Ready (loopback only)",
+        "node-3 Ready (loopback only)",
+      ]);
 
       // Bad input changes nothing.
       const bad = await n1.cli("node", "drain", "node-9");
