@@ -35,6 +35,8 @@ export interface SupervisorOptions {
 
 /** How often service ports learn the other nodes' replicas (their heartbeats are read every 2 s). */
 const REMOTE_SYNC_MS = 1_000;
+/** Lost runs are looked for every this many remote syncs. */
+const LOST_CHECK_EVERY = 2;
 
 /**
  * Keeps actual processes in line with the recorded desired state: one Service per service
@@ -281,7 +283,13 @@ export class Supervisor {
    * A failed run with retries left is tried again after a backoff, linked to its first attempt:
    * a new ticket due at the end of the backoff, recorded at once, so it survives a restart.
    */
-  async #maybeRetry(request: RunRequest, record: RunRecord) {
+  async #maybeRetry(
+    request: Pick<
+      RunRequest,
+      "deployment" | "version" | "spec" | "attempt" | "parent" | "scheduledAt" | "env"
+    >,
+    record: RunRecord,
+  ) {
     const { retries, retryBackoffMs: base } = settingsOf(request.spec);
     const attempt = request.attempt ?? 1;
     if (record.status !== "failed" || attempt > retries) return;
@@ -308,6 +316,45 @@ export class Supervisor {
       } ` +
         `(attempt ${attempt + 1} of ${retries + 1})`,
     );
+  }
+
+  /**
+   * As the leader of a cluster: runs recorded as running on a node that is gone (its heartbeat
+   * expired; a node that stops on purpose ends its runs itself) are marked lost, and retried as
+   * their policy says.
+   */
+  async recoverLostRuns(): Promise<void> {
+    const members = this.ctx.members;
+    if (!members || !this.dispatcher.isLeader()) return;
+    const alive = new Set(
+      (await members.nodes()).filter((n) => n.status !== "down").map((n) => n.node),
+    );
+    alive.add(this.ctx.node);
+    const { records } = this.ctx;
+    for (const run of records.listRuns({ statuses: ["running"], limit: 10_000 })) {
+      if (alive.has(run.node) || !this.dispatcher.isLeader()) continue;
+      records.updateRun(run.id, {
+        status: "failed",
+        finishedAt: Date.now(),
+        reason: `lost: node ${run.node} stopped answering`,
+      });
+      this.ctx.event(
+        run.deployment,
+        "RunLost",
+        `${run.id} was running on ${run.node}, which stopped answering`,
+      );
+      const version = this.ctx.desired.getVersion(run.deployment, run.version);
+      const record = records.getRun(run.id);
+      if (!version || !record) continue;
+      await this.#maybeRetry({
+        deployment: run.deployment,
+        version: run.version,
+        spec: version.spec,
+        attempt: run.attempt,
+        parent: run.parent,
+        scheduledAt: run.scheduledAt,
+      }, record).catch((e) => this.ctx.event(run.deployment, "RetryFailed", (e as Error).message));
+    }
   }
 
   activeRuns(name: string): Run[] {
@@ -363,7 +410,9 @@ export class Supervisor {
     const members = this.ctx.members;
     if (members) {
       // Each service port also balances to the other nodes' ready replicas (local ones first).
+      let beat = 0;
       this.#remoteTimer ??= setInterval(() => {
+        if (++beat % LOST_CHECK_EVERY === 0) this.recoverLostRuns().catch(() => {});
         const remote = members.remoteReplicas();
         for (const [name, service] of this.services) {
           service.setRemote(

@@ -451,6 +451,62 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cluster: kill -9 of the node running a job: the leader marks its run lost and retries it elsewhere",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    let orphan: number | undefined;
+    try {
+      const [n1] = c.nodes;
+      const first = join(n1.dir, "first-attempt");
+      // The first attempt hangs (until its node dies); a retry finishes at once.
+      const job = n1.project("slow", {
+        "main.sh": `if mkdir "${first}" 2>/dev/null; then sleep 120; fi\necho done $PRISN_RUN_ID\n`,
+        "prisn.toml": 'retries = 1\nretry_backoff = "1s"\n',
+      });
+      await n1.ok("deploy", job, "--name", "slow");
+      const running = await waitFor(async () => {
+        const runs = await n1.json<RunRecord[]>("get", "jobs", "slow");
+        return runs.find((r) => r.status === "running" && r.pid);
+      }, { what: "the first attempt running somewhere", timeoutMs: 20_000 });
+      const victim = c.nodes.find((h) => h.env.PRISN_NODE === running.node)!;
+      const survivor = c.nodes.find((h) => h !== victim)!;
+      orphan = running.pid;
+      Deno.kill(victim.agentPid()!, "SIGKILL");
+      try {
+        Deno.kill(-orphan!, "SIGKILL"); // a dead machine's processes die with it
+      } catch { /* gone */ }
+      const runs = await waitFor(async () => {
+        const runs = await survivor.json<RunRecord[]>("get", "jobs", "slow");
+        const lost = runs.find((r) => r.id === running.id);
+        const retry = runs.find((r) => r.parent === running.id && r.status === "completed");
+        return lost?.status === "failed" && retry ? { lost, retry } : undefined;
+      }, {
+        what: "the lost run failed and its retry completed",
+        timeoutMs: 60_000,
+        intervalMs: 500,
+      });
+      assert.match(
+        runs.lost.reason ?? "",
+        new RegExp(`^lost: node ${running.node} stopped answering$`),
+      );
+      assert.equal(runs.retry.attempt, 2);
+      assert.notEqual(runs.retry.node, running.node);
+      const d = await survivor.json<{ events: EventRecord[] }>("get", "slow");
+      assert.ok(d.events.some((e) => e.kind === "RunLost"), "a RunLost event");
+    } finally {
+      if (orphan) {
+        try {
+          Deno.kill(-orphan, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      await c.close();
+    }
+  },
+});
+
 Deno.test("agent run refuses bad cluster flags and an unreachable NATS in one line, and starts nothing", async () => {
   const h = new TestHome();
   try {
