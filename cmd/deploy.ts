@@ -1,6 +1,7 @@
 import { resolve } from "node:path";
 import type { Command } from "commander";
 import { PrisnError } from "../core/errors.ts";
+import { readConfigFile } from "../core/fs.ts";
 import type { DeployResult } from "../runtime/api_types.ts";
 import { isGitUrl } from "../runtime/git_source.ts";
 import type { App } from "./_app.ts";
@@ -68,11 +69,9 @@ export function register(program: Command, app: App): void {
 
 async function readEnvFiles(files: string[]) {
   return await Promise.all(files.map(async (file) => {
-    try {
-      return { file, text: await Deno.readTextFile(file) };
-    } catch (e) {
-      throw new PrisnError("INVALID", `cannot read --env-file ${file}: ${(e as Error).message}`);
-    }
+    const text = await readConfigFile(file, { label: `--env-file ${file}` });
+    if (text === undefined) throw new PrisnError("INVALID", `--env-file ${file} does not exist`);
+    return { file, text };
   }));
 }
 

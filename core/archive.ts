@@ -34,7 +34,7 @@ import { pipeline } from "node:stream/promises";
 import { createGunzip, createGzip } from "node:zlib";
 import ignore from "ignore";
 import { invalid, notFound, PrisnError } from "./errors.ts";
-import { exists, readOptional, removeIfPresent } from "./fs.ts";
+import { exists, fileKind, readConfigFile, removeIfPresent } from "./fs.ts";
 import { DEFAULT_IGNORES } from "./version.ts";
 
 /** @default 1 GiB of file content, all files together */
@@ -146,7 +146,7 @@ async function listVersionFiles(root: string): Promise<SourceFile[]> {
   }
   if (!info.isDirectory) throw invalid(`cannot pack ${root}: not a folder`);
   const rules = ignore().add(DEFAULT_IGNORES);
-  const ignoreFile = await readOptional(join(root, ".prisnignore"), { folderAsMissing: true });
+  const ignoreFile = await readConfigFile(join(root, ".prisnignore"), { label: ".prisnignore" });
   if (ignoreFile !== undefined) rules.add(ignoreFile);
   const out: SourceFile[] = [];
   await walk(root, root, rules, out);
@@ -171,20 +171,11 @@ async function walk(
       }
     } else if (!rules.ignores(rel) && !rules.ignores(rel + "/")) {
       throw invalid(
-        `cannot pack ${q(rel)} in ${root}: it is a ${kindOf(info)}; ` +
+        `cannot pack ${q(rel)} in ${root}: it is ${fileKind(info)}; ` +
           `a version holds only regular files and folders`,
       );
     }
   }
-}
-
-function kindOf(info: Deno.FileInfo): string {
-  if (info.isSymlink) return "symlink";
-  if (info.isFifo) return "FIFO";
-  if (info.isSocket) return "socket";
-  if (info.isCharDevice) return "character device";
-  if (info.isBlockDevice) return "block device";
-  return "special file";
 }
 
 /** The header block(s) of one entry: a pax `path` header first when ustar cannot hold the path. */

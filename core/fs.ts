@@ -6,7 +6,8 @@
  */
 
 import { join } from "node:path";
-import { PrisnError } from "./errors.ts";
+import { invalid, PrisnError } from "./errors.ts";
+import { formatBytes } from "./quantity.ts";
 
 /**
  * True when something is at `path`: a file, a folder or a link (a dangling link too, as it is not
@@ -59,6 +60,84 @@ export async function readOptional(
     if (options.folderAsMissing && error instanceof Deno.errors.IsADirectory) return undefined;
     throw error;
   }
+}
+
+/** The most bytes a config file (prisn.toml, .prisnignore, an --env-file) may hold: 1 MiB. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** Options for {@link readConfigFile}. */
+export interface ReadConfigOptions {
+  /**
+   * How errors name the file.
+   * @default the path
+   */
+  label?: string;
+  /**
+   * The size cap.
+   * @default MAX_CONFIG_BYTES (1 MiB)
+   */
+  maxBytes?: number;
+}
+
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A config file's text, or undefined when nothing is at `path`. Only a regular file (a symlink to
+ * one is followed) of at most `maxBytes` of valid UTF-8 is read, and never more than that many
+ * bytes: a FIFO, a device (a link to /dev/zero), a socket or a folder is refused by name instead
+ * of being opened, so no config file can hang or bloat the reader.
+ * @throws PrisnError INVALID naming the file and what it is.
+ */
+export async function readConfigFile(
+  path: string,
+  options: ReadConfigOptions = {},
+): Promise<string | undefined> {
+  const label = options.label ?? path;
+  const maxBytes = options.maxBytes ?? MAX_CONFIG_BYTES;
+  const refuse = (what: string) =>
+    invalid(
+      `${label} ${what}: config files must be regular files of at most ${formatBytes(maxBytes)}`,
+    );
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new PrisnError("INVALID", `cannot read ${label}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!info.isFile) {
+    const link = await Deno.readLink(path).catch(() => undefined);
+    const target = link === undefined ? "" : ` (a link to ${JSON.stringify(link)})`;
+    throw refuse(`is ${fileKind(info)}${target}, not a regular file`);
+  }
+  if (info.size > maxBytes) throw refuse(`is ${formatBytes(info.size)}`);
+  using file = await Deno.open(path);
+  if (!(await file.stat()).isFile) throw refuse("changed into a special file while read");
+  const buffer = new Uint8Array(maxBytes + 1);
+  let read = 0;
+  while (read < buffer.byteLength) {
+    const n = await file.read(buffer.subarray(read));
+    if (n === null) break;
+    read += n;
+  }
+  if (read > maxBytes) throw refuse(`grew over ${formatBytes(maxBytes)} while read`);
+  try {
+    return strictUtf8.decode(buffer.subarray(0, read));
+  } catch {
+    throw invalid(`${label} is not valid UTF-8: save it as UTF-8 text`);
+  }
+}
+
+/** What a file is, with an article: "a folder", "a FIFO", "a character device"… */
+export function fileKind(info: Deno.FileInfo): string {
+  if (info.isFile) return "a regular file";
+  if (info.isDirectory) return "a folder";
+  if (info.isSymlink) return "a symlink";
+  if (info.isFifo) return "a FIFO";
+  if (info.isSocket) return "a socket";
+  if (info.isCharDevice) return "a character device";
+  if (info.isBlockDevice) return "a block device";
+  return "a special file";
 }
 
 /** Creates PRISN_HOME if needed and checks that prisn can write there; a one-line error if not. */

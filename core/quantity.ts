@@ -147,6 +147,13 @@ export function formatMemory(
   return `${(n / 1024 ** i).toFixed(1)}${BINARY[i - 1]}`;
 }
 
+/** A size for people: "512 B", "1.5 KiB", "46.0 MiB". */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
 /** Formats millicores the way {@link parseCpu} reads them: 500 → "500m", 2000 → "2". */
 export function formatCpu(millicores: number): string {
   const m = Math.round(millicores);

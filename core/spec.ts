@@ -52,7 +52,8 @@ export function parseEnvFile(text: string, file: string): Record<string, string>
     if (!line || line.startsWith("#")) return;
     const m = /^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(line);
     if (!m) {
-      throw invalid(`${file}:${i + 1}: expected KEY=VALUE, got "${line.slice(0, 40)}"`);
+      // The line itself is not shown: a file given by mistake may hold secrets (/etc/shadow).
+      throw invalid(`${file}:${i + 1}: expected KEY=VALUE (a name of letters, digits and _)`);
     }
     let value = m[2];
     const q = value[0];

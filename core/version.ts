@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { basename, join, relative, sep } from "node:path";
 import ignore from "ignore";
 import { invalid, PrisnError } from "./errors.ts";
-import { readOptional } from "./fs.ts";
+import { readConfigFile } from "./fs.ts";
 
 /** Folders never packaged: VCS data, dependency folders and caches that prisn rebuilds itself. */
 export const DEFAULT_IGNORES = [".git", "node_modules", "__pycache__", ".venv"];
@@ -47,7 +47,7 @@ export async function collectPackage(path: string): Promise<Package> {
   if (!info.isDirectory) throw invalid(`"${path}" is neither a folder nor a file`);
 
   const rules = ignore().add(DEFAULT_IGNORES);
-  const ignoreFile = await readOptional(join(path, ".prisnignore"));
+  const ignoreFile = await readConfigFile(join(path, ".prisnignore"), { label: ".prisnignore" });
   if (ignoreFile !== undefined) rules.add(ignoreFile);
   const files: PackageFile[] = [];
   await walk(path, path, rules, files);

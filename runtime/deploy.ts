@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { deploymentNotFound, PrisnError } from "../core/errors.ts";
-import { readOptional } from "../core/fs.ts";
+import { readConfigFile } from "../core/fs.ts";
 import { parsePrisnToml, type PrisnToml } from "../core/prisn_toml.ts";
 import { validateSchedule } from "../core/schedule.ts";
 import {
@@ -14,6 +14,7 @@ import {
 import type { SourceInfo } from "../core/types.ts";
 import { collectPackage, type Package, versionId } from "../core/version.ts";
 import { formatDuration } from "../core/duration.ts";
+import { formatBytes } from "../core/quantity.ts";
 import type { AgentContext } from "./context.ts";
 import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl } from "./git_source.ts";
@@ -110,7 +111,7 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
 }
 
 async function readToml(dir: string): Promise<PrisnToml | undefined> {
-  const text = await readOptional(join(dir, "prisn.toml"));
+  const text = await readConfigFile(join(dir, "prisn.toml"), { label: "prisn.toml" });
   return text === undefined ? undefined : parsePrisnToml(text, "prisn.toml");
 }
 
@@ -344,10 +345,4 @@ export async function scale(
   }
   ctx.event(name, "Scaled", `scaled from ${d.replicas} to ${replicas} replica(s)`);
   return replicas;
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }

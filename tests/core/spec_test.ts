@@ -118,10 +118,15 @@ Deno.test("parseEnvFile() unquotes values and reads escapes only in double quote
   });
 });
 
-Deno.test("parseEnvFile() names the file and line of a bad line", () => {
+Deno.test("parseEnvFile() names the file and line of a bad line but never echoes it", () => {
   assertInvalid(
     () => parseEnvFile("A=1\n\nnot a pair\n", "prod.env"),
-    /^prod\.env:3: expected KEY=VALUE, got "not a pair"$/,
+    /^prod\.env:3: expected KEY=VALUE \(a name of letters, digits and _\)$/,
+  );
+  const shadow = "root:$y$j9T$secrethashvalue:19000:0:99999:7:::\n";
+  assert.throws(
+    () => parseEnvFile(shadow, "/etc/shadow"),
+    (e: Error) => e.message.startsWith("/etc/shadow:1:") && !e.message.includes("secrethash"),
   );
   assertInvalid(() => parseEnvFile("1KEY=x", "a.env"), /^a\.env:1: expected KEY=VALUE/);
 });
