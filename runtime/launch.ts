@@ -54,6 +54,6 @@ export async function prepareLaunch(
     interpreterVersion: interp.version,
     envId: env?.id,
     envReused: env?.reused,
-    redact: (spec.secrets ?? []).map((k) => spec.env[k]).filter((v) => v && v.length >= 3),
+    redact: (spec.secrets ?? []).map((k) => spec.env[k]).filter((v) => v !== undefined),
   };
 }

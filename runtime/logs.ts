@@ -18,6 +18,12 @@ const encoder = new TextEncoder();
 export const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 /** @default 3 rotated files kept per stream and day */
 export const DEFAULT_KEEP = 3;
+/** The longest line kept whole; a longer one (no newline in sight) is logged in pieces. */
+export const MAX_LINE_CHARS = 64 * 1024;
+/** Secret values (or lines of one) shorter than this are not masked: they would mask everything. */
+export const MIN_SECRET_CHARS = 3;
+const MASK = "********";
+
 /** The window a log rate limit is counted over (a burst of up to 10× the rate passes). */
 export const RATE_WINDOW_MS = 10_000;
 
@@ -32,6 +38,8 @@ export class LogWriter implements LogSink {
   #size = 0;
   #partial: Record<"out" | "err", string> = { out: "", err: "" };
   #decoders = { out: new TextDecoder(), err: new TextDecoder() };
+  /** What is masked, longest first (so a secret that starts with another is masked whole). */
+  readonly #secrets: string[];
 
   constructor(
     readonly paths: Paths,
@@ -45,7 +53,13 @@ export class LogWriter implements LogSink {
       /** The clock, for tests. @default Date.now */
       now?: () => number;
     } = {},
-  ) {}
+  ) {
+    // A multi-line value (a key from an --env-file) never reaches one log line whole: each of its
+    // lines is masked on its own.
+    const pieces = (options.redact ?? []).flatMap((s) => s.split(/\r?\n/));
+    this.#secrets = [...new Set(pieces.filter((s) => s.length >= MIN_SECRET_CHARS))]
+      .sort((a, b) => b.length - a.length);
+  }
 
   #window = { start: -Infinity, used: 0, lines: 0, bytes: 0 };
 
@@ -56,11 +70,13 @@ export class LogWriter implements LogSink {
   feed(chunk: Uint8Array, source: "out" | "err" = "out"): void {
     if (this.#spent() && this.#dropRaw(chunk, source)) return;
     const text = this.#partial[source] + this.#decoders[source].decode(chunk, { stream: true });
-    const lines = text.split("\n");
-    this.#partial[source] = lines.pop() ?? "";
-    if (this.#partial[source].length > 64 * 1024) { // a runaway line without newline
-      lines.push(this.#partial[source]);
-      this.#partial[source] = "";
+    const split = text.split("\n");
+    this.#partial[source] = split.pop() ?? "";
+    const lines = split.flatMap((line) => this.#cut(line, false).pieces);
+    if (this.#partial[source].length > MAX_LINE_CHARS) { // a runaway line without newline
+      const { pieces, held } = this.#cut(this.#partial[source], true);
+      lines.push(...pieces);
+      this.#partial[source] = held;
     }
     const kept = this.options.rateBytes === undefined ? lines : this.#admit(lines);
     if (kept.length) this.writeLines(kept, source);
@@ -147,12 +163,29 @@ export class LogWriter implements LogSink {
   }
 
   #redact(line: string): string {
-    // Longest first, so a secret that starts with another is masked whole.
-    const secrets = [...(this.options.redact ?? [])].sort((a, b) => b.length - a.length);
-    for (const secret of secrets) {
-      if (secret) line = line.replaceAll(secret, "********");
-    }
+    for (const secret of this.#secrets) line = line.replaceAll(secret, MASK);
     return line;
+  }
+
+  /**
+   * A line in pieces of at most MAX_LINE_CHARS, masked before it is cut so no cut splits a secret.
+   * With `more` (a runaway line, its end still to come) the text to hold back is returned too: as
+   * long as the longest secret but one, so a secret whose start is here and whose end is still to
+   * come is held and masked whole once the rest arrives.
+   */
+  #cut(text: string, more: boolean): { pieces: string[]; held: string } {
+    if (!more && text.length <= MAX_LINE_CHARS) return { pieces: [text], held: "" };
+    const masked = this.#redact(text);
+    const longest = this.#secrets[0]?.length ?? 0;
+    const end = more
+      ? masked.length - Math.min(Math.max(0, longest - 1), masked.length)
+      : masked.length;
+    const pieces: string[] = [];
+    for (let at = 0; at < end; at += MAX_LINE_CHARS) {
+      pieces.push(masked.slice(at, Math.min(at + MAX_LINE_CHARS, end)));
+    }
+    if (!more && pieces.length === 0) pieces.push("");
+    return { pieces, held: masked.slice(end) };
   }
 
   /** Flushes held partial lines and closes the file. Safe to call twice. */

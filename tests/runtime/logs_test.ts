@@ -5,6 +5,7 @@ import {
   follow,
   listLogFiles,
   LogWriter,
+  MAX_LINE_CHARS,
   pruneLogs,
   removeStreams,
   tailLines,
@@ -137,15 +138,14 @@ Deno.test("LogWriter.close() flushes held partial lines and is safe to call twic
   });
 });
 
-Deno.test("LogWriter writes a runaway line without newline once it passes 64KiB", async () => {
+Deno.test("LogWriter writes a runaway line without newline in 64KiB pieces as it passes 64KiB", async () => {
   await withHome(async (p) => {
     const log = new LogWriter(p, "api", "api-0");
     try {
-      log.feed(encoder.encode("x".repeat(70_000)));
-      const [line] = await texts(p, "api");
-      assert.equal(line.length, 70_000);
-      log.feed(encoder.encode("next\n"));
-      assert.deepEqual((await texts(p, "api")).slice(1), ["next"]);
+      log.feed(encoder.encode("x".repeat(140_000)));
+      assert.deepEqual((await texts(p, "api")).map((l) => l.length), [65_536, 65_536, 8_928]);
+      log.feed(encoder.encode("next\n" + "y".repeat(70_000) + "\n"));
+      assert.deepEqual((await texts(p, "api")).slice(3).map((l) => l.length), [4, 65_536, 4_464]);
     } finally {
       log.close();
     }
@@ -182,6 +182,52 @@ Deno.test({
       assert.deepEqual(await texts(p, "api"), ["key ********"]);
     });
   },
+});
+
+Deno.test("LogWriter masks a secret whatever the line length and however the output is chunked", async () => {
+  const secret = "sk-live-0123456789abcdef";
+  // Secrets at and around the 64 KiB cut of a runaway line, at the end of a longer line, twice
+  // across a cut, and after a multi-byte character; fed whole, byte by byte near the cut, and in
+  // random chunks.
+  const cases: string[] = [];
+  for (let at = MAX_LINE_CHARS - secret.length - 2; at <= MAX_LINE_CHARS + 2; at++) {
+    cases.push("x".repeat(at) + secret + "tail\n");
+  }
+  cases.push("y".repeat(70 * 1024) + " " + secret + "\n");
+  cases.push("z".repeat(MAX_LINE_CHARS - 5) + secret + "q".repeat(MAX_LINE_CHARS - 9) + secret);
+  cases.push("é".repeat(MAX_LINE_CHARS / 2) + secret + "\n");
+  let seed = 7;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (const [i, text] of cases.entries()) {
+    await withHome(async (p) => {
+      const log = new LogWriter(p, "api", "api-0", { redact: [secret] });
+      const bytes = encoder.encode(text);
+      for (let at = 0; at < bytes.length;) {
+        const size = i % 3 === 0 ? bytes.length : i % 3 === 1 ? 1 + Math.floor(random() * 9000) : 1;
+        const end = i % 3 === 2 && at < MAX_LINE_CHARS - 64 ? MAX_LINE_CHARS - 64 : at + size;
+        log.feed(bytes.subarray(at, Math.min(end, bytes.length)));
+        at = Math.min(end, bytes.length);
+      }
+      log.close();
+      const pieces = await texts(p, "api");
+      const joined = pieces.join("");
+      assert.ok(!joined.includes(secret), `case ${i}: the secret is in the log`);
+      assert.ok(!joined.includes(secret.slice(0, 12)), `case ${i}: a half of the secret is logged`);
+      assert.ok(!joined.includes(secret.slice(-12)), `case ${i}: a half of the secret is logged`);
+      assert.equal(joined, text.replace(/\n$/, "").replaceAll(secret, "********"), `case ${i}`);
+      assert.ok(pieces.every((l) => l.length <= MAX_LINE_CHARS), `case ${i}: a piece is too long`);
+    });
+  }
+});
+
+Deno.test("LogWriter masks each line of a multi-line secret and ignores values too short to mask", async () => {
+  await withHome(async (p) => {
+    const key = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0\n-----END KEY-----";
+    const log = new LogWriter(p, "api", "api-0", { redact: [key, "ab"] });
+    log.feed(encoder.encode(key + "\nab ok\n"));
+    log.close();
+    assert.deepEqual(await texts(p, "api"), ["********", "********", "********", "ab ok"]);
+  });
 });
 
 Deno.test("LogWriter appends to a log file left by an earlier writer", async () => {

@@ -1,0 +1,84 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { RunRecord } from "../../core/types.ts";
+import { TestHome, waitFor } from "../_helpers.ts";
+
+/** Fails unless the CLI call failed with exactly one line on stderr matching `message`. */
+function assertRefused(r: { code: number; stdout: string; stderr: string }, message: RegExp) {
+  assert.notEqual(r.code, 0, `exit code 0: ${r.stdout}`);
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `not one line: ${r.stderr}`);
+  assert.match(lines[0], message);
+}
+
+Deno.test("a prisn.toml that is a FIFO or a link to /dev/zero is refused by name, at once, and nothing is deployed", async () => {
+  const t = new TestHome();
+  try {
+    const fifo = t.project("fifo", { "main.sh": "#!/bin/bash\necho hi\n" });
+    const made = await new Deno.Command("mkfifo", { args: [join(fifo, "prisn.toml")] }).output();
+    assert.ok(made.success);
+    const started = Date.now();
+    assertRefused(await t.cli("deploy", fifo), /prisn\.toml.* is a FIFO/);
+    const zero = t.project("zero", { "main.sh": "#!/bin/bash\necho hi\n" });
+    await Deno.symlink("/dev/zero", join(zero, "prisn.toml"));
+    assertRefused(await t.cli("deploy", zero), /prisn\.toml.*\/dev\/zero/);
+    const ignore = t.project("ignore", { "main.sh": "#!/bin/bash\necho hi\n" });
+    await Deno.symlink("/dev/zero", join(ignore, ".prisnignore"));
+    assertRefused(await t.cli("deploy", ignore), /\.prisnignore.*\/dev\/zero/);
+    assert.ok(Date.now() - started < 60_000, "the refusals took too long");
+    assert.deepEqual(await t.json("ls"), []);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("an --env-file that is not a small regular text file is refused without echoing it", async () => {
+  const t = new TestHome();
+  try {
+    const dir = t.project("app", { "main.sh": "#!/bin/bash\necho hi\n" });
+    const secretish = join(t.dir, "shadow");
+    await Deno.writeTextFile(secretish, "root:$y$j9T$hashedpassword:19000:0:99999:7:::\n");
+    const bad = await t.cli("deploy", dir, "--env-file", secretish);
+    assertRefused(bad, /shadow:1: expected KEY=VALUE/);
+    assert.ok(!bad.stderr.includes("hashedpassword"), bad.stderr);
+    assertRefused(await t.cli("deploy", dir, "--env-file", "/dev/zero"), /character device/);
+    assertRefused(await t.cli("deploy", dir, "--env-file", join(t.dir, "none")), /does not exist/);
+  } finally {
+    await t.close();
+  }
+});
+
+Deno.test("a secret from an --env-file, named in prisn.toml secrets, is masked even at the end of a 100 KiB line", async () => {
+  const t = new TestHome();
+  try {
+    const secret = "pw-9f8e7d6c5b4a39281706";
+    const dir = t.project("leaky", {
+      "main.py": "import os, sys\n" +
+        "sys.stdout.write('x' * 100_000 + ' ' + os.environ['DB_PASSWORD'] + '\\n')\n" +
+        "sys.stdout.write(('y' * 65_530) + os.environ['DB_PASSWORD'] + ' end\\n')\n",
+      "prisn.toml": 'secrets = ["DB_PASSWORD"]\n',
+    });
+    const envFile = join(t.dir, "prod.env");
+    await Deno.writeTextFile(envFile, `DB_PASSWORD="${secret}"\n`);
+    await t.ok("deploy", dir, "--env-file", envFile);
+    await waitFor(async () => {
+      const runs = await t.json<RunRecord[]>("get", "jobs");
+      return runs.length === 1 && runs[0].status === "completed";
+    }, { what: "the job to complete", timeoutMs: 60_000 });
+    const logs = await t.ok("logs", "leaky", "--run", "latest", "--tail", "100");
+    assert.ok(logs.includes("********"), "the secret is masked");
+    for (const part of [secret, secret.slice(0, 11), secret.slice(-11)]) {
+      assert.ok(!logs.includes(part), `the log shows ${part}`);
+    }
+    const files = [];
+    for await (const day of Deno.readDir(join(t.home, "logs", "leaky"))) {
+      for await (const f of Deno.readDir(join(t.home, "logs", "leaky", day.name))) {
+        files.push(await Deno.readTextFile(join(t.home, "logs", "leaky", day.name, f.name)));
+      }
+    }
+    assert.ok(files.length > 0 && files.every((f) => !f.includes(secret.slice(0, 11))));
+    assert.ok(!(await t.ok("env", "leaky")).includes(secret));
+  } finally {
+    await t.close();
+  }
+});
