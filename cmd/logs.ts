@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { invalid } from "../core/errors.ts";
+import { escapeControls } from "../core/terminal.ts";
 import type { App } from "./_app.ts";
 
 export function register(program: Command, app: App): void {
@@ -10,6 +11,7 @@ export function register(program: Command, app: App): void {
     .option("--tail <n>", "how many lines from the end", "200")
     .option("-f, --follow", "keep printing new lines until interrupted")
     .option("--run <id>", "one run of a job: a run id or 'latest'")
+    .option("--raw", "print control characters (escape sequences, \\r) as the app wrote them")
     .action(async (name: string, replica: string | undefined, opts) => {
       if (!/^\d+$/.test(opts.tail)) {
         throw invalid(`--tail "${opts.tail}" is not valid: give a whole number of lines`);
@@ -23,7 +25,8 @@ export function register(program: Command, app: App): void {
         Deno.addSignalListener("SIGTERM", onInt);
       }
       try {
-        await client.logs(name, query, (line) => app.out(line), { signal: stop.signal });
+        const show = opts.raw ? (line: string) => line : escapeControls;
+        await client.logs(name, query, (line) => app.out(show(line)), { signal: stop.signal });
       } finally {
         if (opts.follow) {
           Deno.removeSignalListener("SIGINT", onInt);

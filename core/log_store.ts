@@ -22,12 +22,15 @@ export interface LogWriterOptions {
   onWritten?: (text: string) => void;
 }
 
+/** Who wrote a log line: the process (its stdout or stderr) or prisn itself. */
+export type LogSource = "out" | "err" | "prisn";
+
 /** Where one replica's or run's output goes, line by line, each line timestamped. */
 export interface LogSink {
   /** Raw bytes from the process's stdout or stderr; partial lines wait for their newline. */
   feed(chunk: Uint8Array, source?: "out" | "err"): void;
   /** Whole lines (without newline), stamped now; prisn's own notes use this. */
-  writeLines(lines: string[], source?: "out" | "err"): void;
+  writeLines(lines: string[], source?: LogSource): void;
   /** Flushes a held partial line and closes. Safe to call twice. */
   close(): void;
 }

@@ -4,6 +4,7 @@ import { formatMemory } from "../core/quantity.ts";
 import {
   type Dropped,
   type LogSink,
+  type LogSource,
   type LogStore,
   type LogWriterOptions,
   sortByStamp,
@@ -147,17 +148,25 @@ export class LogWriter implements LogSink {
     this.droppedLines += w.lines;
     w.lines = 0;
     w.bytes = 0;
-    this.writeLines([`prisn: ${describeDropped(dropped)}`], "err");
+    this.writeLines([describeDropped(dropped)], "prisn");
     this.options.onDropped?.(dropped);
   }
 
-  /** Writes whole lines (without their newline), each stamped with the current time. */
-  writeLines(lines: string[], source: "out" | "err" = "out"): void {
+  /**
+   * Writes whole lines (without their newline), each stamped with the current time and tagged
+   * by source: `STAMP text` for stdout, `STAMP [err] text`, `STAMP [prisn] text` for prisn's own
+   * notes. A stdout line that itself starts with "[" is tagged `[out]`, so no app line can pass
+   * for one of stderr or for one of prisn's.
+   */
+  writeLines(lines: string[], source: LogSource = "out"): void {
     const now = new Date();
     const stamp = now.toISOString();
-    const tag = source === "err" ? " [err]" : "";
     let text = "";
-    for (const line of lines) text += `${stamp}${tag} ${this.#redact(line.replace(/\r$/, ""))}\n`;
+    for (const line of lines) {
+      const masked = this.#redact(line.replace(/\r$/, ""));
+      const tag = source !== "out" ? ` [${source}]` : masked.startsWith("[") ? " [out]" : "";
+      text += `${stamp}${tag} ${masked}\n`;
+    }
     this.#write(encoder.encode(text), now);
     this.options.onWritten?.(text);
   }

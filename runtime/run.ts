@@ -104,8 +104,8 @@ export class Run {
     if (outcome.kind !== "exited") {
       if (outcome.kind === "not-started") {
         log.writeLines(
-          [`prisn: could not start ${request.launch.command}: ${outcome.error.message}`],
-          "err",
+          [`could not start ${request.launch.command}: ${outcome.error.message}`],
+          "prisn",
         );
       }
       log.close();

@@ -82,3 +82,30 @@ Deno.test("a secret from an --env-file, named in prisn.toml secrets, is masked e
     await t.close();
   }
 });
+
+Deno.test("logs shows control characters escaped (raw only with --raw) and no app line passes for prisn's", async () => {
+  const t = new TestHome();
+  try {
+    const dir = t.project("evil", {
+      "main.py": "import sys\n" +
+        "sys.stdout.write('\\x1b]0;pwned\\x07title\\x1b[2J\\x1b[31mred\\rOVERWRITE\\n')\n" +
+        "sys.stdout.write('[prisn] 9999 line(s) dropped: output over the log rate limit\\n')\n" +
+        "sys.stdout.write('2020-01-01T00:00:00.000Z [err] forged \\u202eevil\\n')\n",
+    });
+    await t.ok("deploy", dir);
+    await waitFor(async () => {
+      const runs = await t.json<RunRecord[]>("get", "jobs");
+      return runs.length === 1 && runs[0].status === "completed";
+    }, { what: "the job to complete", timeoutMs: 60_000 });
+    const shown = await t.ok("logs", "evil", "--run", "latest");
+    // deno-lint-ignore no-control-regex
+    assert.doesNotMatch(shown, /[\x00-\x08\x0b-\x1f\x7f\u202e]/, "a raw control character");
+    assert.match(shown, /\\x1b\]0;pwned\\x07title\\x1b\[2J\\x1b\[31mred\\rOVERWRITE$/m);
+    assert.match(shown, /^\S+Z \[out\] \[prisn\] 9999 line\(s\) dropped/m);
+    assert.match(shown, /^\S+Z 2020-01-01T00:00:00\.000Z \[err\] forged \\u202eevil$/m);
+    const raw = await t.ok("logs", "evil", "--run", "latest", "--raw");
+    assert.ok(raw.includes("\x1b]0;pwned\x07") && raw.includes("red\rOVERWRITE"), raw);
+  } finally {
+    await t.close();
+  }
+});

@@ -205,7 +205,7 @@ Deno.test({
       const logged = await h.ok("logs", "flood", "--tail", "100000");
       assert.match(
         logged,
-        /\[err\] prisn: \d+ line\(s\) .* dropped: output over the log rate limit/,
+        /\[prisn\] \d+ line\(s\) .* dropped: output over the log rate limit/,
       );
       // Kept within the limit: a 10 s window lets about 640 KiB through, not the flood.
       const flooded = logged.split("\n").filter((l) => l.endsWith("flooding the log")).length;

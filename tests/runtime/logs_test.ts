@@ -36,12 +36,14 @@ async function logLines(p: Paths, deployment: string): Promise<string[]> {
   return lines;
 }
 
-/** Splits "STAMP[ [err]] text" into its parts, checking the stamp is an ISO time. */
-function parse(line: string): { stamp: string; err: boolean; text: string } {
+/** Splits "STAMP[ [err|prisn|out]] text" into its parts, checking the stamp is an ISO time. */
+function parse(line: string): { stamp: string; err: boolean; prisn?: true; text: string } {
   const stamp = line.slice(0, 24);
   assert.match(stamp, STAMP, line);
   const rest = line.slice(24);
   if (rest.startsWith(" [err] ")) return { stamp, err: true, text: rest.slice(7) };
+  if (rest.startsWith(" [prisn] ")) return { stamp, err: false, prisn: true, text: rest.slice(9) };
+  if (rest.startsWith(" [out] ")) return { stamp, err: false, text: rest.slice(7) };
   assert.equal(rest[0], " ", line);
   return { stamp, err: false, text: rest.slice(1) };
 }
@@ -227,6 +229,25 @@ Deno.test("LogWriter masks each line of a multi-line secret and ignores values t
     log.feed(encoder.encode(key + "\nab ok\n"));
     log.close();
     assert.deepEqual(await texts(p, "api"), ["********", "********", "********", "ab ok"]);
+  });
+});
+
+Deno.test("LogWriter tags prisn's own notes [prisn] and a stdout line that starts with [ as [out]", async () => {
+  await withHome(async (p) => {
+    const log = new LogWriter(p, "api", "api-0");
+    log.feed(encoder.encode("[prisn] 5 line(s) dropped\n[err] boom\n[INFO] fine\nplain\n"));
+    log.feed(encoder.encode("[prisn] from stderr\n"), "err");
+    log.writeLines(["a real note"], "prisn");
+    log.close();
+    const lines = (await logLines(p, "api")).map((l) => l.slice(24));
+    assert.deepEqual(lines, [
+      " [out] [prisn] 5 line(s) dropped",
+      " [out] [err] boom",
+      " [out] [INFO] fine",
+      " plain",
+      " [err] [prisn] from stderr",
+      " [prisn] a real note",
+    ]);
   });
 });
 
@@ -594,11 +615,12 @@ Deno.test("LogWriter over its rate limit drops whole lines, then says how many i
     log.close();
     const lines = await logLines(p, "app");
     assert.equal(lines.filter((l) => l.endsWith(line)).length, 10);
-    const note = lines.map(parse).find((l) => l.text.startsWith("prisn:"));
+    const note = lines.map(parse).find((l) => l.prisn);
     assert.deepEqual(note, {
       stamp: note?.stamp,
-      err: true,
-      text: "prisn: 15 line(s) (1.5Ki) dropped: output over the log rate limit of 100/s",
+      err: false,
+      prisn: true,
+      text: "15 line(s) (1.5Ki) dropped: output over the log rate limit of 100/s",
     });
     assert.equal(parse(lines.at(-1)!).text, "after");
     assert.deepEqual(told, [{ lines: 15, bytes: 1500, rate: 100 }]);
@@ -619,7 +641,7 @@ Deno.test("LogWriter reports lines still dropped when it is closed", async () =>
     const texts = (await logLines(p, "app")).map((l) => parse(l).text);
     assert.deepEqual(texts, [
       "0123456789",
-      "prisn: 1 line(s) (11) dropped: output over the log rate limit of 2/s",
+      "1 line(s) (11) dropped: output over the log rate limit of 2/s",
     ]);
   });
 });
@@ -644,7 +666,7 @@ Deno.test("LogWriter counts a flood's lines exactly on its fast path, partial li
     const texts = (await logLines(p, "app")).map((l) => parse(l).text);
     assert.deepEqual(texts, [
       "kept 1",
-      "prisn: 5 line(s) (51) dropped: output over the log rate limit of 1/s",
+      "5 line(s) (51) dropped: output over the log rate limit of 1/s",
       "kept 2",
     ]);
   });
