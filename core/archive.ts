@@ -5,9 +5,10 @@
  *
  * The format: entries sorted by path in UTF-8 byte order; a folder entry (`dir/`, mode 0755) for
  * every folder that holds a packed file, then regular files with mode 0644, or 0755 when any exec
- * bit is set (the bit core/version.ts hashes); uid, gid, mtime and device numbers "0", empty uname,
- * gname and link name. A path that does not fit ustar's name and prefix fields gets a pax header
- * carrying only `path`. Two zero blocks end it. Empty folders are not packed, so the archive is a
+ * bit is set (the bit core/version.ts hashes), and symlinks (mode 0777, size 0) whose target is
+ * relative and stays inside the version (core/version.ts `linkProblem`); uid, gid, mtime and
+ * device numbers "0", empty uname and gname. A path (or link target) that does not fit ustar's
+ * fields gets a pax header carrying only `path` (and `linkpath`). Two zero blocks end it. Empty folders are not packed, so the archive is a
  * function of exactly what the version id covers. Gzip: node:zlib at level 9, header mtime 0, OS
  * byte 255 ("unknown") whatever the platform.
  *
@@ -35,10 +36,10 @@ import { createGunzip, createGzip } from "node:zlib";
 import ignore from "ignore";
 import { invalid, notFound, PrisnError } from "./errors.ts";
 import { exists, fileKind, readConfigFile, removeIfPresent } from "./fs.ts";
-import { DEFAULT_IGNORES } from "./version.ts";
+import { DEFAULT_IGNORES, DEFAULT_MAX_PACKAGE_BYTES, linkProblem } from "./version.ts";
 
 /** @default 1 GiB of file content, all files together */
-export const DEFAULT_MAX_ARCHIVE_BYTES = 1024 * 1024 * 1024;
+export const DEFAULT_MAX_ARCHIVE_BYTES = DEFAULT_MAX_PACKAGE_BYTES;
 /** @default 100 000 entries (files and folders) */
 export const DEFAULT_MAX_ARCHIVE_FILES = 100_000;
 
@@ -61,12 +62,14 @@ const ascii = new TextDecoder();
 // ---------------------------------------------------------------------------------------------
 // Packing
 
-/** One regular file of a version folder, as packed. */
+/** One regular file or symlink of a version folder, as packed. */
 interface SourceFile {
   /** Relative path with "/". */
   path: string;
   abs: string;
   executable: boolean;
+  /** A symlink's target. */
+  link?: string;
 }
 
 /**
@@ -124,13 +127,25 @@ async function* tarChunks(entries: PackEntry[]): AsyncGenerator<Uint8Array> {
       yield* headerBlocks(name, "5", 0o755, 0);
       continue;
     }
-    const content = await Deno.readFile(file.abs);
-    if (content.byteLength > MAX_ENTRY_SIZE) {
+    if (file.link !== undefined) {
+      yield* headerBlocks(name, "2", 0o777, 0, encoder.encode(file.link));
+      continue;
+    }
+    using handle = await Deno.open(file.abs);
+    const size = (await handle.stat()).size;
+    if (size > MAX_ENTRY_SIZE) {
       throw invalid(`cannot pack ${q(file.path)}: over 8 GiB, the most a tar entry holds`);
     }
-    yield* headerBlocks(name, "0", file.executable ? 0o755 : 0o644, content.byteLength);
-    yield content;
-    if (padding(content.byteLength) > 0) yield new Uint8Array(padding(content.byteLength));
+    yield* headerBlocks(name, "0", file.executable ? 0o755 : 0o644, size);
+    let left = size;
+    while (left > 0) { // streamed: one chunk in memory at a time
+      const chunk = new Uint8Array(Math.min(left, WRITE_CHUNK));
+      const n = await handle.read(chunk);
+      if (n === null) throw new PrisnError("FAILED", `${file.abs} shrank while it was packed`);
+      yield chunk.subarray(0, n);
+      left -= n;
+    }
+    if (padding(size) > 0) yield new Uint8Array(padding(size));
   }
   yield new Uint8Array(2 * BLOCK);
 }
@@ -169,25 +184,56 @@ async function walk(
       if (!rules.ignores(rel)) {
         out.push({ path: rel, abs, executable: ((info.mode ?? 0) & 0o111) !== 0 });
       }
-    } else if (!rules.ignores(rel) && !rules.ignores(rel + "/")) {
+    } else if (rules.ignores(rel) || rules.ignores(rel + "/")) {
+      continue;
+    } else if (info.isSymlink) {
+      const link = await Deno.readLink(abs);
+      const problem = linkProblem(rel, link);
+      if (problem) {
+        throw invalid(
+          `cannot pack ${q(rel)} in ${root}: it is a symlink to ${q(link)}, ${problem}`,
+        );
+      }
+      out.push({ path: rel, abs, executable: false, link });
+    } else {
       throw invalid(
         `cannot pack ${q(rel)} in ${root}: it is ${fileKind(info)}; ` +
-          `a version holds only regular files and folders`,
+          `a version holds only regular files, folders and links inside it`,
       );
     }
   }
 }
 
-/** The header block(s) of one entry: a pax `path` header first when ustar cannot hold the path. */
-function headerBlocks(name: Uint8Array, type: "0" | "5", mode: number, size: number): Uint8Array[] {
+/**
+ * The header block(s) of one entry: a pax header first when ustar cannot hold the path (`path`)
+ * or a link's target (`linkpath`, over 100 bytes).
+ */
+function headerBlocks(
+  name: Uint8Array,
+  type: "0" | "2" | "5",
+  mode: number,
+  size: number,
+  link = new Uint8Array(0),
+): Uint8Array[] {
   const split = splitName(name);
-  if (split) return [ustarHeader(split.name, split.prefix, type, mode, size)];
-  const record = paxRecord("path", name);
+  const records: Uint8Array[] = [];
+  if (!split) records.push(paxRecord("path", name));
+  if (link.byteLength > 100) records.push(paxRecord("linkpath", link));
+  const header = ustarHeader(
+    split?.name ?? name.subarray(0, 100),
+    split?.prefix ?? new Uint8Array(0),
+    type,
+    mode,
+    size,
+    link.byteLength > 100 ? link.subarray(0, 100) : link,
+  );
+  if (records.length === 0) return [header];
+  const body = concat(records);
   return [
-    ustarHeader(encoder.encode("PaxHeader"), new Uint8Array(0), "x", 0o644, record.byteLength),
-    record,
-    new Uint8Array(padding(record.byteLength)),
-    ustarHeader(name.subarray(0, 100), new Uint8Array(0), type, mode, size),
+    ustarHeader(encoder.encode("PaxHeader"), new Uint8Array(0), "x", 0o644, body.byteLength),
+    body,
+    new Uint8Array(padding(body.byteLength)),
+    header,
   ];
 }
 
@@ -214,12 +260,14 @@ function paxRecord(key: string, value: Uint8Array): Uint8Array {
 function ustarHeader(
   name: Uint8Array,
   prefix: Uint8Array,
-  type: "0" | "5" | "x",
+  type: "0" | "2" | "5" | "x",
   mode: number,
   size: number,
+  link = new Uint8Array(0),
 ): Uint8Array {
   const h = new Uint8Array(BLOCK);
   h.set(name, 0);
+  h.set(link, 157);
   writeOctal(h, 100, 8, mode);
   writeOctal(h, 108, 8, 0); // uid
   writeOctal(h, 116, 8, 0); // gid
@@ -323,7 +371,7 @@ async function extract(
   let files = 0;
   let bytes = 0;
   /** The pax header just read, if any: it applies to the next entry. */
-  let pax: { path?: string } | undefined;
+  let pax: PaxFields | undefined;
   while (true) {
     const header = await reader.read(BLOCK, "the end-of-archive marker");
     if (header.every((b) => b === 0)) {
@@ -341,24 +389,31 @@ async function extract(
     if (type === "x" || type === "g") {
       if (size > MAX_PAX_BYTES) throw invalid(`archive has a pax header of ${size} bytes: too big`);
       const body = await reader.read(size + padding(size), "a pax header");
-      const path = paxPathOf(body.subarray(0, size));
+      const fields = paxFieldsOf(body.subarray(0, size));
       if (type === "g") {
-        if (path !== undefined) throw invalid("archive has a global pax header that sets a path");
+        if (fields.path !== undefined || fields.linkpath !== undefined) {
+          throw invalid("archive has a global pax header that sets a path");
+        }
         if (++entries > caps.maxFiles) {
           throw invalid(`archive holds more than ${caps.maxFiles} entries (the cap)`);
         }
         continue; // counted: they are not bounded otherwise
       }
       if (pax) throw invalid("archive has two pax headers in a row");
-      pax = { path };
+      pax = fields;
       continue;
     }
     const name = pax?.path ?? headerPath(header);
+    const linkpath = pax?.linkpath;
     pax = undefined;
-    if (type !== "0" && type !== "\0" && type !== "5") {
+    if (type !== "0" && type !== "\0" && type !== "5" && type !== "2") {
       throw invalid(
-        `archive entry ${q(name)} is ${typeName(type)}: a version holds only files and folders`,
+        `archive entry ${q(name)} is ${typeName(type)}: ` +
+          `a version holds only files, folders and links inside it`,
       );
+    }
+    if (linkpath !== undefined && type !== "2") {
+      throw invalid(`archive entry ${q(name)} has a pax linkpath but is not a symlink`);
     }
     if (++entries > caps.maxFiles) {
       throw invalid(`archive holds more than ${caps.maxFiles} entries (the cap), at ${q(name)}`);
@@ -390,7 +445,18 @@ async function extract(
       const as = kinds.get(path) === "dir" ? " (as a folder and as a file)" : "";
       throw invalid(`archive has ${q(name)} twice${as}`);
     }
-    kinds.set(path, "file");
+    kinds.set(path, "file"); // a link too: nothing may be unpacked through it
+    if (type === "2") {
+      const link = linkpath ?? text(header.subarray(157, 257), "link name");
+      const problem = size !== 0 ? `a symlink with ${size} bytes of data` : linkProblem(path, link);
+      if (problem) {
+        throw invalid(`archive entry ${q(name)} is a symlink to ${q(link)}: ${problem}`);
+      }
+      await Deno.mkdir(dirname(target), { recursive: true });
+      await Deno.symlink(link, target);
+      files++;
+      continue;
+    }
     bytes += size;
     if (bytes > caps.maxBytes) {
       throw invalid(
@@ -481,12 +547,18 @@ const IGNORED_PAX_KEYS = new Set([
   "uname",
 ]);
 
+/** What a pax header may set: the next entry's path and a symlink's target. */
+interface PaxFields {
+  path?: string;
+  linkpath?: string;
+}
+
 /**
- * The path a pax header sets, if it sets one. Refuses keys that would change an entry other than
- * by its path (size, linkpath, xattrs, sparse maps…).
+ * The path and link target a pax header sets, if any. Refuses keys that would change an entry
+ * otherwise (size, xattrs, sparse maps…).
  */
-function paxPathOf(body: Uint8Array): string | undefined {
-  let path: string | undefined;
+function paxFieldsOf(body: Uint8Array): PaxFields {
+  const fields: PaxFields = {};
   let rest = body;
   while (rest.byteLength > 0) {
     const space = rest.indexOf(0x20);
@@ -498,16 +570,18 @@ function paxPathOf(body: Uint8Array): string | undefined {
     const eq = record.indexOf(0x3d);
     if (eq <= 0 || rest[length - 1] !== 0x0a) throw invalid("archive has a malformed pax header");
     const key = utf8(record.subarray(0, eq), "pax key");
-    if (key === "path") {
-      path = utf8(record.subarray(eq + 1), "pax path");
+    if (key === "path" || key === "linkpath") {
+      fields[key] = utf8(record.subarray(eq + 1), `pax ${key}`);
     } else if (!IGNORED_PAX_KEYS.has(key)) {
       throw invalid(
-        `archive has a pax header with ${q(key)}: only path, times and owners are accepted`,
+        `archive has a pax header with ${
+          q(key)
+        }: only path, linkpath, times and owners are accepted`,
       );
     }
     rest = rest.subarray(length);
   }
-  return path;
+  return fields;
 }
 
 /** The path's segments ("." and empty ones dropped); refuses absolute paths, ".." and odd names. */

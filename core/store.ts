@@ -35,6 +35,7 @@ export async function storeVersion(
       const copies = await Promise.allSettled(
         pkg.files.slice(i, i + COPY_BATCH).map(async (f) => {
           const target = join(temp, f.path);
+          if (f.link !== undefined) return await Deno.symlink(f.link, target);
           await Deno.copyFile(f.source, target);
           await Deno.chmod(target, f.executable ? 0o555 : 0o444);
         }),

@@ -1,21 +1,31 @@
 import { createHash } from "node:crypto";
-import { basename, join, relative, sep } from "node:path";
+import { basename, join, posix, relative, sep } from "node:path";
 import ignore from "ignore";
 import { invalid, PrisnError } from "./errors.ts";
-import { readConfigFile } from "./fs.ts";
+import { fileKind, readConfigFile } from "./fs.ts";
+import { formatBytes } from "./quantity.ts";
 
 /** Folders never packaged: VCS data, dependency folders and caches that prisn rebuilds itself. */
 export const DEFAULT_IGNORES = [".git", "node_modules", "__pycache__", ".venv"];
 
-/** One file of a package: its path relative to the package root (always with "/"). */
+/** The most bytes of file content a package may hold, unless the caller says otherwise: 1 GiB. */
+export const DEFAULT_MAX_PACKAGE_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * One entry of a package: a regular file, or a symlink kept as a link (its target relative and
+ * inside the package). Its path is relative to the package root (always with "/").
+ */
 export interface PackageFile {
   path: string;
   /** Absolute path it is read from. */
   source: string;
   executable: boolean;
+  /** Bytes of content (0 for a link). */
   size: number;
-  /** sha256 of the content, hex. */
+  /** sha256 of the content, hex (of the link's target for a link). */
   sha256: string;
+  /** A symlink's target, as written (relative; it resolves inside the package). */
+  link?: string;
 }
 
 export interface Package {
@@ -26,11 +36,26 @@ export interface Package {
   bytes: number;
 }
 
+/** Options for {@link collectPackage}. */
+export interface CollectOptions {
+  /**
+   * The most bytes of file content the package may hold, all files together.
+   * @default DEFAULT_MAX_PACKAGE_BYTES (1 GiB)
+   */
+  maxBytes?: number;
+}
+
 /**
  * Reads a folder (honouring DEFAULT_IGNORES and `.prisnignore`, gitignore syntax) or a single file
- * into a package: the list of files with their content hashes, sorted by path.
+ * into a package: the list of files with their content hashes, sorted by path. Nothing is left
+ * out silently: a symlink inside the folder is kept as a link; one that is absolute or leads
+ * outside the folder, a FIFO, socket or device, and a name that is not UTF-8 (which prisn could
+ * not store exactly) are refused by name. Content is hashed as a stream (bounded memory), and a
+ * package over `maxBytes` is refused before anything is read.
+ * @throws PrisnError INVALID naming the path and what is wrong with it.
  */
-export async function collectPackage(path: string): Promise<Package> {
+export async function collectPackage(path: string, options: CollectOptions = {}): Promise<Package> {
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_PACKAGE_BYTES;
   let info: Deno.FileInfo;
   try {
     info = await Deno.stat(path);
@@ -41,16 +66,26 @@ export async function collectPackage(path: string): Promise<Package> {
     throw new PrisnError("INVALID", `cannot read "${path}": ${(e as Error).message}`, { cause: e });
   }
   if (info.isFile) {
+    checkSize(info.size, maxBytes, path);
     const file = await describeFile(path, basename(path), info);
     return { root: join(path, ".."), kind: "file", files: [file], bytes: file.size };
   }
-  if (!info.isDirectory) throw invalid(`"${path}" is neither a folder nor a file`);
+  if (!info.isDirectory) {
+    throw invalid(`"${path}" is ${fileKind(info)}: give a folder, a script file or a git URL`);
+  }
 
   const rules = ignore().add(DEFAULT_IGNORES);
   const ignoreFile = await readConfigFile(join(path, ".prisnignore"), { label: ".prisnignore" });
   if (ignoreFile !== undefined) rules.add(ignoreFile);
+  const found: Found[] = [];
+  await walk(path, path, rules, found);
+  const total = found.reduce((n, f) => n + f.info.size * (f.info.isFile ? 1 : 0), 0);
+  checkSize(total, maxBytes, path);
   const files: PackageFile[] = [];
-  await walk(path, path, rules, files);
+  // A few files at a time: bounded open files and memory, whatever the folder holds.
+  for (let i = 0; i < found.length; i += HASH_BATCH) {
+    files.push(...await Promise.all(found.slice(i, i + HASH_BATCH).map(describe)));
+  }
   files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   if (files.length === 0) {
     throw invalid(`folder "${path}" has no files to deploy: add a script such as main.py`);
@@ -58,40 +93,126 @@ export async function collectPackage(path: string): Promise<Package> {
   return { root: path, kind: "dir", files, bytes: files.reduce((n, f) => n + f.size, 0) };
 }
 
+/** Files hashed at once. */
+const HASH_BATCH = 16;
+/** Bytes read at once while hashing. */
+const READ_CHUNK = 256 * 1024;
+
+/** A file or link the walk found, not yet read. */
+interface Found {
+  abs: string;
+  rel: string;
+  info: Deno.FileInfo;
+  link?: string;
+}
+
+function checkSize(bytes: number, maxBytes: number, path: string): void {
+  if (bytes > maxBytes) {
+    throw invalid(
+      `"${path}" holds ${formatBytes(bytes)} of files, over the ${formatBytes(maxBytes)} ` +
+        `package cap: leave big files out with .prisnignore`,
+    );
+  }
+}
+
 async function walk(
   root: string,
   dir: string,
   rules: ReturnType<typeof ignore>,
-  out: PackageFile[],
+  out: Found[],
 ): Promise<void> {
   const entries: Deno.DirEntry[] = [];
   for await (const entry of Deno.readDir(dir)) entries.push(entry);
-  await Promise.all(entries.map(async (entry) => {
+  for (const entry of entries) {
     const abs = join(dir, entry.name);
     const rel = relative(root, abs).split(sep).join("/");
     let info: Deno.FileInfo;
     try {
-      info = await Deno.stat(abs); // follows symlinks: a linked file is packaged by content
-    } catch {
-      return; // dangling symlink
+      info = await Deno.lstat(abs); // never follows a link
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound && entry.name.includes("\uFFFD")) {
+        throw invalid(
+          `cannot package ${JSON.stringify(rel)}: its name is not valid UTF-8, so prisn cannot ` +
+            `store it exactly; rename it (or leave it out with .prisnignore)`,
+        );
+      }
+      if (e instanceof Deno.errors.NotFound) continue; // removed while we walk
+      throw e;
     }
     if (info.isDirectory) {
-      if (entry.isSymlink || rules.ignores(rel + "/")) return; // no linked folders: no cycles
-      await walk(root, abs, rules, out);
-    } else if (info.isFile && !rules.ignores(rel)) {
-      out.push(await describeFile(abs, rel, info));
+      if (!rules.ignores(rel + "/")) await walk(root, abs, rules, out);
+      continue;
     }
-  }));
+    if (rules.ignores(rel)) continue;
+    if (info.isFile) {
+      out.push({ abs, rel, info });
+    } else if (rules.ignores(rel + "/")) {
+      continue; // a link or special file where a `folder/` rule applies: it may be a folder
+    } else if (info.isSymlink) {
+      out.push({ abs, rel, info, link: await checkLink(abs, rel) });
+    } else {
+      throw invalid(
+        `cannot package ${JSON.stringify(rel)}: it is ${fileKind(info)}; a package holds only ` +
+          `files, folders and links inside it (leave it out with .prisnignore)`,
+      );
+    }
+  }
 }
 
+/** A symlink's target, if it is relative and stays inside the package; refused otherwise. */
+async function checkLink(abs: string, rel: string): Promise<string> {
+  const target = await Deno.readLink(abs);
+  const problem = linkProblem(rel, target);
+  if (problem) {
+    throw invalid(
+      `cannot package ${JSON.stringify(rel)}: it is a symlink to ${JSON.stringify(target)}, ` +
+        `${problem}; copy what it points to into the folder, or make it a relative link inside`,
+    );
+  }
+  return target;
+}
+
+/**
+ * What is wrong with a symlink at `path` (relative, "/"-separated) pointing at `target`, read
+ * lexically as the kernel would from inside the package: "an absolute path", "outside the folder",
+ * or undefined when it resolves inside (the one rule for packaging, storing and unpacking links).
+ */
+export function linkProblem(path: string, target: string): string | undefined {
+  if (target === "" || target.includes("\0")) return "not a usable target";
+  if (target.startsWith("/")) return "an absolute path";
+  const resolved = posix.normalize(posix.join(posix.dirname(path), target));
+  if (resolved === ".." || resolved.startsWith("../")) return "outside the folder";
+  return undefined;
+}
+
+async function describe(found: Found): Promise<PackageFile> {
+  if (found.link === undefined) return await describeFile(found.abs, found.rel, found.info);
+  return {
+    path: found.rel,
+    source: found.abs,
+    executable: false,
+    size: 0,
+    sha256: createHash("sha256").update(found.link).digest("hex"),
+    link: found.link,
+  };
+}
+
+/** A regular file's entry, its content hashed as it is read (never whole in memory). */
 async function describeFile(abs: string, rel: string, info: Deno.FileInfo): Promise<PackageFile> {
-  const content = await Deno.readFile(abs);
+  const hash = createHash("sha256");
+  let size = 0;
+  const buffer = new Uint8Array(READ_CHUNK);
+  using file = await Deno.open(abs);
+  for (let n = await file.read(buffer); n !== null; n = await file.read(buffer)) {
+    hash.update(buffer.subarray(0, n));
+    size += n;
+  }
   return {
     path: rel,
     source: abs,
     executable: ((info.mode ?? 0) & 0o111) !== 0,
-    size: content.byteLength,
-    sha256: createHash("sha256").update(content).digest("hex"),
+    size,
+    sha256: hash.digest("hex"),
   };
 }
 
@@ -112,7 +233,13 @@ export function canonicalJson(value: unknown): string {
 export function versionId(files: readonly PackageFile[], runSpec: unknown): string {
   const h = createHash("sha256");
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  for (const f of sorted) h.update(`${f.path}\0${f.executable ? "x" : "-"}\0${f.sha256}\n`);
+  for (const f of sorted) {
+    h.update(
+      f.link === undefined
+        ? `${f.path}\0${f.executable ? "x" : "-"}\0${f.sha256}\n`
+        : `${f.path}\0l\0${f.link}\n`,
+    );
+  }
   h.update("spec\0");
   h.update(canonicalJson(runSpec));
   return "v-" + h.digest("hex").slice(0, 8);

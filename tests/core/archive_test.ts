@@ -287,16 +287,38 @@ Deno.test("packVersion() leaves out what collectPackage ignores, so a launched v
   });
 });
 
-Deno.test("packVersion() refuses a symlink in the version folder, naming it", async () => {
+Deno.test("packVersion() then unpackVersion() keeps links inside the version as links", async () => {
+  await withTempDir(async (dir) => {
+    const source = join(dir, "source");
+    await writeTree(source, TREE);
+    const longTarget = `${"../".repeat(1)}${"t".repeat(120)}.py`;
+    await Deno.symlink("util.py", join(source, "lib/link.py"));
+    await Deno.symlink("lib", join(source, "lib-dir"));
+    await Deno.symlink(longTarget, join(source, "lib/far.py")); // a pax linkpath
+    const archive = await packVersion(source);
+    assert.deepEqual(await packVersion(source), archive, "deterministic");
+    const dest = join(dir, "dest");
+    await unpackVersion(archive, dest);
+    assert.equal(await Deno.readLink(join(dest, "lib/link.py")), "util.py");
+    assert.equal(await Deno.readLink(join(dest, "lib-dir")), "lib");
+    assert.equal(await Deno.readLink(join(dest, "lib/far.py")), longTarget);
+    const spec = { entrypoint: "main.py" };
+    assert.equal(
+      versionId((await collectPackage(dest)).files, spec),
+      versionId((await collectPackage(source)).files, spec),
+    );
+  });
+});
+
+Deno.test("packVersion() refuses a symlink that leads outside the version folder, naming it", async () => {
   await withTempDir(async (dir) => {
     await writeTree(dir, TREE);
-    await Deno.symlink("util.py", join(dir, "lib/link.py"));
+    await Deno.symlink("/etc/shadow", join(dir, "lib/link.py"));
     await assert.rejects(
       packVersion(dir),
       isPrisnError(
         "INVALID",
-        `cannot pack "lib/link.py" in ${dir}: it is a symlink; ` +
-          "a version holds only regular files and folders",
+        `cannot pack "lib/link.py" in ${dir}: it is a symlink to "/etc/shadow", an absolute path`,
       ),
     );
   });
@@ -419,7 +441,7 @@ Deno.test("unpackVersion() refuses an absolute '/etc/x' entry", async () => {
 Deno.test("unpackVersion() refuses symlink, hard link, device and FIFO entries, naming them", async () => {
   await withTempDir(async (dir) => {
     const cases: [string, string, RegExp][] = [
-      ["2", "link", /^archive entry "link" is a symlink: a version holds only files and folders$/],
+      ["2", "link", /^archive entry "link" is a symlink to "\/etc\/passwd": an absolute path$/],
       ["1", "hard", /^archive entry "hard" is a hard link:/],
       ["3", "tty", /^archive entry "tty" is a character device:/],
       ["4", "disk", /^archive entry "disk" is a block device:/],
@@ -431,6 +453,43 @@ Deno.test("unpackVersion() refuses symlink, hard link, device and FIFO entries, 
         tarHeader(name, { type, linkname: "/etc/passwd" }),
       ]);
       await assertRefused(dir, archive, message);
+    }
+  });
+});
+
+Deno.test("unpackVersion() refuses links that lead outside, and entries through a link", async () => {
+  await withTempDir(async (dir) => {
+    const linkpath = (target: string) => {
+      const line = ` linkpath=${target}\n`;
+      const body = encoder.encode(`${line.length + String(line.length).length}${line}`);
+      return concat(
+        tarHeader("PaxHeader", { type: "x", size: body.byteLength }),
+        body,
+        new Uint8Array(512 - body.byteLength),
+      );
+    };
+    const cases: [Uint8Array[], RegExp][] = [
+      [
+        [tarHeader("a/up", { type: "2", linkname: "../../x" })],
+        /"a\/up" is a symlink to "\.\.\/\.\.\/x": outside the folder$/,
+      ],
+      [
+        [linkpath("/etc"), tarHeader("l", { type: "2" })],
+        /"l" is a symlink to "\/etc": an absolute path$/,
+      ],
+      [[tarHeader("e", { type: "2" })], /"e" is a symlink to "": not a usable target$/],
+      [
+        [tarHeader("d", { type: "2", linkname: "." }), tarFile("d/x", "through")],
+        /"d\/x" lies inside the file "d"$/,
+      ],
+      [
+        [tarHeader("s", { type: "2", linkname: "ok", size: 3 }), new Uint8Array(512)],
+        /"s" is a symlink to "ok": a symlink with 3 bytes of data$/,
+      ],
+      [[linkpath("x"), tarFile("f", "a")], /"f" has a pax linkpath but is not a symlink$/],
+    ];
+    for (const [parts, message] of cases) {
+      await assertRefused(dir, gzTar([tarFile("ok.txt", "fine"), ...parts]), message);
     }
   });
 });
@@ -477,7 +536,7 @@ Deno.test("unpackVersion() refuses a path twice and a path inside a file", async
 
 Deno.test("unpackVersion() refuses a pax header that sets a size, a link or an xattr", async () => {
   await withTempDir(async (dir) => {
-    const keys = ["size=5", "linkpath=/etc/passwd", "SCHILY.xattr.security.capability=x"];
+    const keys = ["size=5", "SCHILY.xattr.security.capability=x"];
     for (const record of keys) {
       const line = ` ${record}\n`;
       const body = encoder.encode(`${line.length + String(line.length).length}${line}`);

@@ -58,6 +58,18 @@ Deno.test("storeVersion() copies every file, read-only, keeping exec bits", asyn
   });
 });
 
+Deno.test("storeVersion() stores a link inside the package as the same link", async () => {
+  await withStore(async ({ p, project }) => {
+    await Deno.symlink("lib/util.py", join(project, "util.py"));
+    await Deno.symlink("lib", join(project, "lib2"));
+    assert.equal(await storeVersion(p, "api", "v-1", await collectPackage(project)), true);
+    const dir = versionDir(p, "api", "v-1");
+    assert.equal(await Deno.readLink(join(dir, "util.py")), "lib/util.py");
+    assert.equal(await Deno.readLink(join(dir, "lib2")), "lib");
+    assert.equal(await Deno.readTextFile(join(dir, "lib2/util.py")), "X = 1\n");
+  });
+});
+
 Deno.test("storeVersion() stores a single-file package under its file name", async () => {
   await withStore(async ({ p, project }) => {
     const pkg = await collectPackage(join(project, "run.sh"));

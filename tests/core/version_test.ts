@@ -42,7 +42,7 @@ async function pathsOf(dir: string): Promise<string[]> {
   return (await collectPackage(dir)).files.map((f) => f.path);
 }
 
-async function assertInvalid(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
+async function assertInvalid(promise: Promise<unknown>, pattern: RegExp | string): Promise<void> {
   await assert.rejects(promise, isPrisnError("INVALID", pattern));
 }
 
@@ -244,17 +244,114 @@ Deno.test("collectPackage() changes the id when .prisnignore hides a file", asyn
   });
 });
 
-Deno.test("collectPackage() reads linked files by content and skips linked folders and dangling links", async () => {
+Deno.test("collectPackage() keeps links inside the folder as links (dangling and looping ones too)", async () => {
+  await withTempDir(async (dir) => {
+    await writeFiles(dir, [["main.py", "print(1)\n"], ["lib/shared.py", "S = 1\n"]]);
+    await Deno.symlink("lib/shared.py", join(dir, "shared.py"));
+    await Deno.symlink("lib", join(dir, "linked-dir"));
+    await Deno.symlink("../main.py", join(dir, "lib/up.py"));
+    await Deno.symlink("nowhere.py", join(dir, "dangling.py"));
+    await Deno.symlink("loop-b", join(dir, "loop-a"));
+    await Deno.symlink("loop-a", join(dir, "loop-b"));
+    const pkg = await collectPackage(dir);
+    assert.deepEqual(pkg.files.map((f) => [f.path, f.link]), [
+      ["dangling.py", "nowhere.py"],
+      ["lib/shared.py", undefined],
+      ["lib/up.py", "../main.py"],
+      ["linked-dir", "lib"],
+      ["loop-a", "loop-b"],
+      ["loop-b", "loop-a"],
+      ["main.py", undefined],
+      ["shared.py", "lib/shared.py"],
+    ]);
+    assert.equal(pkg.bytes, 15, "links add no bytes");
+    const id = versionId(pkg.files, {});
+    await Deno.remove(join(dir, "shared.py"));
+    await Deno.symlink("main.py", join(dir, "shared.py"));
+    assert.notEqual(await idOf(dir), id, "a link's target is part of the version");
+  });
+});
+
+Deno.test("collectPackage() refuses by name a link that is absolute or leads outside the folder", async () => {
   await withTempDir(async (root) => {
     const dir = join(root, "project");
     await writeFiles(dir, [["main.py", "print(1)\n"]]);
     await writeFiles(root, [["outside/shared.py", "S = 1\n"]]);
-    await Deno.symlink(join(root, "outside/shared.py"), join(dir, "shared.py"));
-    await Deno.symlink(join(root, "outside"), join(dir, "linked-dir"));
-    await Deno.symlink(join(root, "nowhere"), join(dir, "dangling.py"));
-    const pkg = await collectPackage(dir);
-    assert.deepEqual(pkg.files.map((f) => f.path), ["main.py", "shared.py"]);
-    assert.equal(pkg.files[1].size, 6);
+    await Deno.symlink("/etc/shadow", join(dir, "shadow"));
+    await assertInvalid(
+      collectPackage(dir),
+      'cannot package "shadow": it is a symlink to "/etc/shadow", an absolute path; ' +
+        "copy what it points to into the folder, or make it a relative link inside",
+    );
+    await Deno.remove(join(dir, "shadow"));
+    await writeFiles(dir, [["sub/x.py", ""]]);
+    await Deno.symlink("../../outside", join(dir, "sub/out"));
+    await assertInvalid(
+      collectPackage(dir),
+      /^cannot package "sub\/out": it is a symlink to "\.\.\/\.\.\/outside", outside the folder;/,
+    );
+    await Deno.writeTextFile(join(dir, ".prisnignore"), "sub/out\n");
+    assert.deepEqual(await pathsOf(dir), [".prisnignore", "main.py", "sub/x.py"], "ignored: fine");
+  });
+});
+
+Deno.test("collectPackage() refuses FIFOs, sockets and devices by name", async () => {
+  await withTempDir(async (dir) => {
+    await writeFiles(dir, [["main.py", ""]]);
+    const made = await new Deno.Command("mkfifo", { args: [join(dir, "pipe")] }).output();
+    assert.ok(made.success);
+    await assertInvalid(
+      collectPackage(dir),
+      'cannot package "pipe": it is a FIFO; a package holds only files, folders and links ' +
+        "inside it (leave it out with .prisnignore)",
+    );
+    await Deno.remove(join(dir, "pipe"));
+    const node = await new Deno.Command("mknod", { args: [join(dir, "null"), "c", "1", "3"] })
+      .output();
+    if (node.success) {
+      await assertInvalid(collectPackage(dir), /^cannot package "null": it is a character device;/);
+      await Deno.remove(join(dir, "null"));
+    } else console.log("mknod not permitted here: the device case is not tried");
+    const listener = Deno.listen({ transport: "unix", path: join(dir, "sock") });
+    try {
+      await assertInvalid(collectPackage(dir), /^cannot package "sock": it is a socket;/);
+    } finally {
+      listener.close();
+    }
+  });
+});
+
+Deno.test("collectPackage() refuses a file name that is not UTF-8 instead of dropping it", async () => {
+  await withTempDir(async (dir) => {
+    await writeFiles(dir, [["main.py", ""]]);
+    const made = await new Deno.Command("sh", {
+      args: ["-c", `touch "$1/$(printf 'caf\\351.txt')"`, "sh", dir],
+    }).output();
+    assert.ok(made.success);
+    await assertInvalid(
+      collectPackage(dir),
+      /^cannot package "caf\uFFFD\.txt": its name is not valid UTF-8, so prisn cannot store it exactly;/,
+    );
+  });
+});
+
+Deno.test("collectPackage() refuses a package over its cap before reading it, and hashes big files in bounded memory", async () => {
+  await withTempDir(async (dir) => {
+    await writeFiles(dir, [["main.py", ""]]);
+    using big = await Deno.open(join(dir, "big.bin"), { write: true, create: true });
+    await big.truncate(2.5 * 1024 * 1024 * 1024); // sparse: no disk used
+    const started = Date.now();
+    await assertInvalid(
+      collectPackage(dir),
+      /^".*" holds 2560\.0 MiB of files, over the 1024\.0 MiB package cap: leave big files out/,
+    );
+    assert.ok(Date.now() - started < 2000, "refused without reading");
+    await big.truncate(300 * 1024 * 1024);
+    const before = Deno.memoryUsage().rss;
+    const pkg = await collectPackage(dir, { maxBytes: 400 * 1024 * 1024 });
+    const grew = Deno.memoryUsage().rss - before;
+    assert.equal(pkg.bytes, 300 * 1024 * 1024);
+    assert.ok(grew < 100 * 1024 * 1024, `RSS grew ${grew} bytes hashing 300 MiB`);
   });
 });
 

@@ -109,3 +109,40 @@ Deno.test("logs shows control characters escaped (raw only with --raw) and no ap
     await t.close();
   }
 });
+
+Deno.test("deploy keeps a link inside the folder as a link and refuses one to /etc/shadow by name", async () => {
+  const t = new TestHome();
+  try {
+    const dir = t.project("linky", {
+      "main.sh": "#!/bin/bash\ncat conf/current.txt\n",
+      "conf/v1.txt": "config-one\n",
+    });
+    await Deno.symlink("v1.txt", join(dir, "conf/current.txt"));
+    const out = await t.ok("deploy", dir);
+    const version = /v-[0-9a-f]{8}/.exec(out)![0];
+    const stored = join(t.home, "deployments", "linky", version, "conf/current.txt");
+    assert.equal(await Deno.readLink(stored), "v1.txt");
+    await waitFor(async () => {
+      const runs = await t.json<RunRecord[]>("get", "jobs");
+      return runs.length === 1 && runs[0].status === "completed";
+    }, { what: "the job to complete", timeoutMs: 60_000 });
+    assert.match(await t.ok("logs", "linky", "--run", "latest"), /config-one/);
+
+    await Deno.symlink("/etc/shadow", join(dir, "shadow"));
+    assertRefused(
+      await t.cli("deploy", dir),
+      /^prisn: cannot package "shadow": it is a symlink to "\/etc\/shadow", an absolute path;/,
+    );
+    await Deno.remove(join(dir, "shadow"));
+    const fifo = await new Deno.Command("mkfifo", { args: [join(dir, "conf/pipe")] }).output();
+    assert.ok(fifo.success);
+    assertRefused(await t.cli("deploy", dir), /cannot package "conf\/pipe": it is a FIFO;/);
+    const versions = [];
+    for await (const e of Deno.readDir(join(t.home, "deployments", "linky"))) {
+      if (e.name.startsWith("v-") || e.name.startsWith(".tmp-")) versions.push(e.name);
+    }
+    assert.deepEqual(versions, [version], "nothing new stored");
+  } finally {
+    await t.close();
+  }
+});
