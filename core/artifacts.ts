@@ -7,8 +7,16 @@ import type { Package } from "./version.ts";
  * node can check).
  */
 export interface Artifacts {
-  /** Stores a package as a version; false when that version is stored already (same content). */
-  put(deployment: string, version: string, pkg: Package): Promise<boolean>;
+  /**
+   * Stores a package as a version; false when that version is stored already (same content).
+   * When `signal` aborts while it stores, nothing is kept and it throws.
+   */
+  put(
+    deployment: string,
+    version: string,
+    pkg: Package,
+    options?: { signal?: AbortSignal },
+  ): Promise<boolean>;
   /** The local folder of a version, fetched (and checked) first where it lives elsewhere. */
   ensureLocal(deployment: string, version: string): Promise<string>;
   /** A version as a deterministic tar.gz (see core/archive.ts). */

@@ -16,8 +16,13 @@ import { PrisnError } from "./errors.ts";
 export class LocalArtifacts implements Artifacts {
   constructor(readonly paths: Paths) {}
 
-  put(deployment: string, version: string, pkg: Package): Promise<boolean> {
-    return storeVersion(this.paths, deployment, version, pkg);
+  put(
+    deployment: string,
+    version: string,
+    pkg: Package,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<boolean> {
+    return storeVersion(this.paths, deployment, version, pkg, { signal: options.signal });
   }
 
   async ensureLocal(deployment: string, version: string): Promise<string> {

@@ -6,19 +6,27 @@ import type { Package } from "./version.ts";
 /** Files copied at once while storing a version. */
 const COPY_BATCH = 64;
 
+/** Options for {@link storeVersion}. */
+export interface StoreOptions {
+  /** May add to the temp folder (e.g. links to a dependency env) before the rename. */
+  beforeCommit?: (tempDir: string) => Promise<void>;
+  /** Stops the copy between batches (nothing is kept, it throws the signal's reason). */
+  signal?: AbortSignal;
+}
+
 /**
  * Writes a package as version `version` of deployment `name`: copied into a temp folder next to
  * its final place, then renamed in, so a crash never leaves a half-written version.
  * Returns false when that version is already stored (same id ⇒ same content).
- * `beforeCommit` may add to the temp folder (e.g. links to a dependency env) before the rename.
  */
 export async function storeVersion(
   p: Paths,
   name: string,
   version: string,
   pkg: Package,
-  beforeCommit?: (tempDir: string) => Promise<void>,
+  options: StoreOptions = {},
 ): Promise<boolean> {
+  const { beforeCommit, signal } = options;
   const finalDir = versionDir(p, name, version);
   if (await exists(finalDir)) return false;
   const parent = deploymentDir(p, name);
@@ -32,6 +40,7 @@ export async function storeVersion(
     // In batches (bounded open files); allSettled so that on a failure no copy is still
     // writing into the temp folder when it is removed.
     for (let i = 0; i < pkg.files.length; i += COPY_BATCH) {
+      signal?.throwIfAborted();
       const copies = await Promise.allSettled(
         pkg.files.slice(i, i + COPY_BATCH).map(async (f) => {
           const target = join(temp, f.path);
@@ -44,6 +53,7 @@ export async function storeVersion(
       if (failed) throw failed.reason;
     }
     if (beforeCommit) await beforeCommit(temp);
+    signal?.throwIfAborted();
     await Deno.rename(temp, finalDir);
     return true;
   } catch (e) {

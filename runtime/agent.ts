@@ -192,7 +192,8 @@ export class Agent {
   #housekeeping(): void {
     const daily = async () => {
       await this.ctx.logs.prune(LOG_RETENTION_DAYS).catch(() => 0);
-      const gc = await collectGarbage(this.ctx).catch(() => undefined);
+      const exclusive = <T>(n: string, fn: () => Promise<T>) => this.supervisor.exclusive(n, fn);
+      const gc = await collectGarbage(this.ctx, { exclusive }).catch(() => undefined);
       if (gc && gc.versions.length + gc.envs.length > 0) {
         this.#log(`gc removed ${gc.versions.length} version(s), ${gc.envs.length} env(s)`);
       }

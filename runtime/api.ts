@@ -52,7 +52,8 @@ export interface Operations {
   drain(node: string, draining: boolean): Promise<DrainResponse>;
   /** Stops the agent shortly after the answer is sent. */
   stop(): StopResponse;
-  deploy(request: DeployRequest, progress: Progress): Promise<DeployResult>;
+  /** `signal` aborts when the client goes away. */
+  deploy(request: DeployRequest, progress: Progress, signal?: AbortSignal): Promise<DeployResult>;
   gc(request: GcRequest): Promise<GcResult>;
   runs(query: RunsQuery): RunRecord[];
   run(id: string): RunRecord;
@@ -105,8 +106,9 @@ export function apiRoutes(ops: Operations): Route[] {
     route("POST", "/v1/agent/stop", () => json(ops.stop())),
     route("POST", "/v1/deploy", async (req) => {
       const request = await readBody<DeployRequest>(req);
-      return ndjson<DeployEvent>(async (send) => {
-        send([{ result: await ops.deploy(request, (step, detail) => send([{ step, detail }])) }]);
+      return ndjson<DeployEvent>(async (send, gone) => {
+        const progress: Progress = (step, detail) => send([{ step, detail }]);
+        send([{ result: await ops.deploy(request, progress, gone) }]);
       });
     }),
     route("POST", "/v1/gc", async (req) => json(await ops.gc(await readBody<GcRequest>(req)))),

@@ -136,16 +136,33 @@ export class AgentClient {
     return this.call("GET", deploymentPath(name));
   }
 
-  /** Deploys, handing each progress step to `onProgress` as the agent reports it. */
+  /**
+   * Deploys, handing each progress step to `onProgress` as the agent reports it. Aborting
+   * `signal` before the Prepare step cancels the deploy (the agent keeps nothing of it).
+   */
   async deploy(
     request: DeployRequest,
     onProgress: (step: Step, detail: string) => void = () => {},
+    options: { signal?: AbortSignal } = {},
   ): Promise<DeployResult> {
     let result: DeployResult | undefined;
-    await this.stream<DeployEvent>("POST", "/v1/deploy", request, (event) => {
-      if ("step" in event) onProgress(event.step, event.detail);
-      else if ("result" in event) result = event.result;
-    });
+    let last: Step | undefined;
+    try {
+      await this.stream<DeployEvent>("POST", "/v1/deploy", request, (event) => {
+        if ("step" in event) onProgress(last = event.step, event.detail);
+        else if ("result" in event) result = event.result;
+      }, options);
+    } catch (e) {
+      if (e instanceof PrisnError || options.signal?.aborted) throw e;
+      throw new PrisnError(
+        "UNAVAILABLE",
+        `the agent stopped during the deploy (${
+          last ? `after the ${last} step` : "before it began"
+        }` +
+          `): it did not finish; see prisn ls and prisn history NAME once the agent is back`,
+        { cause: e },
+      );
+    }
     if (!result) throw new PrisnError("FAILED", "the agent ended the deploy without a result");
     return result;
   }

@@ -41,16 +41,22 @@ export interface DeployResult {
 export type Step = "Package" | "Version" | "Store" | "Record" | "Prepare" | "Activate";
 export type Progress = (step: Step, detail: string) => void;
 
-/** Package → Version → Store → Record → Prepare → Activate, reporting each step. */
+/**
+ * Package → Version → Store → Record → Prepare → Activate, reporting each step. When `signal`
+ * aborts (the client went away: Ctrl-C) before Prepare, the deploy stops and takes back what it
+ * stored and recorded, so an interrupted deploy leaves nothing; from Prepare on it runs to the end
+ * (a rollout is not left half done).
+ */
 export async function deploy(
   ctx: AgentContext,
   supervisor: Supervisor,
   request: DeployRequest,
   progress: Progress,
+  signal?: AbortSignal,
 ): Promise<DeployResult> {
   const fetched = await packageSource(ctx, request);
   try {
-    return await deployPackage(ctx, supervisor, request, fetched, progress);
+    return await deployPackage(ctx, supervisor, request, fetched, progress, signal);
   } finally {
     if (fetched.cleanup) await fetched.cleanup();
   }
@@ -121,6 +127,7 @@ async function deployPackage(
   request: DeployRequest,
   { pkg, toml, source, name }: Fetched,
   progress: Progress,
+  signal?: AbortSignal,
 ): Promise<DeployResult> {
   const origin = source.kind === "git"
     ? `${source.location}${source.ref ? `@${source.ref}` : ""} (${source.commit?.slice(0, 12)})`
@@ -169,12 +176,31 @@ async function deployPackage(
     }
     const known = ctx.desired.getVersion(spec.name, version);
     progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
+    /** Takes back what this deploy stored and recorded, if the client went away. */
+    const checkCancelled = async (wrote: boolean, recorded: boolean) => {
+      if (!signal?.aborted) return;
+      if (recorded && !known) {
+        if (existing) await ctx.desired.deleteVersion(spec.name, version);
+        else await ctx.desired.deleteDeployment(spec.name);
+      }
+      if (!existing) await ctx.artifacts.remove(spec.name); // no record: nothing else is there
+      else if (wrote) await ctx.artifacts.remove(spec.name, version);
+      throw new PrisnError("FAILED", `the deploy of ${spec.name} was cancelled: nothing changed`);
+    };
+    await checkCancelled(false, false);
 
-    const wrote = await ctx.artifacts.put(spec.name, version, pkg);
+    let wrote = false;
+    try {
+      wrote = await ctx.artifacts.put(spec.name, version, pkg, { signal });
+    } catch (e) {
+      await checkCancelled(false, false); // stopped while copying: nothing was kept
+      throw e;
+    }
     progress(
       "Store",
       `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
     );
+    await checkCancelled(wrote, false);
 
     const versionRecord = {
       deployment: spec.name,
@@ -186,6 +212,7 @@ async function deployPackage(
     };
     await ctx.desired.putVersion(versionRecord);
     progress("Record", `version ${version} recorded`);
+    await checkCancelled(wrote, true);
 
     let launch;
     const preparing = Date.now();

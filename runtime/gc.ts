@@ -10,17 +10,32 @@ export interface GcResult {
   envs: string[];
 }
 
+/** Options for {@link collectGarbage}. */
+export interface GcOptions {
+  /** Versions kept per deployment. @default each deployment's `history.versions` */
+  keepVersions?: number;
+  /** Say what would go, remove nothing. @default false */
+  dryRun?: boolean;
+  /**
+   * Runs a change of one deployment after every earlier one (the supervisor's), so no deploy
+   * that has stored a version but not yet recorded it loses it. @default runs it at once
+   */
+  exclusive?: <T>(name: string, fn: () => Promise<T>) => Promise<T>;
+}
+
 /**
  * Removes what nothing needs any more: versions beyond each deployment's history limit
  * (`history.versions`, the active one always kept; `keepVersions` overrides) with their records,
- * dependency envs no kept version uses, and temp folders a crashed deploy left behind.
+ * dependency envs no kept version uses, and what interrupted deploys left behind: temp folders,
+ * version folders no record names, and the folders of deployments that were never recorded.
  */
 export async function collectGarbage(
   ctx: AgentContext,
-  options: { keepVersions?: number; dryRun?: boolean } = {},
+  options: GcOptions = {},
 ): Promise<GcResult> {
   const { paths } = ctx;
   const result: GcResult = { versions: [], envs: [] };
+  result.versions.push(...await removeUnrecorded(ctx, options));
   const kept: Array<{ dir: string; runtime: string }> = [];
   for (const d of ctx.desired.listDeployments()) {
     const versions = ctx.desired.listVersions(d.name); // newest deploy first
@@ -60,6 +75,40 @@ export async function collectGarbage(
     if (!options.dryRun) await removeEnv(paths.envs, id);
   }
   return result;
+}
+
+/** Stored versions (and whole deployment folders) no record names: `NAME/VERSION` each. */
+async function removeUnrecorded(ctx: AgentContext, options: GcOptions): Promise<string[]> {
+  const exclusive = options.exclusive ?? ((_name, fn) => fn());
+  const removed: string[] = [];
+  for (const name of await folderNames(ctx.paths.deployments)) {
+    await exclusive(name, async () => {
+      const dir = join(ctx.paths.deployments, name);
+      if (!ctx.desired.getDeployment(name)) {
+        const versions = (await folderNames(dir)).filter((v) => v.startsWith("v-"));
+        removed.push(...versions.map((v) => `${name}/${v}`));
+        if (!options.dryRun) await ctx.artifacts.remove(name);
+        return;
+      }
+      const recorded = new Set(ctx.desired.listVersions(name).map((v) => v.version));
+      for (const version of await folderNames(dir)) {
+        if (!version.startsWith("v-") || recorded.has(version)) continue;
+        removed.push(`${name}/${version}`);
+        if (!options.dryRun) await ctx.artifacts.remove(name, version);
+      }
+    });
+  }
+  return removed;
+}
+
+async function folderNames(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) if (e.isDirectory) names.push(e.name);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return names.sort();
 }
 
 async function removeTempDirs(dir: string): Promise<void> {

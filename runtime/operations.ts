@@ -94,13 +94,14 @@ export class AgentOperations implements Operations {
     return { stopping: true, pid: Deno.pid };
   }
 
-  deploy(request: DeployRequest, progress: Progress): Promise<DeployResult> {
+  deploy(request: DeployRequest, progress: Progress, signal?: AbortSignal): Promise<DeployResult> {
     const { ctx, supervisor } = this.#parts;
-    return deploy(ctx, supervisor, request, progress);
+    return deploy(ctx, supervisor, request, progress, signal);
   }
 
   gc(request: GcRequest): Promise<GcResult> {
-    return collectGarbage(this.#parts.ctx, request);
+    const { ctx, supervisor } = this.#parts;
+    return collectGarbage(ctx, { ...request, exclusive: (n, fn) => supervisor.exclusive(n, fn) });
   }
 
   runs(query: RunsQuery): RunRecord[] {

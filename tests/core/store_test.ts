@@ -83,9 +83,11 @@ Deno.test("storeVersion() of a version already stored returns false and leaves i
     assert.equal(await storeVersion(p, "api", "v-1", pkg), true);
     await Deno.writeTextFile(join(project, "main.py"), "changed\n");
     let called = false;
-    const again = await storeVersion(p, "api", "v-1", pkg, () => {
-      called = true;
-      return Promise.resolve();
+    const again = await storeVersion(p, "api", "v-1", pkg, {
+      beforeCommit: () => {
+        called = true;
+        return Promise.resolve();
+      },
     });
     assert.equal(again, false);
     assert.equal(called, false, "nothing is prepared for a version already there");
@@ -99,11 +101,13 @@ Deno.test("storeVersion() runs beforeCommit on the temp folder before the versio
   await withStore(async ({ p, pkg }) => {
     const finalDir = versionDir(p, "api", "v-1");
     let sawFinal = true;
-    await storeVersion(p, "api", "v-1", pkg, async (temp) => {
-      assert.equal(dirname(temp), deploymentDir(p, "api"), "temp sits next to the version");
-      assert.equal(await Deno.readTextFile(join(temp, "main.py")), "print('main')\n");
-      sawFinal = await Deno.stat(finalDir).then(() => true, () => false);
-      await Deno.symlink("/opt/env", join(temp, ".env"));
+    await storeVersion(p, "api", "v-1", pkg, {
+      beforeCommit: async (temp) => {
+        assert.equal(dirname(temp), deploymentDir(p, "api"), "temp sits next to the version");
+        assert.equal(await Deno.readTextFile(join(temp, "main.py")), "print('main')\n");
+        sawFinal = await Deno.stat(finalDir).then(() => true, () => false);
+        await Deno.symlink("/opt/env", join(temp, ".env"));
+      },
     });
     assert.equal(sawFinal, false, "the version must not be visible before commit");
     assert.equal(await Deno.readLink(join(finalDir, ".env")), "/opt/env");
@@ -114,9 +118,11 @@ Deno.test("storeVersion() leaves neither temp folder nor version when beforeComm
   await withStore(async ({ p, pkg }) => {
     let tempSeen = "";
     await assert.rejects(
-      storeVersion(p, "api", "v-1", pkg, (temp) => {
-        tempSeen = temp;
-        return Promise.reject(new Error("env install failed"));
+      storeVersion(p, "api", "v-1", pkg, {
+        beforeCommit: (temp) => {
+          tempSeen = temp;
+          return Promise.reject(new Error("env install failed"));
+        },
       }),
       /env install failed/,
     );
@@ -132,6 +138,18 @@ Deno.test("storeVersion() leaves nothing behind when a source file vanished", as
   await withStore(async ({ p, pkg, project }) => {
     await Deno.remove(join(project, "lib/util.py"));
     await assert.rejects(storeVersion(p, "api", "v-1", pkg), Deno.errors.NotFound);
+    assert.deepEqual(await names(deploymentDir(p, "api")), []);
+  });
+});
+
+Deno.test("storeVersion() stops when its signal aborts and keeps nothing", async () => {
+  await withStore(async ({ p, pkg }) => {
+    const stop = new AbortController();
+    stop.abort(new Error("client went away"));
+    await assert.rejects(
+      storeVersion(p, "api", "v-1", pkg, { signal: stop.signal }),
+      /client went away/,
+    );
     assert.deepEqual(await names(deploymentDir(p, "api")), []);
   });
 });
