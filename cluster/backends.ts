@@ -39,9 +39,11 @@ export interface ClusterNodeOptions {
 /**
  * The cluster's backends over one NATS connection (after ensureResources): desired state in KV
  * mirrored into this node's SQLite, version archives in the object store, run tickets on the
- * work queue, the leader lease and heartbeats. Replicas are placed by a pure spread over the live
- * nodes (core/placement.ts), recomputed when membership changes. Logs are written on the node that
- * runs them and go to the cluster's log stream (cluster/logs.ts).
+ * work queue, the leader lease and heartbeats. The leader places replicas (cluster/placement.ts:
+ * slots per node in KV, stamped with its epoch) over the live nodes whenever membership or desired
+ * state changes; until a placement is written, every node predicts it with the same pure function
+ * (core/placement.ts). Logs are written on the node that runs them and go to the cluster's log
+ * stream (cluster/logs.ts); events to the events stream (cluster/run_history.ts).
  */
 export async function clusterBackends(
   conn: ClusterConnection,

@@ -344,16 +344,27 @@ function connectError(error: unknown, where: string, settings: Settings) {
   return clusterError("UNAVAILABLE", `cannot connect to NATS at ${where}: ${reason}`, error);
 }
 
+/** How long "JetStream not enabled" may be a NATS cluster electing its JetStream leader. */
+const NOT_ENABLED_GRACE_MS = 3_000;
+
 /** Waits until JetStream answers (a fresh NATS cluster elects its leader first); throws one line. */
 async function waitForJetStream(nc: NatsConnection, where: string, waitMs: number): Promise<void> {
   const deadline = Date.now() + waitMs;
+  // A fresh NATS cluster answers "no responders" (read as "not enabled") until it has elected a
+  // JetStream leader: believe it only once it kept saying so for a while.
+  const notEnabledUntil = Date.now() + Math.min(waitMs, NOT_ENABLED_GRACE_MS);
   while (true) {
     const left = deadline - Date.now();
     try {
       await jetstreamManager(nc, { timeout: Math.max(250, Math.min(2_000, left)) });
       return;
     } catch (e) {
-      if (e instanceof Error && e.name === "JetStreamNotEnabled") {
+      const notEnabled = e instanceof Error && e.name === "JetStreamNotEnabled";
+      if (notEnabled && Date.now() < notEnabledUntil) {
+        await new Promise((r) => setTimeout(r, 200));
+        continue;
+      }
+      if (notEnabled) {
         throw clusterError(
           "UNAVAILABLE",
           `JetStream not enabled on NATS at ${where}: start nats-server with -js (or enable JetStream for this account)`,

@@ -46,7 +46,10 @@ export function isCasConflict(error: unknown): boolean {
 
 /** Whether `error` may go away by itself: a request timeout, or JetStream electing a leader. */
 export function isTransient(error: unknown): boolean {
-  return (error instanceof Error && error.name === "TimeoutError") ||
+  return (error instanceof Error &&
+    // "JetStream not enabled" is nats.js's reading of "no responders": on a server whose
+    // JetStream answered before, a NATS cluster between JetStream leaders.
+    (error.name === "TimeoutError" || error.name === "JetStreamNotEnabled")) ||
     jsErrorCode(error) === JS_ERR.temporarilyUnavailable;
 }
 

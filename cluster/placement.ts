@@ -10,6 +10,7 @@
  */
 
 import type { KV, KvEntry } from "@nats-io/kv";
+import { followBucket } from "./_follow.ts";
 import { type PlacementNode, planPlacement, type SlotNodes } from "../core/placement.ts";
 
 /** What `p.<deployment>` holds. */
@@ -51,7 +52,7 @@ export class ClusterPlacement {
   readonly #placements = new Map<string, PlacementValue>();
   readonly #draining = new Set<string>();
   readonly #listeners = new Set<() => void>();
-  #watch?: { stop(): void };
+  readonly #stop = new AbortController();
   #watching?: Promise<void>;
   #planning: Promise<void> = Promise.resolve();
 
@@ -62,11 +63,11 @@ export class ClusterPlacement {
 
   /** Reads every placement and drain mark, then follows their changes. */
   async start(): Promise<void> {
-    const watch = await this.#kv.watch({ key: ">" });
-    this.#watch = watch;
-    this.#watching = (async () => {
-      for await (const e of watch) this.#apply(e);
-    })().catch((e) => this.#o.log?.(`placement watch: ${(e as Error).message}`));
+    const { done } = await followBucket(this.#kv, ">", (e) => this.#apply(e), {
+      signal: this.#stop.signal,
+      log: (line) => this.#o.log?.(`placement: ${line}`),
+    });
+    this.#watching = done;
     // What is there now, before start() returns (the watch brings the same again: no change).
     for await (const key of await this.#kv.keys()) {
       const entry = await this.#kv.get(key);
@@ -75,7 +76,7 @@ export class ClusterPlacement {
   }
 
   async close(): Promise<void> {
-    this.#watch?.stop();
+    this.#stop.abort();
     await this.#watching;
     await this.#planning;
   }

@@ -1,5 +1,6 @@
 import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
+import { followBucket } from "./_follow.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Records } from "../core/records.ts";
 import type { ProcessLedger, RunHistory, RunUpdate } from "../core/run_history.ts";
@@ -63,11 +64,11 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
 
   /** Starts mirroring the bucket into the local records (history first, then updates). */
   async start(): Promise<void> {
-    const iter = await this.#kv.watch({ key: "r.>" });
-    this.#stop.signal.addEventListener("abort", () => iter.stop(), { once: true });
-    this.#watching = (async () => {
-      for await (const e of iter) this.#apply(e);
-    })().catch((e) => this.#log(`runs mirror: ${(e as Error).message}`));
+    const { done } = await followBucket(this.#kv, "r.>", (e) => this.#apply(e), {
+      signal: this.#stop.signal,
+      log: (line) => this.#log(`runs mirror: ${line}`),
+    });
+    this.#watching = done;
     if (this.#events) this.#eventsMirror = this.#mirrorEvents(this.#events);
   }
 
@@ -84,30 +85,42 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
    * reached last (kept in its records), or from now on a node that never read it.
    */
   async #mirrorEvents(events: ClusterEvents): Promise<void> {
-    const at = Number(this.local.getMirrorState(EVENTS_SEQ) ?? 0);
-    try {
-      const consumer = await events.js.consumers.get(
-        events.stream,
-        at > 0
-          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: at + 1 }
-          : { deliver_policy: DeliverPolicy.New },
-      );
-      const messages = await consumer.consume();
-      this.#stop.signal.addEventListener("abort", () => messages.stop(), { once: true });
-      if (this.#stop.signal.aborted) messages.stop();
-      for await (const m of messages) {
+    const signal = this.#stop.signal;
+    // Where this node began, when it never read the stream: events from then on.
+    let start = Number(this.local.getMirrorState(EVENTS_SEQ) ?? 0);
+    while (!signal.aborted) {
+      try {
+        const consumer = await events.js.consumers.get(
+          events.stream,
+          start > 0
+            ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: start + 1 }
+            : { deliver_policy: DeliverPolicy.New },
+        );
+        const messages = await consumer.consume();
+        const stop = () => messages.stop();
+        signal.addEventListener("abort", stop, { once: true });
+        if (signal.aborted) messages.stop();
         try {
-          const e = m.json<EventMessage>();
-          if (e.node !== this.node) {
-            this.local.addEvent(e.deployment, e.kind, `${e.message} (on ${e.node})`, e.at);
+          for await (const m of messages) {
+            start = m.seq;
+            try {
+              const e = m.json<EventMessage>();
+              if (e.node !== this.node) {
+                this.local.addEvent(e.deployment, e.kind, `${e.message} (on ${e.node})`, e.at);
+              }
+              this.local.setMirrorState(EVENTS_SEQ, String(m.seq));
+            } catch (err) {
+              this.#log(`events mirror: ${(err as Error).message}`);
+            }
           }
-          this.local.setMirrorState(EVENTS_SEQ, String(m.seq));
-        } catch (err) {
-          this.#log(`events mirror: ${(err as Error).message}`);
+        } finally {
+          signal.removeEventListener("abort", stop);
         }
+      } catch (e) {
+        if (!signal.aborted) this.#log(`events mirror: ${(e as Error).message}`);
       }
-    } catch (e) {
-      if (!this.#stop.signal.aborted) this.#log(`events mirror: ${(e as Error).message}`);
+      // Ended (its server went away): again from where it got to.
+      if (!signal.aborted) await new Promise((r) => setTimeout(r, 500));
     }
   }
 

@@ -71,6 +71,9 @@ export async function ensureResources(
   const settled = await Promise.allSettled(resources.map((r) => ensure(jsm, r)));
   const failed = settled.find((s) => s.status === "rejected");
   if (failed) throw failed.reason;
+  // A stream just created on a NATS cluster takes a moment to elect its leader; until then
+  // writes to it get "no responders". Wait for every leader, so the first writes do not fail.
+  if (conn.replicas > 1) await Promise.all(resources.map((r) => waitForLeader(jsm, r)));
   return settled.map((s, i) => ({
     kind: resources[i].kind,
     name: resources[i].name,
@@ -190,6 +193,24 @@ function checkLimits(o: Required<ResourceOptions>): void {
         `NATS resource limit ${key} ${value} is not valid: use a positive whole number`,
       );
     }
+  }
+}
+
+/** Resolves once the stream has a leader (on a NATS cluster), retrying while it has none. */
+async function waitForLeader(jsm: JetStreamManager, r: ResourceSpec): Promise<void> {
+  const deadline = Date.now() + TRANSIENT_WAIT_MS;
+  while (true) {
+    const info = await transientRetry(() => jsm.streams.info(r.config.name), r);
+    if (info.cluster?.leader) return;
+    if (Date.now() >= deadline) {
+      throw clusterError(
+        "UNAVAILABLE",
+        `NATS stream ${r.config.name} (${r.kind} ${r.name}) has no leader after ${
+          TRANSIENT_WAIT_MS / 1000
+        } s: check that most NATS servers are up`,
+      );
+    }
+    await new Promise((res) => setTimeout(res, 100));
   }
 }
 

@@ -71,17 +71,24 @@ export function register(program: Command, app: App): void {
       const { chooseBackends } = await import("./_backends.ts");
       const node = opts.node ?? Deno.env.get("PRISN_NODE") ?? Deno.hostname();
       const say = log ?? ((line: string) => console.error(line));
-      const { backends, address, mode } = await chooseBackends(opts, node, say);
-      const a = await Agent.start({
-        paths: app.paths,
-        node,
-        log,
-        startParallelism,
-        backends,
-        address,
-        balancer,
-      });
-      say(`prisn agent runs as ${mode}`);
+      let a;
+      try {
+        const { backends, address, mode } = await chooseBackends(opts, node, say);
+        a = await Agent.start({
+          paths: app.paths,
+          node,
+          log,
+          startParallelism,
+          backends,
+          address,
+          balancer,
+        });
+        say(`prisn agent runs as ${mode}`);
+      } catch (e) {
+        // Started in the background, nobody sees stderr: the log's last line says why.
+        log?.(`agent did not start: ${(e as Error).message}`);
+        throw e;
+      }
       const stop = () => a.stop();
       Deno.addSignalListener("SIGINT", stop);
       Deno.addSignalListener("SIGTERM", stop);

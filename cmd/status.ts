@@ -37,9 +37,13 @@ function render(s: StatusView): string {
   if (s.cluster) {
     const c = s.cluster;
     lines.push(
-      `CLUSTER: ${c.nodes} node${c.nodes === 1 ? "" : "s"}, ${
-        c.notReady.length ? `not ready: ${c.notReady.join(", ")}` : "all healthy"
-      }; leader ${c.leader ?? "none yet"}`,
+      c.staleSince !== undefined
+        ? `CLUSTER: NATS unreachable; this node's records as of ${
+          formatDuration(Date.now() - c.staleSince)
+        } ago (stale), replicas here keep running`
+        : `CLUSTER: ${c.nodes} node${c.nodes === 1 ? "" : "s"}, ${
+          c.notReady.length ? `not ready: ${c.notReady.join(", ")}` : "all healthy"
+        }; leader ${c.leader ?? "none yet"}`,
     );
   }
   lines.push(

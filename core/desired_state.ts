@@ -27,6 +27,11 @@ export interface DesiredState {
   getVersion(deployment: string, version: string): VersionRecord | undefined;
   /** Newest deploy first. */
   listVersions(deployment: string): VersionRecord[];
+  /**
+   * Since when the reads above may be behind the shared state (a cluster node cut off from NATS,
+   * or catching up); undefined while they are current. @default always current
+   */
+  staleSince?(): number | undefined;
 
   putVersion(
     v: Omit<VersionRecord, "createdAt" | "deployedAt" | "status">,

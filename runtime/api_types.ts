@@ -83,7 +83,13 @@ export interface StatusView {
   deployments: DeploymentSummary[];
   runs: { lastHour: Record<string, number> };
   /** In a cluster: how many nodes, which are not ready, and the leader. */
-  cluster?: { nodes: number; notReady: string[]; leader?: string };
+  cluster?: {
+    nodes: number;
+    notReady: string[];
+    leader?: string;
+    /** Since when this node's records may be behind the cluster's (NATS unreachable). */
+    staleSince?: number;
+  };
 }
 
 export type { NodeSummary } from "../core/backends.ts";

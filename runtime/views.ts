@@ -179,11 +179,14 @@ export class Views {
     };
     const members = this.ctx.members;
     if (members) {
-      const nodes = await members.nodes().catch(() => []);
+      const staleSince = this.ctx.desired.staleSince?.();
+      // Cut off from NATS, the nodes cannot be read: say so rather than wait for a timeout.
+      const nodes = staleSince === undefined ? await members.nodes().catch(() => []) : [];
       view.cluster = {
         nodes: nodes.length,
         notReady: nodes.filter((n) => n.status !== "ready").map((n) => `${n.node} (${n.status})`),
         leader: members.leader(),
+        staleSince,
       };
     }
     return view;

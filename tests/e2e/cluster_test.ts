@@ -8,7 +8,13 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import { type NatsServer, NO_NATS, startNats } from "../cluster/_nats.ts";
+import {
+  nats210Bin,
+  type NatsServer,
+  NO_NATS,
+  startNats,
+  startNatsCluster,
+} from "../cluster/_nats.ts";
 import { freePort, TestHome, waitFor } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import type { EventRecord, RunRecord } from "../../core/types.ts";
@@ -20,22 +26,29 @@ interface Detail {
   replicas: { desired: number; ready: number; items: ReplicaStatus[] };
 }
 
-/** Three agents of one cluster; `close()` stops them and the server. */
-async function cluster(): Promise<{ nats: NatsServer; nodes: TestHome[]; close(): Promise<void> }> {
-  const nats = await startNats();
+/**
+ * Three agents of one cluster, over one nats-server or over the servers given (with every stream
+ * on 3 of them); `close()` stops the agents and the servers.
+ */
+async function cluster(
+  servers?: NatsServer[],
+): Promise<{ nats: NatsServer; servers: NatsServer[]; nodes: TestHome[]; close(): Promise<void> }> {
+  servers ??= [await startNats()];
+  const nats = servers[0];
   const nodes = [1, 2, 3].map((i) =>
     new TestHome({
       env: {
-        PRISN_NATS: nats.url,
+        PRISN_NATS: servers.map((s) => s.url).join(","),
         PRISN_NODE: `node-${i}`,
         PRISN_ADDRESS: `127.0.0.${i}`,
         PRISN_CLUSTER: "e2e",
+        ...(servers.length > 1 ? { PRISN_NATS_REPLICAS: "3" } : {}),
       },
     })
   );
   const close = async () => {
     await Promise.all(nodes.map((h) => h.close()));
-    await nats.stop();
+    await Promise.all(servers.map((s) => s.stop()));
   };
   try {
     await Promise.all(nodes.map((h) => h.ok("ls"))); // each starts its agent in cluster mode
@@ -51,8 +64,12 @@ async function cluster(): Promise<{ nats: NatsServer; nodes: TestHome[]; close()
       await nc.close();
     }
     await new Promise((r) => setTimeout(r, 2_500)); // one membership read (2 s) on every node
-    return { nats, nodes, close };
+    return { nats, servers, nodes, close };
   } catch (e) {
+    for (const h of nodes) { // what kept an agent from starting
+      const log = await Deno.readTextFile(join(h.home, "state", "agent.log")).catch(() => "");
+      console.log(`${h.env.PRISN_NODE} agent.log:\n${log.trim().split("\n").slice(-5).join("\n")}`);
+    }
     await close();
     throw e;
   }
@@ -502,6 +519,185 @@ Deno.test({
           Deno.kill(-orphan, "SIGKILL");
         } catch { /* gone */ }
       }
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: nats-server restart: nodes keep serving and answering (stale), reconnect, catch up and go on",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    try {
+      const [n1, n2, n3] = c.nodes;
+      const port = 20_000 + Math.floor(Math.random() * 20_000);
+      const svc = n1.project("web", {
+        "main.py": [
+          "import http.server, os",
+          "class H(http.server.BaseHTTPRequestHandler):",
+          "    def do_GET(self):",
+          "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')",
+          "    def log_message(self, *a): pass",
+          "http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), H).serve_forever()",
+          "",
+        ].join("\n"),
+      });
+      await n1.ok("deploy", svc, "--name", "web", "--replicas", "3", "--port", String(port));
+      await waitFor(async () => (await n1.json<Detail>("get", "web")).replicas.ready === 3, {
+        what: "3/3 ready",
+        timeoutMs: 30_000,
+      });
+
+      await c.nats.kill();
+      // Cut off: status says so at once, ls still answers from the node's records, ports serve.
+      await waitFor(async () => /^CLUSTER: NATS unreachable; /.test(await n1.ok("status")), {
+        what: "status saying NATS is unreachable",
+      });
+      assert.match(await n2.ok("ls"), /^web\s+service/m);
+      for (const i of [1, 2, 3]) {
+        assert.equal(await httpGetAt(`127.0.0.${i}`, port), "ok", `port on 127.0.0.${i}`);
+      }
+
+      await c.nats.start();
+      await waitFor(async () => {
+        const s = await n3.json<StatusView>("status");
+        return s.cluster?.staleSince === undefined && s.cluster?.nodes === 3 && s.cluster.leader;
+      }, { what: "the cluster back: 3 nodes, a leader, records current", timeoutMs: 40_000 });
+      // A deploy after the restart reaches every node and its run completes once.
+      const job = n2.project("after", { "main.sh": "echo after the restart\n" });
+      await n2.ok("deploy", job, "--name", "after");
+      for (const h of c.nodes) {
+        await waitFor(async () => {
+          const runs = await h.json<RunRecord[]>("get", "jobs", "after");
+          return runs.length === 1 && runs[0].status === "completed";
+        }, {
+          what: `the run of "after" completed, seen on ${h.env.PRISN_NODE}`,
+          timeoutMs: 30_000,
+        });
+      }
+      // The service neither lost nor doubled a replica.
+      const d = await n1.json<Detail>("get", "web");
+      assert.equal(d.replicas.items.length, 3);
+      assert.equal(d.replicas.ready, 3);
+    } finally {
+      await c.close();
+    }
+  },
+});
+
+/** The lines of a ticks file ("SCHEDULED-TIME RUN-ID" per run); [] before the first. */
+async function readTicks(file: string): Promise<string[]> {
+  try {
+    return (await Deno.readTextFile(file)).trim().split("\n").filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+Deno.test({
+  name:
+    "cluster: a leader paused past its TTL (SIGSTOP) is replaced and, resumed, does nothing: no tick runs twice",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster();
+    let paused: number | undefined;
+    try {
+      const [n1] = c.nodes;
+      const ticks = join(n1.dir, "ticks.txt");
+      const cron = n1.project("tick", {
+        "main.sh": `echo "$PRISN_SCHEDULED_TIME $PRISN_RUN_ID" >> "${ticks}"\n`,
+        "prisn.toml": 'schedule = "* * * * * *"\n',
+      });
+      await n1.ok("deploy", cron, "--name", "tick");
+      const leader = await waitFor(
+        async () => (await n1.json<StatusView>("status")).cluster?.leader,
+        {
+          what: "a leader",
+        },
+      );
+      const old = c.nodes.find((h) => h.env.PRISN_NODE === leader)!;
+      const other = c.nodes.find((h) => h !== old)!;
+      await waitFor(async () => (await readTicks(ticks)).length >= 2, { what: "ticks" });
+      paused = old.agentPid()!;
+      Deno.kill(paused, "SIGSTOP");
+      const next = await waitFor(async () => {
+        const l = (await other.json<StatusView>("status")).cluster?.leader;
+        return l && l !== leader ? l : undefined;
+      }, { what: "a new leader while the old one is paused", timeoutMs: 40_000, intervalMs: 250 });
+      const before = (await readTicks(ticks)).length;
+      await waitFor(async () => (await readTicks(ticks)).length >= before + 2, {
+        what: "ticks under the new leader",
+        timeoutMs: 15_000,
+      });
+      Deno.kill(paused, "SIGCONT");
+      paused = undefined;
+      // Resumed, it knows it no longer leads (its clock says its lease ran out) and follows.
+      await waitFor(async () => (await old.json<StatusView>("status")).cluster?.leader === next, {
+        what: `${leader} seeing ${next} as the leader after it resumed`,
+      });
+      const resumed = (await readTicks(ticks)).length;
+      await waitFor(async () => (await readTicks(ticks)).length >= resumed + 3, {
+        what: "ticks after the old leader resumed",
+        timeoutMs: 15_000,
+      });
+      await other.ok("suspend", "tick");
+      const stamps = (await readTicks(ticks)).map((l) => l.split(" ")[0]);
+      assert.equal(new Set(stamps).size, stamps.length, `a tick ran twice: ${stamps.join(", ")}`);
+      assert.equal((await old.json<StatusView>("status")).cluster?.leader, next);
+    } finally {
+      if (paused) Deno.kill(paused, "SIGCONT");
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster over a 3-server NATS (2.10) with 3 stream replicas: losing one server, prisn keeps deploying and running",
+  ignore: NO_NATS !== undefined || !nats210Bin(),
+  fn: async () => {
+    const servers = (await startNatsCluster())!;
+    const c = await cluster(servers);
+    try {
+      const [n1, n2, n3] = c.nodes;
+      const first = n1.project("one", { "main.sh": "echo one\n" });
+      await n1.ok("deploy", first, "--name", "one");
+      await waitFor(async () => {
+        const runs = await n3.json<RunRecord[]>("get", "jobs", "one");
+        return runs.length === 1 && runs[0].status === "completed";
+      }, { what: "the first job completed, seen on node 3", timeoutMs: 30_000 });
+      // The server node 1 connected to first goes away for good.
+      await servers[0].stop();
+      const second = n2.project("two", { "main.sh": "echo two\n" });
+      await waitFor(async () => (await n2.cli("deploy", second, "--name", "two")).code === 0, {
+        what: "a deploy with one NATS server down",
+        timeoutMs: 40_000,
+        intervalMs: 1_000,
+      });
+      for (const h of c.nodes) {
+        await waitFor(async () => {
+          const runs = await h.json<RunRecord[]>("get", "jobs", "two");
+          return runs.length === 1 && runs[0].status === "completed";
+        }, { what: `the second job completed, seen on ${h.env.PRISN_NODE}`, timeoutMs: 40_000 })
+          .catch(async (e) => {
+            for (const x of c.nodes) {
+              console.log(x.env.PRISN_NODE, await x.ok("get", "jobs", "two"), await x.ok("status"));
+              const log = await Deno.readTextFile(join(x.home, "state", "agent.log")).catch(() =>
+                ""
+              );
+              console.log(log.split("\n").slice(-8).join("\n"));
+            }
+            throw e;
+          });
+      }
+      const s = await waitFor(async () => {
+        const s = await n1.json<StatusView>("status");
+        return s.cluster?.nodes === 3 && s.cluster.leader ? s : undefined;
+      }, { what: "3 nodes and a leader with two NATS servers", timeoutMs: 30_000 });
+      assert.deepEqual(s.cluster!.notReady, []);
+    } finally {
       await c.close();
     }
   },
