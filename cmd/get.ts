@@ -89,8 +89,12 @@ async function describe(app: App, name: string, output?: string) {
     ["Version", `${d.version} (deployed ${formatAge(d.deployedAt)} ago)`],
     ["Source", describeSource(d.source as SourceInfo)],
     ["Entrypoint", d.entrypoint],
-    ["Runtime", d.runtime + (d.interpreter ? ` (${d.interpreter})` : "")],
-    ["Env", d.env],
+    [
+      "Command",
+      d.command?.map((a) => /^[\w@%+=:,./$-]+$/.test(a) ? a : JSON.stringify(a)).join(" "),
+    ],
+    ["Runtime", d.runtime && d.runtime + (d.interpreter ? ` (${d.interpreter})` : "")],
+    ["Env", d.envs?.join(", ")],
     ["Port", d.port !== undefined ? String(d.port) : undefined],
     ["Balancer", d.balancer ? describeBalancer(d.balancer) : undefined],
     [

@@ -17,6 +17,7 @@ export { PRISN_TOML_KEYS } from "./prisn_toml/keys.ts";
 export { validateName } from "./prisn_toml/name.ts";
 export type {
   DeploymentType,
+  Deps,
   HealthCheck,
   History,
   LogSettings,

@@ -5,7 +5,12 @@ import { parseEnvPair, parsePort, parseReplicas } from "./values.ts";
 export { parseEnvPair, parsePort, parseReplicas };
 import type { DeploymentType, PrisnToml } from "./prisn_toml.ts";
 import { validateName } from "./prisn_toml.ts";
-import { DEFAULT_ENTRYPOINTS, runtimeForFile, validateRuntime } from "./runtimes.ts";
+import {
+  DEFAULT_ENTRYPOINTS,
+  isKnownRuntime,
+  runtimeForFile,
+  validateRuntime,
+} from "./runtimes.ts";
 
 export type { DeploymentType };
 
@@ -34,8 +39,14 @@ export interface DeployFlags {
 export interface DeploySpec extends Omit<PrisnToml, "replicas"> {
   name: string;
   type: DeploymentType;
-  entrypoint: string;
-  runtime: string;
+  /** The file to run; absent when `command` is set. */
+  entrypoint?: string;
+  /**
+   * The interpreter: of the entrypoint, or for a `command` the one its program names (python3,
+   * node…) or prisn.toml sets; it also builds the deps env of its family. Absent for a command of
+   * another program without a runtime set.
+   */
+  runtime?: string;
   args: string[];
   env: Record<string, string>;
   replicas: number;
@@ -103,26 +114,18 @@ export function resolveSpec(input: {
   validateName(name);
 
   const files = new Set(input.files);
-  const entrypoint = flags.entrypoint ?? toml.entrypoint ??
-    DEFAULT_ENTRYPOINTS.find((f) => files.has(f)) ??
-    (input.files.length === 1 ? input.files[0] : undefined);
-  if (!entrypoint) {
-    throw invalid(
-      `no entrypoint found: add one of ${DEFAULT_ENTRYPOINTS.join(", ")}, ` +
-        `or set entrypoint in prisn.toml or --entrypoint`,
-    );
+  // --entrypoint replaces prisn.toml's command, like every flag overrides the file.
+  const command = flags.entrypoint === undefined ? toml.command : undefined;
+  const { entrypoint, runtime } = command
+    ? { entrypoint: undefined, runtime: commandRuntime(command, flags.runtime ?? toml.runtime) }
+    : entrypointAndRuntime(flags, toml, input.files);
+  if (runtime !== undefined) validateRuntime(runtime);
+  for (const kind of ["python", "node"] as const) {
+    const file = toml.deps?.[kind];
+    if (typeof file === "string" && !files.has(file)) {
+      throw invalid(`prisn.toml: [deps] ${kind} names "${file}", which is not in the package`);
+    }
   }
-  if (!files.has(entrypoint)) {
-    throw invalid(`entrypoint "${entrypoint}" is not in the package: check the path`);
-  }
-  const runtime = flags.runtime ?? toml.runtime ?? runtimeForFile(entrypoint);
-  if (!runtime) {
-    throw invalid(
-      `cannot tell the runtime of "${entrypoint}": set runtime (python3, node, bash) ` +
-        `in prisn.toml or --runtime`,
-    );
-  }
-  validateRuntime(runtime);
 
   const port = flags.port !== undefined ? parsePort(flags.port) : toml.port;
   const replicasGiven = flags.replicas !== undefined
@@ -155,13 +158,16 @@ export function resolveSpec(input: {
     ...toml,
     name,
     type,
-    entrypoint,
-    runtime,
     args: toml.args ?? [],
     env,
     secrets: [...secrets].sort(),
     replicas: type === "service" ? (replicasGiven ?? 1) : 0,
   };
+  if (command) spec.command = command;
+  else delete spec.command;
+  if (entrypoint !== undefined) spec.entrypoint = entrypoint;
+  if (runtime !== undefined) spec.runtime = runtime;
+  else delete spec.runtime;
   if (port !== undefined) spec.port = port;
   else delete spec.port;
   if (spec.balancer !== undefined && port === undefined) {
@@ -173,6 +179,42 @@ export function resolveSpec(input: {
   const timezone = flags.timezone ?? toml.timezone;
   if (timezone !== undefined) spec.timezone = timezone;
   return spec;
+}
+
+/** The entrypoint (flag, prisn.toml, else a default file) and its runtime. */
+function entrypointAndRuntime(
+  flags: DeployFlags,
+  toml: PrisnToml,
+  fileList: readonly string[],
+): { entrypoint: string; runtime: string } {
+  const files = new Set(fileList);
+  const entrypoint = flags.entrypoint ?? toml.entrypoint ??
+    DEFAULT_ENTRYPOINTS.find((f) => files.has(f)) ??
+    (fileList.length === 1 ? fileList[0] : undefined);
+  if (!entrypoint) {
+    throw invalid(
+      `no entrypoint found: add one of ${DEFAULT_ENTRYPOINTS.join(", ")}, ` +
+        `or set entrypoint or command in prisn.toml, or --entrypoint`,
+    );
+  }
+  if (!files.has(entrypoint)) {
+    throw invalid(`entrypoint "${entrypoint}" is not in the package: check the path`);
+  }
+  const runtime = flags.runtime ?? toml.runtime ?? runtimeForFile(entrypoint);
+  if (!runtime) {
+    throw invalid(
+      `cannot tell the runtime of "${entrypoint}": set runtime (python3, node, bash) ` +
+        `in prisn.toml or --runtime`,
+    );
+  }
+  return { entrypoint, runtime };
+}
+
+/** A command's runtime: the one set, else its program's when that names one (python3, node…). */
+function commandRuntime(command: readonly string[], given?: string): string | undefined {
+  if (given !== undefined) return given;
+  const program = basename(command[0]);
+  return isKnownRuntime(program) ? program : undefined;
 }
 
 function resolveType(

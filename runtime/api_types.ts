@@ -55,10 +55,14 @@ export interface DeploymentSummary {
 export interface DeploymentDetail extends DeploymentSummary {
   deployedAt: number;
   source: unknown;
-  entrypoint: string;
-  runtime: string;
+  /** The file run, or (with a prisn.toml `command`) absent. */
+  entrypoint?: string;
+  /** The program and arguments run instead of an entrypoint, as prisn.toml writes them. */
+  command?: string[];
+  runtime?: string;
   interpreter?: string;
-  env?: string;
+  /** The dependency envs the version runs in (ids), in PATH order. */
+  envs?: string[];
   /** Limits and how they are enforced, e.g. "cpu 500m, memory 512Mi (cgroup v1)". */
   resources?: string;
   timezone?: string;

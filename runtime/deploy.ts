@@ -16,6 +16,7 @@ import { collectPackage, type Package, versionId } from "../core/version.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type { AgentContext } from "./context.ts";
+import type { Launch } from "./launch.ts";
 import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl } from "./git_source.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -215,7 +216,6 @@ async function deployPackage(
     await checkCancelled(wrote, true);
 
     let launch;
-    const preparing = Date.now();
     try {
       launch = await supervisor.launch(spec, version);
     } catch (e) {
@@ -228,14 +228,7 @@ async function deployPackage(
       } else await ctx.desired.setVersionStatus(spec.name, version, "failed");
       throw e;
     }
-    const took = formatDuration(Date.now() - preparing);
-    progress(
-      "Prepare",
-      `${spec.runtime} ${launch.interpreterVersion}` +
-        (launch.envId
-          ? `, env ${launch.envId} (${launch.envReused ? "reused" : `built in ${took}`})`
-          : ", no dependencies"),
-    );
+    progress("Prepare", describePrepared(spec, launch));
 
     const result: DeployResult = {
       name: spec.name,
@@ -372,4 +365,17 @@ export async function scale(
   }
   ctx.event(name, "Scaled", `scaled from ${d.replicas} to ${replicas} replica(s)`);
   return replicas;
+}
+
+/** "bash 5.2.15, node env node-… (built in 8.1s)", "python3 3.11.2, no dependencies". */
+function describePrepared(spec: DeploySpec, launch: Launch): string {
+  const parts = [
+    spec.runtime ? `${spec.runtime} ${launch.interpreterVersion}` : `command ${spec.command![0]}`,
+    ...launch.envs.map((e) =>
+      `${e.kind} env ${e.id} (${e.reused ? "reused" : `built in ${formatDuration(e.ms)}`})`
+    ),
+    ...launch.skipped.map((kind) => `${kind} dependencies skipped ([deps] ${kind} = false)`),
+  ];
+  if (launch.envs.length === 0 && launch.skipped.length === 0) parts.push("no dependencies");
+  return parts.join(", ");
 }

@@ -23,6 +23,14 @@
  * @module
  */
 
-export { envKey, linkNodeModules, listEnvs, prepareEnv, removeEnv } from "./envs/cache.ts";
+export {
+  environmentOf,
+  envKey,
+  linkNodeModules,
+  listEnvs,
+  needsEnv,
+  prepareEnv,
+  removeEnv,
+} from "./envs/cache.ts";
 export { InstallError } from "./envs/errors.ts";
 export type { EnvKey, EnvKind, Interpreter, PreparedEnv, PrepareEnvOptions } from "./envs/types.ts";

@@ -2,8 +2,9 @@ import { join } from "node:path";
 import { settingsOf } from "../core/settings.ts";
 import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
-import { envKey, listEnvs, removeEnv } from "./envs.ts";
-import { resolveInterpreter } from "./interpreters.ts";
+import type { DeploySpec } from "../core/spec.ts";
+import { envIdsOf } from "./dependencies.ts";
+import { listEnvs, removeEnv } from "./envs.ts";
 
 export interface GcResult {
   versions: string[];
@@ -36,7 +37,7 @@ export async function collectGarbage(
   const { paths } = ctx;
   const result: GcResult = { versions: [], envs: [] };
   result.versions.push(...await removeUnrecorded(ctx, options));
-  const kept: Array<{ dir: string; runtime: string }> = [];
+  const kept: Array<{ dir: string; spec: DeploySpec }> = [];
   for (const d of ctx.desired.listDeployments()) {
     const versions = ctx.desired.listVersions(d.name); // newest deploy first
     const active = versions.find((v) => v.version === d.version);
@@ -49,7 +50,7 @@ export async function collectGarbage(
     const keep = new Set([d.version, ...others.slice(0, limit - 1).map((v) => v.version)]);
     for (const v of versions) {
       if (keep.has(v.version)) {
-        kept.push({ dir: versionDir(paths, d.name, v.version), runtime: v.spec.runtime });
+        kept.push({ dir: versionDir(paths, d.name, v.version), spec: v.spec });
         continue;
       }
       result.versions.push(`${d.name}/${v.version}`);
@@ -63,8 +64,7 @@ export async function collectGarbage(
   const used = new Set<string>();
   for (const k of kept) {
     try {
-      const key = await envKey(k.dir, await resolveInterpreter(k.runtime));
-      if (key) used.add(key.id);
+      for (const id of await envIdsOf(k.dir, k.spec)) used.add(id);
     } catch {
       return result; // cannot tell which env a kept version uses: remove no env at all
     }

@@ -13,6 +13,12 @@ export interface ProcessSpec {
   cwd: string;
   /** Added to the agent's own environment. */
   env: Record<string, string>;
+  /**
+   * `command` and `args` hold `$NAME` / `${NAME}` references (a prisn.toml `command`), expanded
+   * from the process's whole environment right before each start (see TaskRunner).
+   * @default false
+   */
+  expand?: boolean;
 }
 
 /**

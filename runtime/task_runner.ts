@@ -1,3 +1,4 @@
+import { expandCommand } from "../core/command.ts";
 import type { AgentContext } from "./context.ts";
 import type { ExitStatus, ProcessDriver, ProcessHandle, StartRequest } from "./driver.ts";
 
@@ -52,7 +53,7 @@ export class TaskRunner {
     try {
       await hooks.prestart?.();
       if (this.#stopGraceMs !== undefined) return { kind: "stopped-before-start" };
-      handle = await options.driver.start(options.request);
+      handle = await options.driver.start(expanded(options.request));
     } catch (e) {
       return { kind: "not-started", error: e as Error };
     }
@@ -79,4 +80,15 @@ export class TaskRunner {
     })();
     return this.#stopped;
   }
+}
+
+/** The request with its command's references expanded from the process's whole environment. */
+function expanded(request: StartRequest): StartRequest {
+  const { spec } = request;
+  if (!spec.expand) return request;
+  const [command, ...args] = expandCommand([spec.command, ...spec.args], {
+    ...Deno.env.toObject(),
+    ...spec.env,
+  });
+  return { ...request, spec: { ...spec, command, args, expand: false } };
 }

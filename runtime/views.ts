@@ -3,7 +3,7 @@ import type { DeploySpec } from "../core/spec.ts";
 import type { DeploymentRecord, RunRecord } from "../core/types.ts";
 import { versionDir } from "../core/paths.ts";
 import type { AgentContext } from "./context.ts";
-import { envKey } from "./envs.ts";
+import { envIdsOf } from "./dependencies.ts";
 import { resolveInterpreter } from "./interpreters.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -98,6 +98,7 @@ export class Views {
       deployedAt: v.deployedAt,
       source: v.source,
       entrypoint: v.spec.entrypoint,
+      command: v.spec.command,
       runtime: v.spec.runtime,
       spec: { ...rest, env: Object.fromEntries(maskedEnv(v.spec).map((e) => [e.key, e.value])) },
       replicaStatus: [
@@ -134,17 +135,21 @@ export class Views {
     }
     const launch = this.supervisor.launchIfKnown(name, d.version);
     if (launch) {
-      detail.interpreter = `${launch.interpreter} ${launch.interpreterVersion}`;
-      if (launch.envId) detail.env = launch.envId;
+      if (launch.interpreter) {
+        detail.interpreter = `${launch.interpreter} ${launch.interpreterVersion}`;
+      }
+      if (launch.envs.length) detail.envs = launch.envs.map((e) => e.id);
     } else {
-      // Not started by this agent yet (a job after a restart): work the env id out, build nothing.
+      // Not started by this agent yet (a job after a restart): work the env ids out, build nothing.
       try {
-        const interp = await resolveInterpreter(v.spec.runtime);
-        detail.interpreter = `${interp.command} ${interp.version}`;
-        const key = await envKey(versionDir(this.ctx.paths, name, d.version), interp);
-        if (key) detail.env = key.id;
+        if (v.spec.runtime) {
+          const interp = await resolveInterpreter(v.spec.runtime);
+          detail.interpreter = `${interp.command} ${interp.version}`;
+        }
+        const ids = await envIdsOf(versionDir(this.ctx.paths, name, d.version), v.spec);
+        if (ids.length) detail.envs = ids;
       } catch {
-        // the interpreter is gone from the host: get still shows the rest
+        // an interpreter is gone from the host: get still shows the rest
       }
     }
     return detail;

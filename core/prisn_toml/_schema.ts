@@ -10,6 +10,7 @@ import { parseDuration } from "../duration.ts";
 import { invalid, PrisnError } from "../errors.ts";
 import { parseCpu, parseMemory } from "../quantity.ts";
 import { validateRuntime } from "../runtimes.ts";
+import { commandVariables } from "../command.ts";
 import { validateName } from "./name.ts";
 
 const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -135,20 +136,60 @@ const ROLLOUT = z.strictObject({
 
 const ENV_VALUE = "must be a string, number or boolean";
 
+const RELATIVE_PATH = 'must be a relative path inside the project, without ".."';
+
+/** A path relative to the project root that does not leave it. */
+function relativePath(error: string) {
+  return str(error).superRefine((value, ctx) => {
+    if (value === "" || value.startsWith("/") || value.split(/[/\\]/).includes("..")) {
+      ctx.addIssue({ code: "custom", message: RELATIVE_PATH });
+    }
+  });
+}
+
+const DEPS_PYTHON =
+  'must be a requirements file or pyproject.toml like "requirements.txt", or false';
+const DEPS_NODE = 'must be a package.json like "package.json" or "web/package.json", or false';
+const DEPS = z.strictObject({
+  python: z.union([z.literal(false, { error: DEPS_PYTHON }), relativePath(DEPS_PYTHON)], {
+    error: DEPS_PYTHON,
+  }).optional(),
+  node: z.union([
+    z.literal(false, { error: DEPS_NODE }),
+    relativePath(DEPS_NODE).refine((v) => /(^|\/)package\.json$/.test(v), { error: DEPS_NODE }),
+  ], { error: DEPS_NODE }).optional(),
+}, { error: 'must be a table like { python = "requirements.txt", node = false }' });
+
+const COMMAND = 'must be a list of strings like ["gunicorn", "--bind", "127.0.0.1:$PORT"] ' +
+  "(a shell string is not run: prisn starts the program itself, without a shell)";
+
+/**
+ * An argv list: a program and its arguments, each a string where `$NAME`, `${NAME}` refer to the
+ * run's environment and `$$` is a literal `$`.
+ */
+const COMMAND_LIST = z.array(str("must be a string"), { error: COMMAND })
+  .min(1, { error: COMMAND })
+  .superRefine((argv, ctx) => {
+    if (argv[0] === "") {
+      ctx.addIssue({ code: "custom", message: "must name a program first", path: [0] });
+    }
+    argv.forEach((arg, i) => {
+      try {
+        commandVariables([arg]);
+      } catch (e) {
+        fullMessage(ctx, e, [i]);
+      }
+    });
+  });
+
 export const TOP = z.strictObject({
   name: str('must be a string like "my-app"').superRefine(checkedBy(validateName)).optional(),
   type: oneOf(["service", "job", "cronjob"]).optional(),
   runtime: str('must be a string like "python3" or "node20"').superRefine(
     checkedBy(validateRuntime),
   ).optional(),
-  entrypoint: str('must be a path like "main.py"').superRefine((value, ctx) => {
-    if (value === "" || value.startsWith("/") || value.split(/[/\\]/).includes("..")) {
-      ctx.addIssue({
-        code: "custom",
-        message: 'must be a relative path inside the project, without ".."',
-      });
-    }
-  }).optional(),
+  entrypoint: relativePath('must be a path like "main.py"').optional(),
+  command: COMMAND_LIST.optional(),
   args: z.array(str("must be a string"), { error: "must be a list of strings" }).optional(),
   env: z.record(
     z.string(),
@@ -198,6 +239,7 @@ export const TOP = z.strictObject({
   history: HISTORY.optional(),
   logs: LOGS.optional(),
   rollout: ROLLOUT.optional(),
+  deps: DEPS.optional(),
   secrets: z.array(
     str("must be a string").superRefine(checkedBy((name) => validateEnvName("secret", name))),
     { error: 'must be a list of env key names like ["API_KEY"]' },
@@ -212,4 +254,5 @@ export const TABLES: Readonly<Record<string, z.ZodObject>> = {
   history: HISTORY,
   logs: LOGS,
   rollout: ROLLOUT,
+  deps: DEPS,
 };

@@ -79,6 +79,19 @@ function conflicts(toml: PrisnToml): { path: string[]; message: string } | undef
       message: `port only applies to type = "service" (type is "${toml.type}")`,
     };
   }
+  if (toml.command !== undefined && toml.entrypoint !== undefined) {
+    return {
+      path: ["entrypoint"],
+      message: "entrypoint and command cannot both be set: keep one (command runs a program, " +
+        "entrypoint a file of the project)",
+    };
+  }
+  if (toml.command !== undefined && toml.args !== undefined) {
+    return {
+      path: ["args"],
+      message: "args only apply to an entrypoint: put the arguments into command",
+    };
+  }
   const { backoff_initial, backoff_max } = toml.restart ?? {};
   if (backoff_initial !== undefined || backoff_max !== undefined) {
     const defaults = PRISN_TOML_DEFAULTS.restart;

@@ -64,6 +64,14 @@ export interface RolloutSettings {
   max_parallel?: number;
 }
 
+/** Which dependency files are installed; absent: found by the files present. */
+export interface Deps {
+  /** A requirements file or pyproject.toml, relative to the project; false: no python env. */
+  python?: string | false;
+  /** A package.json, relative to the project; false: no node env. */
+  node?: string | false;
+}
+
 /**
  * A validated prisn.toml. Every key is optional; what applies when a key is absent is listed
  * in {@link PRISN_TOML_DEFAULTS} and docs/prisn-toml.md.
@@ -76,6 +84,11 @@ export interface PrisnToml {
   runtime?: string;
   /** Path of the file to run, relative to the project root, never leaving it. */
   entrypoint?: string;
+  /**
+   * A program and its arguments to run instead of an entrypoint (never a shell string); `$NAME`
+   * and `${NAME}` are expanded from the run's environment.
+   */
+  command?: string[];
   /** Arguments passed to the entrypoint. */
   args?: string[];
   /** Environment variables; numbers and booleans in the file are turned into strings. */
@@ -117,6 +130,8 @@ export interface PrisnToml {
   history?: History;
   logs?: LogSettings;
   rollout?: RolloutSettings;
+  /** Which dependency files to install, overriding what is found by the files present. */
+  deps?: Deps;
   /** Names of `env` keys whose values are secret: never printed, never logged. */
   secrets?: string[];
 }

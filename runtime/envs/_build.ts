@@ -173,7 +173,6 @@ export function describe(
   plan: Plan,
   dir: string,
   interp: Interpreter,
-  environment: Record<string, string>,
   reused: boolean,
 ): PreparedEnv {
   if (plan.kind === "python") {
@@ -182,7 +181,8 @@ export function describe(
       kind: "python",
       dir,
       command: join(dir, "bin", "python"),
-      env: pythonVariables(dir, environment),
+      bin: join(dir, "bin"),
+      env: { PYTHONUNBUFFERED: "1", VIRTUAL_ENV: dir },
       reused,
     };
   }
@@ -192,17 +192,32 @@ export function describe(
     kind: "node",
     dir,
     command: interp.command,
-    env: { NODE_PATH: modules, PATH: joinPath(join(modules, ".bin"), basePath(environment)) },
+    bin: join(modules, ".bin"),
+    env: { NODE_PATH: modules },
     reused,
   };
 }
 
+/**
+ * The variables a program running inside `envs` needs: each env's own (VIRTUAL_ENV, NODE_PATH…)
+ * and PATH with the envs' executables first, in the order given, before the base PATH (the
+ * `environment`'s, else the agent's).
+ */
+export function environmentOf(
+  envs: readonly Pick<PreparedEnv, "bin" | "env">[],
+  environment: Record<string, string>,
+): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const env of envs) Object.assign(vars, env.env);
+  vars.PATH = [...envs.map((e) => e.bin), basePath(environment)].filter((p) => p).join(":");
+  return vars;
+}
+
 function pythonVariables(dir: string, environment: Record<string, string>) {
-  return {
-    PYTHONUNBUFFERED: "1",
-    VIRTUAL_ENV: dir,
-    PATH: joinPath(join(dir, "bin"), basePath(environment)),
-  };
+  return environmentOf([{
+    bin: join(dir, "bin"),
+    env: { PYTHONUNBUFFERED: "1", VIRTUAL_ENV: dir },
+  }], environment);
 }
 
 /** The environment minus variables that would point pip or python somewhere else. */

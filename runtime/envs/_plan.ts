@@ -5,26 +5,35 @@
  * @module
  */
 
-import { dirname, join, relative, resolve } from "node:path";
+import { basename, dirname, join, relative, resolve } from "node:path";
 import { parse as parseToml } from "smol-toml";
 import { PrisnError } from "../../core/errors.ts";
 import { readOptional } from "../../core/fs.ts";
-import type { EnvKey, Interpreter } from "./types.ts";
+import type { EnvKey, EnvKind, Interpreter } from "./types.ts";
 
 const KEY_FORMAT = 1;
 
+/** What a project's files ask to install, read without an interpreter. */
+export type Needs =
+  | {
+    kind: "python";
+    /** The requirements file's path, or (from pyproject.toml) the requirement lines. */
+    requirements: string;
+    fromPyproject: boolean;
+    wheelsDir?: string;
+    /** What the env id hashes besides the interpreter. */
+    parts: unknown[];
+  }
+  | {
+    kind: "node";
+    manifest: Record<string, unknown>;
+    lock?: { name: string; text: string };
+    npmrc?: string;
+    parts: unknown[];
+  };
+
 /** Everything a build needs, worked out from the project's files. */
-export type Plan =
-  & EnvKey
-  & (
-    | { kind: "python"; requirements: string; wheelsDir?: string; fromPyproject: boolean }
-    | {
-      kind: "node";
-      manifest: Record<string, unknown>;
-      lock?: { name: string; text: string };
-      npmrc?: string;
-    }
-  );
+export type Plan = EnvKey & Needs;
 
 /** The plan of a python env. */
 export type PythonPlan = Extract<Plan, { kind: "python" }>;
@@ -32,28 +41,75 @@ export type PythonPlan = Extract<Plan, { kind: "python" }>;
 /** The plan of a node env. */
 export type NodePlan = Extract<Plan, { kind: "node" }>;
 
-/** The plan of the env a project needs on an interpreter, or undefined when it needs none. */
+/** The kind of env an interpreter builds: python venvs, node_modules trees; none for others. */
+export function envKindOf(interpreter: Pick<Interpreter, "family">): EnvKind | undefined {
+  return interpreter.family === "python" || interpreter.family === "node"
+    ? interpreter.family
+    : undefined;
+}
+
+/**
+ * The plan of the env a project needs on an interpreter, or undefined when it needs none.
+ * `file` is the dependency file named in prisn.toml `[deps]` (relative to the project); by
+ * default requirements.txt, else pyproject.toml, for python and package.json for node.
+ */
 export async function planEnv(
   sourceDir: string,
   interpreter: Interpreter,
+  file?: string,
 ): Promise<Plan | undefined> {
-  if (interpreter.family === "python") return await planPython(sourceDir, interpreter);
-  if (interpreter.family === "node") return await planNode(sourceDir, interpreter);
-  return undefined;
+  const kind = envKindOf(interpreter);
+  const needs = kind && await readNeeds(sourceDir, kind, file);
+  if (!needs) return undefined;
+  const prefix = needs.kind === "python" ? "python3-" : "node-";
+  const id = prefix + await digest([
+    KEY_FORMAT,
+    needs.kind,
+    interpreter.runtime,
+    interpreter.version,
+    ...needs.parts,
+  ]);
+  return { id, ...needs };
 }
 
-async function planPython(sourceDir: string, interp: Interpreter): Promise<Plan | undefined> {
-  const requirementsPath = join(sourceDir, "requirements.txt");
-  const requirementsText = await readOptional(requirementsPath, { folderAsMissing: true });
+/**
+ * What the project's dependency file for `kind` asks to install, or undefined when there is no
+ * such file or it lists nothing to install.
+ * @throws {PrisnError} INVALID when a file named in `[deps]` is missing or a file cannot be read.
+ */
+export async function readNeeds(
+  sourceDir: string,
+  kind: EnvKind,
+  file?: string,
+): Promise<Needs | undefined> {
+  if (file !== undefined) {
+    const path = join(sourceDir, file);
+    if (await readOptional(path, { folderAsMissing: true }) === undefined) {
+      throw new PrisnError(
+        "INVALID",
+        `[deps] ${kind} names "${file}", which is not in the package`,
+      );
+    }
+  }
+  return kind === "python" ? await readPython(sourceDir, file) : await readNode(sourceDir, file);
+}
+
+async function readPython(sourceDir: string, file?: string): Promise<Needs | undefined> {
   const parts: unknown[] = [];
   let requirements: string;
   let fromPyproject = false;
+  const pyproject = file !== undefined && basename(file) === "pyproject.toml";
+  const requirementsPath = join(sourceDir, file ?? "requirements.txt");
+  const requirementsText = pyproject
+    ? undefined
+    : await readOptional(requirementsPath, { folderAsMissing: true });
   if (requirementsText !== undefined) {
     if (!hasRequirementLines(requirementsText)) return undefined;
     requirements = requirementsPath;
     await collectRequirementFiles(sourceDir, requirementsPath, requirementsText, parts, new Set());
   } else {
-    const deps = await pyprojectDependencies(sourceDir);
+    if (file !== undefined && !pyproject) return undefined;
+    const deps = await pyprojectDependencies(join(sourceDir, file ?? "pyproject.toml"));
     if (!deps || deps.length === 0) return undefined;
     requirements = deps.join("\n") + "\n";
     fromPyproject = true;
@@ -62,28 +118,27 @@ async function planPython(sourceDir: string, interp: Interpreter): Promise<Plan 
   const wheelsDir = join(sourceDir, "wheels");
   const wheels = await hashFolder(wheelsDir);
   if (wheels) parts.push(["wheels", wheels]);
-  const id = "python3-" +
-    await digest([KEY_FORMAT, "python", interp.runtime, interp.version, parts]);
   return {
-    id,
     kind: "python",
     requirements,
     fromPyproject,
     wheelsDir: wheels ? wheelsDir : undefined,
+    parts: [parts],
   };
 }
 
-async function planNode(sourceDir: string, interp: Interpreter): Promise<Plan | undefined> {
-  const text = await readOptional(join(sourceDir, "package.json"), { folderAsMissing: true });
+async function readNode(sourceDir: string, file?: string): Promise<Needs | undefined> {
+  const name = file ?? "package.json";
+  const text = await readOptional(join(sourceDir, name), { folderAsMissing: true });
   if (text === undefined) return undefined;
   let manifest: Record<string, unknown>;
   try {
     manifest = JSON.parse(text);
   } catch (error) {
-    throw new PrisnError("INVALID", `package.json is not valid JSON: ${(error as Error).message}`);
+    throw new PrisnError("INVALID", `${name} is not valid JSON: ${(error as Error).message}`);
   }
   if (typeof manifest !== "object" || manifest === null || Array.isArray(manifest)) {
-    throw new PrisnError("INVALID", "package.json must hold a JSON object");
+    throw new PrisnError("INVALID", `${name} must hold a JSON object`);
   }
   const fields = [
     "dependencies",
@@ -99,29 +154,26 @@ async function planNode(sourceDir: string, interp: Interpreter): Promise<Plan | 
     return typeof value === "object" && value !== null && Object.keys(value).length > 0;
   });
   if (!wanted) return undefined;
+  const folder = dirname(join(sourceDir, name));
   let lock: { name: string; text: string } | undefined;
-  for (const name of ["npm-shrinkwrap.json", "package-lock.json"]) {
-    const lockText = await readOptional(join(sourceDir, name), { folderAsMissing: true });
+  for (const lockName of ["npm-shrinkwrap.json", "package-lock.json"]) {
+    const lockText = await readOptional(join(folder, lockName), { folderAsMissing: true });
     if (lockText !== undefined) {
-      lock = { name, text: lockText };
+      lock = { name: lockName, text: lockText };
       break;
     }
   }
-  const npmrc = await readOptional(join(sourceDir, ".npmrc"), { folderAsMissing: true });
+  const npmrc = await readOptional(join(folder, ".npmrc"), { folderAsMissing: true });
   const picked = Object.fromEntries(
     fields.filter((f) => f in manifest).map((f) => [f, manifest[f]]),
   );
-  const id = "node-" + await digest([
-    KEY_FORMAT,
-    "node",
-    interp.runtime,
-    interp.version,
-    "omit=dev",
-    picked,
-    lock ?? null,
-    npmrc ?? null,
-  ]);
-  return { id, kind: "node", manifest, lock, npmrc };
+  return {
+    kind: "node",
+    manifest,
+    lock,
+    npmrc,
+    parts: ["omit=dev", picked, lock ?? null, npmrc ?? null],
+  };
 }
 
 /** True when a requirements file names anything (not only blanks and comments). */
@@ -153,8 +205,8 @@ async function collectRequirementFiles(
   }
 }
 
-async function pyprojectDependencies(sourceDir: string): Promise<string[] | undefined> {
-  const text = await readOptional(join(sourceDir, "pyproject.toml"), { folderAsMissing: true });
+async function pyprojectDependencies(path: string): Promise<string[] | undefined> {
+  const text = await readOptional(path, { folderAsMissing: true });
   if (text === undefined) return undefined;
   let doc: Record<string, unknown>;
   try {

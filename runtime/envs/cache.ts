@@ -10,9 +10,10 @@ import { join, resolve } from "node:path";
 import { PrisnError } from "../../core/errors.ts";
 import { exists, removeIfPresent } from "../../core/fs.ts";
 import { buildNode, buildPython, describe } from "./_build.ts";
+export { environmentOf } from "./_build.ts";
 import { ID_PATTERN, isComplete, LOCKS, MARKER, withLock, writeMarker } from "./_files.ts";
-import { planEnv } from "./_plan.ts";
-import type { EnvKey, Interpreter, PreparedEnv, PrepareEnvOptions } from "./types.ts";
+import { planEnv, readNeeds } from "./_plan.ts";
+import type { EnvKey, EnvKind, Interpreter, PreparedEnv, PrepareEnvOptions } from "./types.ts";
 
 const DEFAULT_TIMEOUT_MS = 600_000;
 
@@ -29,9 +30,20 @@ const DEFAULT_TIMEOUT_MS = 600_000;
 export async function envKey(
   sourceDir: string,
   interpreter: Interpreter,
+  file?: string,
 ): Promise<EnvKey | undefined> {
-  const plan = await planEnv(sourceDir, interpreter);
+  const plan = await planEnv(sourceDir, interpreter, file);
   return plan && { id: plan.id, kind: plan.kind };
+}
+
+/**
+ * True when the project's dependency file for `kind` (`file`, else the default one) lists
+ * something to install; reads files only, so it tells which interpreters an env needs before any
+ * is looked for.
+ * @throws {PrisnError} INVALID when `file` is missing or a dependency file cannot be read.
+ */
+export async function needsEnv(sourceDir: string, kind: EnvKind, file?: string): Promise<boolean> {
+  return (await readNeeds(sourceDir, kind, file)) !== undefined;
 }
 
 /**
@@ -51,15 +63,15 @@ export async function envKey(
  *   INVALID when package.json or pyproject.toml cannot be read.
  */
 export async function prepareEnv(options: PrepareEnvOptions): Promise<PreparedEnv | undefined> {
-  const plan = await planEnv(options.sourceDir, options.interpreter);
+  const plan = await planEnv(options.sourceDir, options.interpreter, options.file);
   if (!plan) return undefined;
   const environment = options.environment ?? Deno.env.toObject();
   const dir = join(options.envsDir, plan.id);
-  if (await isComplete(dir)) return describe(plan, dir, options.interpreter, environment, true);
+  if (await isComplete(dir)) return describe(plan, dir, options.interpreter, true);
 
   await Deno.mkdir(join(options.envsDir, LOCKS), { recursive: true });
   return await withLock(options.envsDir, plan.id, async () => {
-    if (await isComplete(dir)) return describe(plan, dir, options.interpreter, environment, true);
+    if (await isComplete(dir)) return describe(plan, dir, options.interpreter, true);
     await removeIfPresent(dir); // a crashed build's leftovers
     const say = options.onOutput ?? (() => {});
     say(
@@ -81,7 +93,7 @@ export async function prepareEnv(options: PrepareEnvOptions): Promise<PreparedEn
       throw error;
     }
     say(`prisn: built ${plan.id} in ${((Date.now() - started) / 1000).toFixed(1)}s`);
-    return describe(plan, dir, options.interpreter, environment, false);
+    return describe(plan, dir, options.interpreter, false);
   });
 }
 

@@ -29,11 +29,12 @@ export interface PreparedEnv {
   dir: string;
   /** The interpreter to run the entrypoint with: the venv's python, or the node binary. */
   command: string;
+  /** The env's executables, put first on PATH: the venv's `bin/`, or `node_modules/.bin`. */
+  bin: string;
   /**
-   * Variables to add to the program's environment. Python: PYTHONUNBUFFERED=1, VIRTUAL_ENV and
-   * PATH with the venv's bin first. Node: NODE_PATH (CommonJS `require` only, see
-   * `linkNodeModules` for ESM) and PATH with node_modules/.bin first. PATH is complete:
-   * the prefix followed by the base PATH (the `environment`'s, else the agent's).
+   * Variables to add to the program's environment besides PATH (see `environmentOf`). Python:
+   * PYTHONUNBUFFERED=1 and VIRTUAL_ENV. Node: NODE_PATH (CommonJS `require` only, see
+   * `linkNodeModules` for ESM).
    */
   env: Record<string, string>;
   /** True when the env already existed (built earlier, or by a concurrent caller). */
@@ -46,7 +47,13 @@ export interface PrepareEnvOptions {
   envsDir: string;
   /** The project folder (a version directory): requirements.txt, package.json, wheels/… */
   sourceDir: string;
+  /** The interpreter the env is for: a python builds a venv, a node a `node_modules` tree. */
   interpreter: Interpreter;
+  /**
+   * The dependency file, relative to `sourceDir`, as prisn.toml `[deps]` names it.
+   * @default requirements.txt, else pyproject.toml (python); package.json (node)
+   */
+  file?: string;
   /**
    * The agent's environment, passed to pip and npm (so PIP_INDEX_URL, PIP_FIND_LINKS, proxies,
    * npm_config_* and HOME for caches apply).

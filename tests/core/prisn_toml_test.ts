@@ -317,11 +317,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, deps, secrets',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, deps, secrets',
   );
 });
 
@@ -453,5 +453,66 @@ Deno.test("parsePrisnToml() takes logs.rate_limit as a byte quantity or false, a
   assertRejects(
     "[rollout]\nmax_parallel = 0",
     "prisn.toml:2: rollout.max_parallel must be a positive integer (got 0)",
+  );
+});
+
+// --- command and deps -----------------------------------------------------------------------------
+
+Deno.test("parsePrisnToml() reads command as an argv list and [deps] as files or false", () => {
+  assert.deepEqual(parsePrisnToml('command = ["gunicorn", "--bind", "127.0.0.1:${PORT}"]'), {
+    command: ["gunicorn", "--bind", "127.0.0.1:${PORT}"],
+  });
+  assert.deepEqual(
+    parsePrisnToml('[deps]\npython = "requirements/prod.txt"\nnode = false'),
+    { deps: { python: "requirements/prod.txt", node: false } },
+  );
+  assert.deepEqual(parsePrisnToml('[deps]\nnode = "web/package.json"'), {
+    deps: { node: "web/package.json" },
+  });
+});
+
+Deno.test("parsePrisnToml() refuses a shell-string command, bad $ references and conflicts", () => {
+  assertRejects(
+    'command = "gunicorn app:app --bind :$PORT"',
+    'prisn.toml:1: command must be a list of strings like ["gunicorn", "--bind", "127.0.0.1:$PORT"] (a shell string is not run: prisn starts the program itself, without a shell) (got "gunicorn app:app --bind :$PORT")',
+  );
+  assertRejects(
+    "command = []",
+    'prisn.toml:1: command must be a list of strings like ["gunicorn", "--bind", "127.0.0.1:$PORT"] (a shell string is not run: prisn starts the program itself, without a shell) (got [])',
+  );
+  assertRejects(
+    'command = ["", "x"]',
+    'prisn.toml:1: command[0] must name a program first (got "")',
+  );
+  assertRejects(
+    'command = ["echo", "costs $5"]',
+    'prisn.toml:1: command argument "costs $5": "$" must start a variable like $PORT or ${PORT} (write $$ for a literal $)',
+  );
+  assertRejects(
+    'entrypoint = "main.py"\ncommand = ["python3", "main.py"]',
+    "prisn.toml:1: entrypoint and command cannot both be set: keep one (command runs a program, entrypoint a file of the project)",
+  );
+  assertRejects(
+    'command = ["serve"]\nargs = ["--fast"]',
+    "prisn.toml:2: args only apply to an entrypoint: put the arguments into command",
+  );
+});
+
+Deno.test("parsePrisnToml() refuses [deps] values that are not project files or false", () => {
+  assertRejects(
+    "[deps]\npython = true",
+    'prisn.toml:2: deps.python must be a requirements file or pyproject.toml like "requirements.txt", or false (got true)',
+  );
+  assertRejects(
+    '[deps]\npython = "../requirements.txt"',
+    'prisn.toml:2: deps.python must be a relative path inside the project, without ".." (got "../requirements.txt")',
+  );
+  assertRejects(
+    '[deps]\nnode = "deps.json"',
+    'prisn.toml:2: deps.node must be a package.json like "package.json" or "web/package.json", or false (got "deps.json")',
+  );
+  assertRejects(
+    '[deps]\nruby = "Gemfile"',
+    'prisn.toml:2: unknown key "deps.ruby": deps takes python, node',
   );
 });

@@ -313,7 +313,7 @@ Deno.test("resolveSpec() runs the only file of a package whatever its name", () 
 Deno.test("resolveSpec() without an entrypoint says what to add, in one line", () => {
   assertInvalid(
     () => resolve({}, { files: ["a.py", "b.py"] }),
-    /^no entrypoint found: add one of main\.py, app\.py, main\.js, index\.js, main\.sh, or set entrypoint in prisn\.toml or --entrypoint$/,
+    /^no entrypoint found: add one of main\.py, app\.py, main\.js, index\.js, main\.sh, or set entrypoint or command in prisn\.toml, or --entrypoint$/,
   );
 });
 
@@ -414,4 +414,39 @@ Deno.test("runSpecOf() drops only the replica count", () => {
   assert.equal("replicas" in run, false);
   assert.deepEqual({ ...run, replicas: spec.replicas }, spec);
   assert.equal(spec.replicas, 4, "the spec itself is left alone");
+});
+
+// --- command and deps -----------------------------------------------------------------------------
+
+Deno.test("resolveSpec() with a command needs no entrypoint; its program names the runtime", () => {
+  const spec = resolve({}, { toml: { command: ["python3", "-m", "http.server", "$PORT"] } });
+  assert.deepEqual(spec.command, ["python3", "-m", "http.server", "$PORT"]);
+  assert.equal(spec.entrypoint, undefined);
+  assert.equal(spec.runtime, "python3");
+  assert.deepEqual(spec.args, []);
+
+  const tool = resolve({}, { toml: { command: ["cowsay", "hi"] }, files: ["package.json"] });
+  assert.equal(tool.runtime, undefined, "a program that is no runtime sets none");
+  assert.equal("runtime" in tool, false);
+  const pinned = resolve({ runtime: "python3.11" }, { toml: { command: ["gunicorn"] } });
+  assert.equal(pinned.runtime, "python3.11", "--runtime picks the interpreter of the envs");
+});
+
+Deno.test("resolveSpec() --entrypoint replaces prisn.toml's command", () => {
+  const spec = resolve({ entrypoint: "main.py" }, { toml: { command: ["gunicorn"] } });
+  assert.equal(spec.command, undefined);
+  assert.equal(spec.entrypoint, "main.py");
+  assert.equal(spec.runtime, "python3");
+});
+
+Deno.test("resolveSpec() refuses a [deps] file that is not in the package", () => {
+  assertInvalid(
+    () => resolve({}, { toml: { deps: { python: "missing.txt" } } }),
+    /^prisn\.toml: \[deps\] python names "missing\.txt", which is not in the package$/,
+  );
+  const spec = resolve({}, {
+    toml: { deps: { python: "reqs/prod.txt", node: false } },
+    files: ["main.py", "reqs/prod.txt"],
+  });
+  assert.deepEqual(spec.deps, { python: "reqs/prod.txt", node: false });
 });

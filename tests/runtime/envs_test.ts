@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  environmentOf,
   envKey,
   InstallError,
   type Interpreter,
   linkNodeModules,
   listEnvs,
+  needsEnv,
   type PreparedEnv,
   prepareEnv,
   removeEnv,
@@ -212,7 +214,7 @@ Deno.test("prepareEnv() builds a venv from wheels/ once; the same requirements r
     assert.equal(env.reused, false);
     assert.equal(env.env.PYTHONUNBUFFERED, "1");
     assert.equal(env.env.VIRTUAL_ENV, env.dir);
-    assert.ok(env.env.PATH.startsWith(join(env.dir, "bin") + ":"));
+    assert.equal(env.bin, join(env.dir, "bin"));
     assert.equal(out.builds, 1);
     assert.ok(
       out.lines.some((l) => / --no-index --find-links \S+\/wheels /.test(l)),
@@ -424,6 +426,7 @@ Deno.test("prepareEnv() installs npm deps; require() finds them via NODE_PATH, i
     assert.equal(env.reused, false);
     assert.equal(env.command, "node");
     assert.equal(env.env.NODE_PATH, join(env.dir, "node_modules"));
+    assert.equal(env.bin, join(env.dir, "node_modules", ".bin"));
     await Deno.stat(join(env.dir, "node_modules", "is-number", "package.json"));
 
     // CommonJS: NODE_PATH is enough, nothing in the project folder.
@@ -565,5 +568,50 @@ Deno.test("prepareEnv() stops an install that outlives timeoutMs, with what it s
       if (alive) await new Promise((r) => setTimeout(r, 50));
     }
     assert.equal(alive, false, `install script ${pid} still running`);
+  });
+});
+
+Deno.test("envKey() and needsEnv() read the dependency file [deps] names instead of the default", async () => {
+  await withTemp(async (dir) => {
+    await Deno.mkdir(join(dir, "reqs"));
+    await Deno.writeTextFile(join(dir, "reqs", "prod.txt"), "requests\n");
+    assert.equal(await needsEnv(dir, "python"), false, "no requirements.txt, no pyproject.toml");
+    assert.equal(await needsEnv(dir, "python", "reqs/prod.txt"), true);
+    const named = await envKey(dir, PYTHON, "reqs/prod.txt");
+    assert.match(named?.id ?? "", /^python3-[0-9a-f]{12}$/);
+    await Deno.copyFile(join(dir, "reqs", "prod.txt"), join(dir, "requirements.txt"));
+    assert.notEqual((await envKey(dir, PYTHON))?.id, named?.id, "the file's path is in the key");
+
+    await Deno.writeTextFile(
+      join(dir, "reqs", "pyproject.toml"),
+      '[project]\nname = "x"\ndependencies = ["greet==1.0"]\n',
+    );
+    assert.equal(await needsEnv(dir, "python", "reqs/pyproject.toml"), true);
+
+    await Deno.mkdir(join(dir, "web"));
+    await Deno.writeTextFile(
+      join(dir, "web", "package.json"),
+      JSON.stringify({ dependencies: { "is-number": "7.0.0" } }),
+    );
+    assert.equal(await needsEnv(dir, "node"), false);
+    assert.equal(await needsEnv(dir, "node", "web/package.json"), true);
+    assert.match((await envKey(dir, NODE, "web/package.json"))?.id ?? "", /^node-[0-9a-f]{12}$/);
+
+    await assert.rejects(
+      needsEnv(dir, "python", "missing.txt"),
+      (e) =>
+        e instanceof PrisnError && e.code === "INVALID" &&
+        e.message === '[deps] python names "missing.txt", which is not in the package',
+    );
+  });
+});
+
+Deno.test("environmentOf() puts every env's executables first on PATH, in order, and merges their variables", () => {
+  const python = { bin: "/envs/python3-a/bin", env: { VIRTUAL_ENV: "/envs/python3-a" } };
+  const node = { bin: "/envs/node-b/node_modules/.bin", env: { NODE_PATH: "/envs/node-b/nm" } };
+  assert.deepEqual(environmentOf([node, python], { PATH: "/usr/bin:/bin" }), {
+    VIRTUAL_ENV: "/envs/python3-a",
+    NODE_PATH: "/envs/node-b/nm",
+    PATH: "/envs/node-b/node_modules/.bin:/envs/python3-a/bin:/usr/bin:/bin",
   });
 });
