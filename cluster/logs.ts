@@ -11,10 +11,13 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  inWindow,
   type LogSink,
   type LogStore,
   type LogWriterOptions,
   sortByStamp,
+  tagLine,
+  type TailOptions,
 } from "../core/log_store.ts";
 import type { ClusterNames } from "./types.ts";
 
@@ -85,26 +88,27 @@ export class ClusterLogs implements LogStore {
     }
   }
 
-  async tail(deployment: string, n: number, streams?: Set<string>): Promise<string[]> {
+  async tail(deployment: string, n: number, options: TailOptions = {}): Promise<string[]> {
     if (n <= 0) return [];
     try {
-      return await this.#tail(deployment, n, streams);
+      return await this.#tail(deployment, n, options);
     } catch (e) {
       this.#o.log?.(
         `logs: reading the cluster's logs failed (${(e as Error).message}); ` +
           `showing this node's own`,
       );
-      return await this.#o.local.tail(deployment, n, streams);
+      return await this.#o.local.tail(deployment, n, options);
     }
   }
 
   /**
    * The last `n` lines from the stream: reads back a window from now (30 s, then 4× larger) until
    * it holds `n` lines or every message of the filter, so a chatty service reads little and a
-   * quiet one still shows its old lines.
+   * quiet one still shows its old lines. With `since` (one replica run), it reads from then.
    */
-  async #tail(deployment: string, n: number, streams?: Set<string>): Promise<string[]> {
+  async #tail(deployment: string, n: number, options: TailOptions): Promise<string[]> {
     const { names } = this.#o;
+    const { streams } = options;
     const filter = streams?.size === 1
       ? names.logSubject(deployment, [...streams][0])
       : names.logFilter(deployment);
@@ -116,13 +120,17 @@ export class ClusterLogs implements LogStore {
     const total = Object.entries(counts).filter(([s]) => wanted(s))
       .reduce((sum, [, c]) => sum + c, 0);
     if (total === 0) return [];
+    const done = (lines: { line: string; stream: string }[]) =>
+      sortByStamp(lines.filter((l) => inWindow(l.line, options))).slice(-n)
+        .map((l) => options.tag ? tagLine(l.stream, l.line) : l.line);
+    if (options.since !== undefined) {
+      return done((await this.#read(filter, options.since, wanted)).lines);
+    }
     for (let window = this.#o.firstWindowMs ?? FIRST_WINDOW_MS;; window *= 4) {
       const since = Date.now() - window;
       const { lines, messages } = await this.#read(filter, since, wanted);
       const oldest = info.state.first_ts ? Date.parse(info.state.first_ts) : 0;
-      if (lines.length >= n || messages >= total || since <= oldest) {
-        return sortByStamp(lines).slice(-n);
-      }
+      if (lines.length >= n || messages >= total || since <= oldest) return done(lines);
     }
   }
 
@@ -131,14 +139,14 @@ export class ClusterLogs implements LogStore {
     filter: string,
     since: number,
     wanted: (subject: string) => boolean,
-  ): Promise<{ lines: string[]; messages: number }> {
+  ): Promise<{ lines: { line: string; stream: string }[]; messages: number }> {
     const { js } = this.#o.nats;
     const consumer = await withTimeout(js.consumers.get(this.#o.names.streams.logs, {
       filter_subjects: filter,
       deliver_policy: DeliverPolicy.StartTime,
       opt_start_time: new Date(since).toISOString(),
     }));
-    const lines: string[] = [];
+    const lines: { line: string; stream: string }[] = [];
     let messages = 0;
     try {
       let pending = (await withTimeout(consumer.info(true))).num_pending;
@@ -153,7 +161,8 @@ export class ClusterLogs implements LogStore {
           pending = m.info.pending;
           if (!wanted(m.subject)) continue;
           messages++;
-          lines.push(...splitLines(m.data));
+          const stream = streamOf(m.subject);
+          for (const line of splitLines(m.data)) lines.push({ line, stream });
         }
         if (got === 0) break; // the server said nothing more within `expires`
       }
@@ -166,7 +175,7 @@ export class ClusterLogs implements LogStore {
   async follow(
     deployment: string,
     onLines: (lines: string[]) => void,
-    options: { signal: AbortSignal; streams?: Set<string> },
+    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean },
   ): Promise<void> {
     const { names, nats } = this.#o;
     const { streams, signal } = options;
@@ -192,9 +201,10 @@ export class ClusterLogs implements LogStore {
     signal.addEventListener("abort", stop, { once: true });
     try {
       for await (const m of messages) {
-        if (streams && !streams.has(streamOf(m.subject))) continue;
+        const stream = streamOf(m.subject);
+        if (streams && !streams.has(stream)) continue;
         const lines = splitLines(m.data);
-        if (lines.length) onLines(lines);
+        if (lines.length) onLines(options.tag ? lines.map((l) => tagLine(stream, l)) : lines);
       }
     } finally {
       signal.removeEventListener("abort", stop);

@@ -3,7 +3,7 @@ import type { KV, KvEntry } from "@nats-io/kv";
 import { followBucket } from "./_follow.ts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Records } from "../core/records.ts";
-import type { ProcessLedger, RunHistory, RunUpdate } from "../core/run_history.ts";
+import type { ProcessLedger, RunHistory, RunsFilter, RunUpdate } from "../core/run_history.ts";
 import type { ProcessRecord, RunRecord, RunStatus, RunTicket } from "../core/types.ts";
 
 /**
@@ -130,6 +130,11 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
     return inserted;
   }
 
+  recordRun(run: RunRecord, now: number): void {
+    this.local.recordRun(run, now);
+    this.#publish(run.id, "create");
+  }
+
   updateRun(id: string, fields: RunUpdate): void {
     // A run this node starts is run here, whoever submitted its ticket.
     this.local.updateRun(id, fields.status === "running" ? { ...fields, node: this.node } : fields);
@@ -150,9 +155,7 @@ export class ClusterRunHistory implements RunHistory, ProcessLedger {
   getRun(id: string): RunRecord | undefined {
     return this.local.getRun(id);
   }
-  listRuns(
-    options?: { deployment?: string; limit?: number; statuses?: RunStatus[] },
-  ): RunRecord[] {
+  listRuns(options?: RunsFilter): RunRecord[] {
     return this.local.listRuns(options);
   }
   runCounts(since: number): Record<RunStatus, number> {

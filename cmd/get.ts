@@ -1,8 +1,8 @@
 import type { Command } from "commander";
 import { formatAge, formatDuration } from "../core/duration.ts";
 import { invalid } from "../core/errors.ts";
-import type { SourceInfo } from "../core/types.ts";
-import type { BalancerInfo } from "../runtime/api_types.ts";
+import type { RunRecord, SourceInfo } from "../core/types.ts";
+import type { BalancerInfo, DeploymentDetail } from "../runtime/api_types.ts";
 import type { App } from "./_app.ts";
 import { clock, fields, formatData, parseFormat, table } from "./_output.ts";
 import { listDeployments } from "./ls.ts";
@@ -64,9 +64,8 @@ async function listRuns(
     ["ID", "DEPLOYMENT", "STATUS", "STARTED", "DURATION", "EXIT"],
     runs.map((r) => [
       r.id,
-      r.deployment,
-      r.status + (r.reason ? ` (${r.reason})` : "") +
-      (r.attempt > 1 ? ` [attempt ${r.attempt}]` : ""),
+      r.replica ?? r.deployment,
+      runStatus(r),
       r.startedAt ? `${formatAge(r.startedAt)} ago` : "-",
       r.startedAt ? formatDuration((r.finishedAt ?? Date.now()) - r.startedAt) : "-",
       r.exitCode !== undefined ? String(r.exitCode) : "-",
@@ -104,14 +103,7 @@ async function describe(app: App, name: string, output?: string) {
     ["Resources", d.resources],
     ["Schedule", d.schedule ? `${d.schedule} (${d.timezone ?? "UTC"})` : undefined],
     ["Next runs", d.nextRuns?.map((t) => clock(Date.parse(t))).join(", ")],
-    [
-      "Last run",
-      d.lastRun
-        ? `${d.lastRun.id} ${d.lastRun.status}${
-          d.lastRun.exitCode !== undefined ? ` (exit ${d.lastRun.exitCode})` : ""
-        }`
-        : undefined,
-    ],
+    ["Last run", d.lastRun && lastRun(d.lastRun)],
   ])];
   if (d.type === "service") {
     lines.push("", "Replicas:");
@@ -144,6 +136,21 @@ function describeBalancer(b: BalancerInfo): string {
   return b.kind === "kernel"
     ? `kernel (nftables DNAT, table ip ${b.table})`
     : "userspace (prisn's TCP proxy)";
+}
+
+/** "failed (timed out) [attempt 2]", "running (service)", "failed (service, OOMKilled)". */
+function runStatus(r: RunRecord): string {
+  const notes = [r.replica ? "service" : undefined, r.reason].filter((n) => n);
+  return r.status + (notes.length ? ` (${notes.join(", ")})` : "") +
+    (r.attempt > 1 ? ` [attempt ${r.attempt}]` : "");
+}
+
+/** "run-1a2b3c4d failed (exit 2): ERROR: no such table: users". */
+function lastRun(r: NonNullable<DeploymentDetail["lastRun"]>): string {
+  const exit = r.exitCode !== undefined ? `exit ${r.exitCode}` : undefined;
+  const notes = [r.replica, exit, r.reason].filter((n) => n);
+  return `${r.id} ${r.status}${notes.length ? ` (${notes.join(", ")})` : ""}` +
+    (r.lastError && r.status === "failed" ? `: ${r.lastError}` : "");
 }
 
 function describeSource(s: SourceInfo): string {

@@ -5,8 +5,11 @@ import type { App } from "./_app.ts";
 
 export function register(program: Command, app: App): void {
   program.command("logs")
-    .description("show a deployment's logs (all replicas / runs merged by time)")
-    .argument("<name>")
+    .description(
+      "show logs: of a deployment (every replica / run merged by time, each line tagged " +
+        "[replica] or [run]), of one replica (api-0) or of one run (run-1a2b3c4d)",
+    )
+    .argument("<name>", "a deployment, a replica (api-0) or a run id")
     .argument("[replica]", "one replica, e.g. api-1 (or just 1)")
     .option("--tail <n>", "how many lines from the end", "200")
     .option("-f, --follow", "keep printing new lines until interrupted")

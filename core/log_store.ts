@@ -25,6 +25,18 @@ export interface LogWriterOptions {
 /** Who wrote a log line: the process (its stdout or stderr) or prisn itself. */
 export type LogSource = "out" | "err" | "prisn";
 
+/** Which lines `LogStore.tail` returns. */
+export interface TailOptions {
+  /** Only these streams (replica names, run ids). @default all of the deployment's */
+  streams?: Set<string>;
+  /** Only lines stamped at or after this time (ms), e.g. one replica run's start. */
+  since?: number;
+  /** Only lines stamped at or before this time (ms). */
+  until?: number;
+  /** Start each line with `[stream] `, saying which replica or run wrote it. @default false */
+  tag?: boolean;
+}
+
 /** Where one replica's or run's output goes, line by line, each line timestamped. */
 export interface LogSink {
   /** Raw bytes from the process's stdout or stderr; partial lines wait for their newline. */
@@ -33,6 +45,11 @@ export interface LogSink {
   writeLines(lines: string[], source?: LogSource): void;
   /** Flushes a held partial line and closes. Safe to call twice. */
   close(): void;
+  /**
+   * The last lines (up to 10, oldest first) the process wrote to stderr, secrets masked; with a
+   * held partial line last. prisn's own notes are not among them.
+   */
+  recentErrors(): string[];
 }
 
 /**
@@ -45,12 +62,12 @@ export interface LogStore {
   /** Whether a stream of the deployment has any lines. */
   has(deployment: string, stream: string): Promise<boolean>;
   /** The last `n` lines of the deployment (or of some streams), merged in time order. */
-  tail(deployment: string, n: number, streams?: Set<string>): Promise<string[]>;
-  /** New lines as they come, until `signal` aborts. */
+  tail(deployment: string, n: number, options?: TailOptions): Promise<string[]>;
+  /** New lines as they come, until `signal` aborts; with `tag`, each prefixed `[stream] `. */
   follow(
     deployment: string,
     onLines: (lines: string[]) => void,
-    options: { signal: AbortSignal; streams?: Set<string> },
+    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean },
   ): Promise<void>;
   /** Removes some streams (pruned runs), or every log of the deployment. */
   remove(deployment: string, streams?: Set<string>): Promise<void>;
@@ -60,12 +77,26 @@ export interface LogStore {
 
 /**
  * Log lines start with an ISO timestamp, so string order is time order; ties keep their given
- * order (one stream's lines stay as written).
+ * order (one stream's lines stay as written). Sorts lines, or items carrying a `line`.
  */
-export function sortByStamp(lines: string[]): string[] {
+export function sortByStamp<T extends string | { line: string }>(lines: T[]): T[] {
+  const stamp = (x: T) => (typeof x === "string" ? x : x.line).slice(0, 24);
   return lines.map((l, i) => ({ l, i })).sort((a, b) => {
-    const ka = a.l.slice(0, 24);
-    const kb = b.l.slice(0, 24);
+    const ka = stamp(a.l);
+    const kb = stamp(b.l);
     return ka < kb ? -1 : ka > kb ? 1 : a.i - b.i;
   }).map((x) => x.l);
+}
+
+/** True when a line's timestamp lies in the window `since`…`until` (ms, both optional). */
+export function inWindow(line: string, window: Pick<TailOptions, "since" | "until">): boolean {
+  const stamp = line.slice(0, 24);
+  if (window.since !== undefined && stamp < new Date(window.since).toISOString()) return false;
+  if (window.until !== undefined && stamp > new Date(window.until).toISOString()) return false;
+  return true;
+}
+
+/** `[api-0] <line>`: a line of a merged view, tagged with the replica or run that wrote it. */
+export function tagLine(stream: string, line: string): string {
+  return `[${stream}] ${line}`;
 }

@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { PrisnError } from "./errors.ts";
-import type { ProcessLedger, RunHistory, RunUpdate } from "./run_history.ts";
+import type { ProcessLedger, RunHistory, RunsFilter, RunUpdate } from "./run_history.ts";
 import type { DeploySpec } from "./spec.ts";
 import type {
   DeploymentRecord,
@@ -48,6 +48,9 @@ const MIGRATIONS: string[] = [
   // A cluster node's mirror of the shared desired state: its own bookkeeping (the last bucket
   // revision applied, the cron ticks it holds), by key.
   `CREATE TABLE IF NOT EXISTS mirror_state(key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // Runs of service replicas (one per process lifetime), and the last stderr line of every run.
+  `ALTER TABLE runs ADD COLUMN replica TEXT;
+   ALTER TABLE runs ADD COLUMN last_error TEXT;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -353,11 +356,13 @@ export class Records implements RunHistory, ProcessLedger {
   putRun(run: RunRecord, createdAt: number): void {
     this.#prepare(
       `INSERT INTO runs(id, deployment, version, status, trigger, node, attempt, parent,
-                        scheduled_at, started_at, finished_at, exit_code, reason, pid, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        scheduled_at, started_at, finished_at, exit_code, reason, pid, replica,
+                        last_error, created_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT(id) DO UPDATE SET status = excluded.status, node = excluded.node,
          started_at = excluded.started_at, finished_at = excluded.finished_at,
-         exit_code = excluded.exit_code, reason = excluded.reason, pid = excluded.pid`,
+         exit_code = excluded.exit_code, reason = excluded.reason, pid = excluded.pid,
+         last_error = excluded.last_error`,
     ).run(
       run.id,
       run.deployment,
@@ -373,8 +378,14 @@ export class Records implements RunHistory, ProcessLedger {
       run.exitCode ?? null,
       run.reason ?? null,
       run.pid ?? null,
+      run.replica ?? null,
+      run.lastError ?? null,
       createdAt,
     );
+  }
+
+  recordRun(run: RunRecord, now: number): void {
+    this.putRun(run, now);
   }
 
   deleteRun(id: string): void {
@@ -392,6 +403,7 @@ export class Records implements RunHistory, ProcessLedger {
       finishedAt: "finished_at",
       exitCode: "exit_code",
       reason: "reason",
+      lastError: "last_error",
       pid: "pid",
     };
     const sets: string[] = [];
@@ -457,14 +469,16 @@ export class Records implements RunHistory, ProcessLedger {
   }
 
   /** Runs, newest first; optionally of one deployment and/or with given statuses. */
-  listRuns(
-    options: { deployment?: string; limit?: number; statuses?: RunStatus[] } = {},
-  ): RunRecord[] {
+  listRuns(options: RunsFilter = {}): RunRecord[] {
     const where: string[] = [];
     const args: SQLInputValue[] = [];
     if (options.deployment) {
       where.push("deployment = ?");
       args.push(options.deployment);
+    }
+    if (options.replica) {
+      where.push("replica = ?");
+      args.push(options.replica);
     }
     if (options.statuses?.length) {
       where.push(`status IN (${options.statuses.map(() => "?").join(", ")})`);
@@ -607,6 +621,8 @@ function toRun(r: Row): RunRecord {
     finishedAt: opt(r.finished_at, Number),
     exitCode: opt(r.exit_code, Number),
     reason: opt(r.reason, String),
+    lastError: opt(r.last_error, String),
     pid: opt(r.pid, Number),
+    replica: opt(r.replica, String),
   };
 }

@@ -2,8 +2,21 @@ import type { EventRecord, ProcessRecord, RunRecord, RunStatus, RunTicket } from
 
 /** What changes about a run as it goes: its state, times, exit and the node that runs it. */
 export type RunUpdate = Partial<
-  Pick<RunRecord, "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "pid" | "node">
+  Pick<
+    RunRecord,
+    "status" | "startedAt" | "finishedAt" | "exitCode" | "reason" | "lastError" | "pid" | "node"
+  >
 >;
+
+/** Which runs `listRuns` returns. */
+export interface RunsFilter {
+  deployment?: string;
+  /** Only the runs of one service replica, e.g. "api-0". */
+  replica?: string;
+  /** @default 20 */
+  limit?: number;
+  statuses?: RunStatus[];
+}
 
 /**
  * Run history and events: every run from its ticket (pending) to its end, and what happened to
@@ -13,12 +26,17 @@ export type RunUpdate = Partial<
 export interface RunHistory {
   /** Records a ticket as a pending run; false when a run with its id exists already. */
   insertTicket(ticket: RunTicket, node: string, now: number): boolean;
+  /**
+   * Records a run that starts without a ticket (a service replica's process), as given; it never
+   * counts as a pending ticket.
+   */
+  recordRun(run: RunRecord, now: number): void;
   /** Tickets recorded and not started yet, oldest first. */
   pendingTickets(): RunTicket[];
   updateRun(id: string, fields: RunUpdate): void;
   getRun(id: string): RunRecord | undefined;
   /** Newest first. */
-  listRuns(options?: { deployment?: string; limit?: number; statuses?: RunStatus[] }): RunRecord[];
+  listRuns(options?: RunsFilter): RunRecord[];
   /** Keeps the newest finished runs per status; returns the ids removed. */
   pruneRuns(deployment: string, keepCompleted: number, keepFailed: number): string[];
   runCounts(since: number): Record<RunStatus, number>;

@@ -3,7 +3,8 @@ import type { DeploymentType, DeploySpec } from "./spec.ts";
 /** stored: recorded, never active yet; failed: tried and abandoned (or could not be prepared). */
 export type VersionStatus = "stored" | "active" | "superseded" | "failed";
 export type RunStatus = "pending" | "running" | "completed" | "failed";
-export type RunTrigger = "deploy" | "manual" | "schedule" | "retry";
+/** What started a run: a job's or cronjob's ticket, or a service replica's (re)start. */
+export type RunTrigger = "deploy" | "manual" | "schedule" | "retry" | "start" | "restart";
 
 /** Where a version's files came from. Credentials never appear here. */
 export interface SourceInfo {
@@ -60,7 +61,14 @@ export interface RunRecord {
   exitCode?: number;
   /** Why it ended, when not by a plain exit: a signal, "timed out", "agent restarted"… */
   reason?: string;
+  /** The last line the process wrote to stderr (secrets masked), once it ended. */
+  lastError?: string;
   pid?: number;
+  /**
+   * Set for one lifetime of a service replica (its name, e.g. "api-0"): the run starts with the
+   * replica's process and ends when it exits; a restart is a new run.
+   */
+  replica?: string;
 }
 
 /**

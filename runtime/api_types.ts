@@ -46,7 +46,10 @@ export interface DeploymentSummary {
   suspended: boolean;
   next?: string;
   nextAt?: number;
-  lastRun?: { id: string; status: string; exitCode?: number; finishedAt?: number };
+  lastRun?: Pick<
+    RunRecord,
+    "id" | "status" | "exitCode" | "finishedAt" | "reason" | "lastError" | "replica"
+  >;
   createdAt: number;
   updatedAt: number;
 }

@@ -17,6 +17,7 @@ import { formatDuration } from "../core/duration.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type { AgentContext } from "./context.ts";
 import type { Launch } from "./launch.ts";
+import { NotReadyError } from "./service.ts";
 import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl } from "./git_source.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -242,6 +243,12 @@ async function deployPackage(
       try {
         await supervisor.rolloutService(spec, version, replicas);
       } catch (e) {
+        if (e instanceof NotReadyError && e.lines.length) {
+          progress(
+            "Activate",
+            `${e.replica} not ready; its last stderr lines:\n${e.lines.join("\n")}`,
+          );
+        }
         if (existing) {
           await ctx.desired.setVersionStatus(spec.name, version, "failed");
           ctx.event(spec.name, "RolloutFailed", (e as Error).message);

@@ -3,11 +3,14 @@ import { logFile, type Paths } from "../core/paths.ts";
 import { formatMemory } from "../core/quantity.ts";
 import {
   type Dropped,
+  inWindow,
   type LogSink,
   type LogSource,
   type LogStore,
   type LogWriterOptions,
   sortByStamp,
+  tagLine,
+  type TailOptions,
 } from "../core/log_store.ts";
 
 export type { Dropped };
@@ -80,7 +83,26 @@ export class LogWriter implements LogSink {
       this.#partial[source] = held;
     }
     const kept = this.options.rateBytes === undefined ? lines : this.#admit(lines);
-    if (kept.length) this.writeLines(kept, source);
+    if (kept.length) this.#output(kept, source);
+  }
+
+  #recentErr: string[] = [];
+
+  recentErrors(): string[] {
+    const partial = this.#partial.err.replace(/\r$/, "");
+    return partial ? [...this.#recentErr.slice(-9), this.#redact(partial)] : [...this.#recentErr];
+  }
+
+  /** The process's own lines: logged, and the last stderr ones kept for {@link recentErrors}. */
+  #output(lines: string[], source: "out" | "err"): void {
+    this.writeLines(lines, source);
+    if (source !== "err") return;
+    for (const line of lines) {
+      const text = this.#redact(line.replace(/\r$/, ""));
+      if (text.trim() === "") continue;
+      this.#recentErr.push(text);
+    }
+    if (this.#recentErr.length > 10) this.#recentErr.splice(0, this.#recentErr.length - 10);
   }
 
   /** True while the current rate window has no room left (a flood: nothing will be kept). */
@@ -204,7 +226,7 @@ export class LogWriter implements LogSink {
       this.#partial[source] = "";
       if (rest) {
         const kept = this.options.rateBytes === undefined ? [rest] : this.#admit([rest]);
-        if (kept.length) this.writeLines(kept, source);
+        if (kept.length) this.#output(kept, source);
       }
     }
     if (this.options.rateBytes !== undefined) this.#reportDropped();
@@ -332,11 +354,30 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Last `n` lines across several files, merged in timestamp order. */
-export async function tailMerged(files: string[], n: number): Promise<string[]> {
-  const all: string[] = [];
-  for (const f of files) all.push(...await tailLines(f, n));
-  return sortByStamp(all).slice(-n);
+/**
+ * Last `n` lines across several files, merged in timestamp order; with `since`/`until` only
+ * lines stamped in that window (the files are then read whole), and with `tag` each line starts
+ * with `[stream] ` (as `kubectl logs --prefix` does).
+ */
+export async function tailMerged(
+  files: string[],
+  n: number,
+  options: Pick<TailOptions, "since" | "until" | "tag"> = {},
+): Promise<string[]> {
+  const windowed = options.since !== undefined || options.until !== undefined;
+  const all: { line: string; stream: string }[] = [];
+  for (const f of files) {
+    for (const line of await tailLines(f, windowed ? Infinity : n)) {
+      if (!windowed || inWindow(line, options)) all.push({ line, stream: streamOf(f) });
+    }
+  }
+  return sortByStamp(all).slice(-n).map((x) => options.tag ? tagLine(x.stream, x.line) : x.line);
+}
+
+/** The stream (replica or run id) a log file belongs to: `api-0` for `…/api-0.log.2`. */
+export function streamOf(path: string): string {
+  const name = path.slice(path.lastIndexOf("/") + 1);
+  return /^(.+)\.log(?:\.\d+)?$/.exec(name)?.[1] ?? name;
 }
 
 /** Passes a followed file may be missing (mid-rotation) before its offset is forgotten. */
@@ -348,7 +389,7 @@ const FORGET_AFTER = 10;
  */
 export async function follow(
   list: () => Promise<string[]>,
-  onLines: (lines: string[]) => void,
+  onLines: (lines: string[], path: string) => void,
   options: { signal: AbortSignal; intervalMs?: number; fromEnd?: boolean },
 ): Promise<void> {
   // Keyed by inode and birth time: rotation renames a file, and a renamed file must not be read
@@ -390,7 +431,7 @@ export async function follow(
       const text = (partial.get(key) ?? "") + new TextDecoder().decode(buf.subarray(0, read));
       const lines = text.split("\n");
       partial.set(key, lines.pop() ?? "");
-      if (lines.length) onLines(lines);
+      if (lines.length) onLines(lines, path);
     }
     for (const key of offsets.keys()) {
       if (listed.has(key)) {
@@ -447,18 +488,24 @@ export class FileLogs implements LogStore {
     return (await listLogFiles(this.paths, deployment, new Set([stream]))).length > 0;
   }
 
-  async tail(deployment: string, n: number, streams?: Set<string>): Promise<string[]> {
-    return await tailMerged(await listLogFiles(this.paths, deployment, streams), n);
+  async tail(deployment: string, n: number, options: TailOptions = {}): Promise<string[]> {
+    return await tailMerged(
+      await listLogFiles(this.paths, deployment, options.streams),
+      n,
+      options,
+    );
   }
 
   follow(
     deployment: string,
     onLines: (lines: string[]) => void,
-    options: { signal: AbortSignal; streams?: Set<string> },
+    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean },
   ): Promise<void> {
-    return follow(() => listLogFiles(this.paths, deployment, options.streams), onLines, {
-      signal: options.signal,
-    });
+    return follow(
+      () => listLogFiles(this.paths, deployment, options.streams),
+      (lines, path) => onLines(options.tag ? lines.map((l) => tagLine(streamOf(path), l)) : lines),
+      { signal: options.signal },
+    );
   }
 
   async remove(deployment: string, streams?: Set<string>): Promise<void> {

@@ -26,6 +26,7 @@ import type {
   SuspendResponse,
 } from "./api_types.ts";
 import type { LogsReply, Operations } from "./api.ts";
+import type { TailOptions } from "../core/log_store.ts";
 import type { AgentContext } from "./context.ts";
 import { deploy, type Progress, rollback, scale } from "./deploy.ts";
 import { collectGarbage } from "./gc.ts";
@@ -104,9 +105,19 @@ export class AgentOperations implements Operations {
     return collectGarbage(ctx, { ...request, exclusive: (n, fn) => supervisor.exclusive(n, fn) });
   }
 
+  /** Runs, newest first: all, a deployment's, or one replica's (`api-0`). */
   runs(query: RunsQuery): RunRecord[] {
-    if (query.deployment) this.#mustExist(query.deployment);
-    return this.#records.listRuns({ deployment: query.deployment, limit: query.limit ?? 20 });
+    const limit = query.limit ?? 20;
+    if (!query.deployment) return this.#records.listRuns({ limit });
+    const target = this.#target(query.deployment);
+    if (target.run) {
+      throw invalid(`"${query.deployment}" is a run: see prisn logs ${query.deployment}`);
+    }
+    return this.#records.listRuns({
+      deployment: target.deployment,
+      replica: target.replica,
+      limit,
+    });
   }
 
   run(id: string): RunRecord {
@@ -136,42 +147,81 @@ export class AgentOperations implements Operations {
   }
 
   /**
-   * A deployment's logs: every replica and run merged by time, or one replica (name or index) or
-   * one run (id or "latest"); with `follow`, new lines until the caller's signal aborts or the
-   * agent stops.
+   * Logs by any name `logs` takes: a deployment (every replica and run merged by time, each line
+   * tagged with its replica or run), one replica (`api-0`, or the deployment and `replica`: name
+   * or index) or one run (its id, or `run`: an id or "latest"; a replica's run is its replica's
+   * lines from its start to its end). With `follow`, new lines until the caller's signal aborts
+   * or the agent stops; a run that has ended has none to follow.
    */
   async logs(name: string, query: LogsQuery): Promise<LogsReply> {
-    const { ctx, supervisor } = this.#parts;
-    this.#mustExist(name);
-    let streams: Set<string> | undefined;
+    const { ctx } = this.#parts;
+    const target = this.#target(name);
+    const deployment = target.deployment;
+    let { run, replica } = target;
     if (query.run) {
-      const run = query.run === "latest"
-        ? this.#records.listRuns({ deployment: name, limit: 1 })[0]
+      run = query.run === "latest"
+        ? this.#records.listRuns({ deployment, limit: 1 })[0]
         : this.run(query.run);
-      if (!run || run.deployment !== name) {
+      if (!run || run.deployment !== deployment) {
         throw notFound(
-          `${name} has ${
+          `${deployment} has ${
             query.run === "latest" ? "no runs yet" : `no run ${query.run}`
-          }: see prisn get jobs ${name}`,
+          }: see prisn get jobs ${deployment}`,
         );
       }
-      streams = new Set([run.id]);
     } else if (query.replica) {
-      const stream = /^\d+$/.test(query.replica) ? `${name}-${query.replica}` : query.replica;
-      const known = supervisor.services.get(name)?.status().some((r) => r.name === stream) ||
-        await ctx.logs.has(name, stream);
-      if (!known) throw notFound(`${name} has no replica ${query.replica}: see prisn get ${name}`);
-      streams = new Set([stream]);
+      replica = /^\d+$/.test(query.replica) ? `${deployment}-${query.replica}` : query.replica;
     }
-    const reply: LogsReply = { lines: await ctx.logs.tail(name, query.tail ?? 200, streams) };
-    if (query.follow) {
+    if (replica && !run) await this.#mustHaveReplica(deployment, replica);
+    const options: TailOptions = {};
+    if (run?.replica) {
+      options.streams = new Set([run.replica]);
+      options.since = run.startedAt;
+      options.until = run.finishedAt;
+    } else if (run) options.streams = new Set([run.id]);
+    else if (replica) options.streams = new Set([replica]);
+    else options.tag = true;
+    const reply: LogsReply = {
+      lines: await ctx.logs.tail(deployment, query.tail ?? 200, options),
+    };
+    const ended = run !== undefined && run.status !== "running" && run.status !== "pending";
+    if (query.follow && !ended) {
       reply.follow = (onLines, signal) =>
-        ctx.logs.follow(name, onLines, {
+        ctx.logs.follow(deployment, onLines, {
           signal: AbortSignal.any([signal, this.#closing.signal]),
-          streams,
+          streams: options.streams,
+          tag: options.tag,
         });
     }
     return reply;
+  }
+
+  /**
+   * What a name given to `logs` or `get jobs` stands for: a deployment; else a run (by id); else a
+   * replica, `NAME-N` of a deployment NAME.
+   */
+  #target(name: string): { deployment: string; replica?: string; run?: RunRecord } {
+    if (this.#parts.ctx.desired.getDeployment(name)) return { deployment: name };
+    const run = this.#records.getRun(name);
+    if (run) return { deployment: run.deployment, run };
+    const m = /^(.+)-\d+$/.exec(name);
+    if (m && this.#parts.ctx.desired.getDeployment(m[1])) {
+      return { deployment: m[1], replica: name };
+    }
+    if (/^run-/.test(name)) throw notFound(`run "${name}" not found: see prisn get jobs`);
+    throw deploymentNotFound(name);
+  }
+
+  async #mustHaveReplica(deployment: string, replica: string): Promise<void> {
+    const { ctx, supervisor } = this.#parts;
+    const known = supervisor.services.get(deployment)?.status().some((r) => r.name === replica) ||
+      await ctx.logs.has(deployment, replica);
+    if (!known) {
+      throw notFound(
+        `${deployment} has no replica ${replica.slice(deployment.length + 1)}: ` +
+          `see prisn get ${deployment}`,
+      );
+    }
   }
 
   async rollback(name: string, request: RollbackRequest): Promise<DeployResult> {

@@ -95,6 +95,12 @@ export class OutputCollector {
     return fd;
   }
 
+  /** Reads what a FIFO holds now into its sink (e.g. what a process wrote before it exited). */
+  flush(fd: number): void {
+    const sink = this.#sinks.get(fd);
+    if (sink) this.#drain(fd, sink, Infinity);
+  }
+
   /** Reads what is left in a FIFO, stops watching it and closes it. */
   remove(fd: number): void {
     const sink = this.#sinks.get(fd);

@@ -64,6 +64,11 @@ export class OutputFifos {
     };
   }
 
+  /** Reads what the FIFOs hold now: after a start exited, all it wrote reaches the log. */
+  flush(): void {
+    for (const fd of this.#fds) this.collector.flush(fd);
+  }
+
   /**
    * Reads what the replica left in the FIFOs, stops collecting them and removes them. A
    * descendant that escaped the replica's group and still writes gets EPIPE from then on.

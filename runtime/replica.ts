@@ -12,6 +12,7 @@ import type { ExitStatus, ProcessDriver, ProcessHandle } from "./driver.ts";
 import { TaskRunner } from "./task_runner.ts";
 import { probe, probeHosts } from "./probe.ts";
 import type { Release } from "./start_queue.ts";
+import { applyHistoryLimits, newRunId } from "./run.ts";
 
 export type ReplicaState =
   | "Starting"
@@ -50,17 +51,24 @@ export interface ReplicaOptions {
   driver: ProcessDriver;
   /** The spec's resource limits. @default none */
   resources?: Resources;
+  /** Finished runs kept per deployment (history.successful / history.failed). */
+  history: Settings["history"];
   onReadyChange: (replica: Replica, ready: boolean) => void;
 }
 
 /**
  * One replica of a service: keeps its process running (restart with exponential backoff),
- * probes readiness and liveness, and reports ready/unready to the service.
+ * probes readiness and liveness, and reports ready/unready to the service. Each lifetime of its
+ * process is a run in the run history (trigger "start", then "restart"): started with the
+ * process, ended with its exit code, why it ended and its last stderr line.
  */
 export class Replica {
   state: ReplicaState = "Starting";
   restarts = 0;
   lastExit?: ExitStatus;
+  /** The last stderr lines of the latest start that ended (see LogSink.recentErrors). */
+  lastErrors: string[] = [];
+  #log?: LogSink;
   readonly createdAt = Date.now();
   #process?: ProcessHandle;
   #task?: TaskRunner;
@@ -107,6 +115,11 @@ export class Replica {
 
   start(): void {
     this.#loop ??= this.#run();
+  }
+
+  /** The last stderr lines: of the running process, else of the latest start. */
+  recentErrors(): string[] {
+    return this.pid !== undefined && this.#log ? this.#log.recentErrors() : this.lastErrors;
   }
 
   /**
@@ -158,6 +171,7 @@ export class Replica {
       onDropped: (d) =>
         ctx.event(options.deployment, "LogsDropped", `${options.name}: ${describeDropped(d)}`),
     });
+    this.#log = log;
     const fifos = ctx.output
       ? await OutputFifos.create(
         ctx.output,
@@ -174,7 +188,7 @@ export class Replica {
       })
       : undefined;
     try {
-      await this.#restartLoop(fifos ?? log);
+      await this.#restartLoop(fifos ?? log, log, fifos);
     } finally {
       this.#releaseSlot?.();
       await fifos?.close();
@@ -182,11 +196,21 @@ export class Replica {
     }
   }
 
-  async #restartLoop(output: LogSink | OutputFifos): Promise<void> {
+  async #restartLoop(
+    output: LogSink | OutputFifos,
+    log: LogSink,
+    fifos?: OutputFifos,
+  ): Promise<void> {
     const { ctx, options } = this;
     let backoff = options.restart.initialMs;
     let streak = 0; // restarts since the replica last ran stably
+    let run: ReplicaRun | undefined;
+    const begin = (startedAt: number, pid?: number) => {
+      run = new ReplicaRun(ctx, options, run ? "restart" : "start", startedAt, pid);
+      return run;
+    };
     while (!this.#stop.signal.aborted) {
+      let unhealthy = false;
       const env: Record<string, string> = { ...options.launch.env, PRISN_REPLICA: options.name };
       if (options.port !== undefined) {
         env.PORT = String(options.port);
@@ -207,7 +231,10 @@ export class Replica {
           poststart: (handle) => {
             this.#process = handle;
             this.state = "Running";
-            probing = this.#probeLoop(handle);
+            begin(handle.startedAt, handle.pid);
+            probing = this.#probeLoop(handle).then((healthy) => {
+              unhealthy = !healthy;
+            });
           },
         },
       });
@@ -216,6 +243,8 @@ export class Replica {
       this.#task = undefined;
       if (outcome.kind === "stopped-before-start") break;
       if (outcome.kind === "not-started") {
+        this.lastErrors = [`could not start: ${outcome.error.message}`];
+        begin(Date.now()).end({ reason: `could not start: ${outcome.error.message}` });
         ctx.event(
           options.deployment,
           "SpawnFailed",
@@ -228,8 +257,16 @@ export class Replica {
         continue;
       }
       await probing;
+      fifos?.flush(); // what it wrote before it exited reaches the log (and recentErrors)
+      this.lastErrors = log.recentErrors();
       this.#setReady(false);
-      if (this.#stop.signal.aborted) break;
+      const stopped = this.#stop.signal.aborted;
+      run?.end({
+        exit: outcome.status,
+        reason: stopped ? "stopped" : unhealthy ? "failed its health check" : undefined,
+        lastError: this.lastErrors.at(-1),
+      });
+      if (stopped) break;
 
       this.lastExit = outcome.status;
       this.#notify("exited");
@@ -266,11 +303,12 @@ export class Replica {
     }
   }
 
-  async #probeLoop(proc: ProcessHandle): Promise<void> {
+  /** Probes until the process ends; false when it was stopped for failing its health check. */
+  async #probeLoop(proc: ProcessHandle): Promise<boolean> {
     const { options } = this;
     if (options.port === undefined) {
       this.#setReady(true); // nothing to probe: running is ready
-      return;
+      return true;
     }
     const spec = {
       port: options.port,
@@ -290,7 +328,7 @@ export class Replica {
       }
       await delay(100, stop);
     }
-    if (!proc.running || stop.aborted) return;
+    if (!proc.running || stop.aborted) return true;
     this.ctx.event(
       options.deployment,
       "ReplicaReady",
@@ -304,7 +342,7 @@ export class Replica {
     const exited = proc.exited.then(() => {});
     while (proc.running && !stop.aborted) {
       await Promise.race([delay(options.health.intervalMs, stop), exited]);
-      if (!proc.running || stop.aborted) return;
+      if (!proc.running || stop.aborted) return true;
       if (await probe(spec)) {
         if (failures > 0) {
           this.ctx.event(
@@ -325,9 +363,10 @@ export class Replica {
       if (failures >= options.health.failures) {
         this.#setReady(false);
         await proc.stop(options.stopGraceMs);
-        return;
+        return false;
       }
     }
+    return true;
   }
 
   #setReady(ready: boolean): void {
@@ -347,6 +386,51 @@ export class Replica {
     const waiters = this.#readyWaiters;
     this.#readyWaiters = [];
     for (const w of waiters) w(r);
+  }
+}
+
+/** One lifetime of a replica's process, as a run in the run history. */
+class ReplicaRun {
+  readonly id = newRunId();
+
+  constructor(
+    readonly ctx: AgentContext,
+    readonly options: ReplicaOptions,
+    trigger: "start" | "restart",
+    startedAt: number,
+    pid?: number,
+  ) {
+    ctx.records.recordRun({
+      id: this.id,
+      deployment: options.deployment,
+      version: options.version,
+      status: "running",
+      trigger,
+      node: ctx.node,
+      attempt: 1,
+      startedAt,
+      pid,
+      replica: options.name,
+    }, Date.now());
+  }
+
+  /**
+   * Ends the run: completed when prisn stopped it or it exited 0, else failed; then the history
+   * limits apply.
+   */
+  end(how: { exit?: ExitStatus; reason?: string; lastError?: string }): void {
+    const { exit } = how;
+    const reason = how.reason ??
+      (exit?.oomKilled ? "OOMKilled" : exit?.signal ? `killed by ${exit.signal}` : undefined);
+    const ok = how.reason === "stopped" || (exit?.code === 0 && reason === undefined);
+    this.ctx.records.updateRun(this.id, {
+      status: ok ? "completed" : "failed",
+      finishedAt: Date.now(),
+      exitCode: exit?.code,
+      reason,
+      lastError: how.lastError,
+    });
+    applyHistoryLimits(this.ctx, this.options.deployment, this.options.history);
   }
 }
 

@@ -24,6 +24,19 @@ export interface RunRequest {
   driver: ProcessDriver;
 }
 
+/**
+ * Applies a deployment's history limits: older finished runs go from the run history, and their
+ * log files with them.
+ */
+export function applyHistoryLimits(
+  ctx: AgentContext,
+  deployment: string,
+  history: { successful: number; failed: number },
+): void {
+  const removed = ctx.records.pruneRuns(deployment, history.successful, history.failed);
+  if (removed.length) ctx.logs.remove(deployment, new Set(removed)).catch(() => {});
+}
+
 export function newRunId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(4));
   return "run-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -114,6 +127,8 @@ export class Run {
         startedAt,
         finishedAt: Date.now(),
         reason: outcome.kind === "not-started" ? "could not start" : this.#stopReason,
+        lastError: log.recentErrors().at(-1) ??
+          (outcome.kind === "not-started" ? outcome.error.message : undefined),
       });
       return ctx.records.getRun(this.id)!;
     }
@@ -126,6 +141,7 @@ export class Run {
       finishedAt: Date.now(),
       exitCode: exit.code,
       reason,
+      lastError: ok ? undefined : log.recentErrors().at(-1),
     });
     if (!ok) {
       ctx.event(

@@ -10,6 +10,20 @@ import { describe, Replica } from "./replica.ts";
 import type { ProcessDriver } from "./driver.ts";
 import type { StartQueue } from "./start_queue.ts";
 
+/** A rollout whose new replicas did not become ready; says which replica and what it said. */
+export class NotReadyError extends PrisnError {
+  override name = "NotReadyError";
+  constructor(
+    message: string,
+    /** The replica that was not ready, e.g. "api-0". */
+    readonly replica: string,
+    /** Its last stderr lines, oldest first. */
+    readonly lines: string[],
+  ) {
+    super("FAILED", message);
+  }
+}
+
 /** What a Service shares with the rest of the agent. */
 export interface ServiceOptions {
   /** Starts the replicas' processes. */
@@ -157,21 +171,19 @@ export class Service {
     });
     if (!failed) return;
     const [replica, result] = failed;
-    const why = result === "timeout"
-      ? `not ready within ${Math.round(readinessTimeoutMs / 1000)}s`
-      : describe(replica.lastExit);
-    if (serving) {
-      throw new PrisnError(
-        "FAILED",
-        `${target.version} never became ready (replica ${replica.name} ${why}); ` +
-          `${serving} keeps serving`,
-      );
-    }
-    throw new PrisnError(
-      "FAILED",
-      `${target.version} is not ready (replica ${replica.name} ${why}); ` +
-        `it keeps restarting: see prisn logs ${this.name}`,
-    );
+    const lines = replica.recentErrors();
+    const said = lines.at(-1);
+    const why =
+      (result === "timeout"
+        ? `not ready within ${Math.round(readinessTimeoutMs / 1000)}s`
+        : describe(replica.lastExit)) +
+      (said ? `; its last error: ${said.length > 200 ? said.slice(0, 197) + "..." : said}` : "");
+    const message = serving
+      ? `${target.version} never became ready (replica ${replica.name} ${why}); ` +
+        `${serving} keeps serving`
+      : `${target.version} is not ready (replica ${replica.name} ${why}); ` +
+        `it keeps restarting: see prisn logs ${replica.name}`;
+    throw new NotReadyError(message, replica.name, lines);
   }
 
   /** Adds or removes replicas of the current version; removal drains first. */
@@ -275,6 +287,7 @@ export class Service {
       startTimeoutMs: settings.readinessTimeoutMs,
       driver: this.options.driver,
       resources: target.spec.resources,
+      history: settings.history,
       onReadyChange: (r, ready) => {
         if (!this.#proxy || r.port === undefined) return;
         if (ready && !this.#retiring.has(r)) this.#proxy.add(backendOf(r));

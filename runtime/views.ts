@@ -76,6 +76,9 @@ export class Views {
         status: last.status,
         exitCode: last.exitCode,
         finishedAt: last.finishedAt,
+        reason: last.reason,
+        lastError: last.lastError,
+        replica: last.replica,
       };
     }
     return s;

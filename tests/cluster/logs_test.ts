@@ -80,10 +80,19 @@ logsTest(
     // The writing node still has its own file, as on one node.
     assert.deepEqual((await a.local.tail("web", 10)).length, 3);
     // One stream, and the last n.
-    assert.deepEqual((await b.logs.tail("web", 10, new Set(["web-1"]))).map(strip), [
+    assert.deepEqual((await b.logs.tail("web", 10, { streams: new Set(["web-1"]) })).map(strip), [
       "GET / from b",
     ]);
     assert.deepEqual((await a.logs.tail("web", 1)).map(strip), ["[err] prisn: a note"]);
+    // Tagged by stream (the merged view), and a time window (one replica run).
+    const tagged = await b.logs.tail("web", 2, { tag: true });
+    assert.match(tagged[0], /^\[web-0\] \S+Z half a line/);
+    assert.match(tagged[1], /^\[web-0\] \S+Z \[err\] prisn: a note$/);
+    const second = Date.parse(tail[1].slice(0, 24));
+    assert.deepEqual(
+      (await b.logs.tail("web", 10, { since: second, until: second })).map(strip),
+      ["GET / from b"],
+    );
     assert.equal(await b.logs.has("web", "web-0"), true, "a stream written on another node");
     assert.equal(await b.logs.has("web", "web-9"), false);
     assert.deepEqual(await b.logs.tail("other", 10), []);

@@ -292,7 +292,9 @@ Deno.test("putRun() and getRun() round-trip every field, absent ones as undefine
       finishedAt: 12,
       exitCode: 3,
       reason: "exit code 3",
+      lastError: "Traceback: boom",
       pid: 4242,
+      replica: "api-1",
     };
     records.putRun(full, 100);
     assert.deepEqual(records.getRun("r-full"), full);
@@ -307,7 +309,9 @@ Deno.test("putRun() and getRun() round-trip every field, absent ones as undefine
       finishedAt: undefined,
       exitCode: undefined,
       reason: undefined,
+      lastError: undefined,
       pid: undefined,
+      replica: undefined,
     });
     assert.equal(records.getRun("r-none"), undefined);
   });

@@ -65,7 +65,7 @@ interface Detail {
   entrypoint: string;
   runtime: string;
   interpreter?: string;
-  env?: string;
+  envs?: string[];
   spec: Record<string, unknown> & { env: Record<string, string> };
   events: Array<{ kind: string; message: string }>;
 }
@@ -212,7 +212,7 @@ Deno.test({
             "hello-from-wheel v1",
           );
           const d = await t.json<Detail>("get", "pysvc");
-          assert.equal(d.env, envId, "get -o json: env is the env id in use");
+          assert.deepEqual(d.envs, [envId], "get -o json: envs are the env ids in use");
           assert.equal(d.type, "service");
           assert.equal(d.spec.type, "service");
           assert.equal(d.spec.port, port, "effective spec: port from prisn.toml");
@@ -260,7 +260,7 @@ Deno.test({
         const job = await t.ok("deploy", other);
         assert.equal(preparedEnv(job), envId, "a second deployment shares the env");
         assert.match(await runLog(t, "pyjob"), /job sees hello-from-wheel$/m);
-        assert.equal((await t.json<Detail>("get", "pyjob")).env, envId);
+        assert.deepEqual((await t.json<Detail>("get", "pyjob")).envs, [envId]);
         assert.deepEqual(list(join(t.home, "envs"), "python3-"), [envId], "still one env");
         assert.equal(builtAt(t.home, envId), firstBuild);
       });
@@ -375,7 +375,7 @@ Deno.test({
         await waitFor(() => httpGet(port), { timeoutMs: 20_000, what: "the node service" }),
         "is-number says true false",
       );
-      assert.equal((await t.json<Detail>("get", "nodesvc")).env, lockedEnv);
+      assert.deepEqual((await t.json<Detail>("get", "nodesvc")).envs, [lockedEnv]);
 
       // A job without a lockfile (npm install).
       const job = t.project("nodejob", {
@@ -1051,7 +1051,7 @@ Deno.test("a Deno entrypoint (main.ts) runs with the host's deno", async () => {
     const d = await t.json<Detail>("get", "denojob");
     assert.equal(d.runtime, "deno");
     assert.match(d.interpreter ?? "", /deno \d+\.\d+\.\d+/);
-    assert.equal(d.env, undefined, "deno needs no env");
+    assert.equal(d.envs, undefined, "deno needs no env");
   } finally {
     await t.close();
   }

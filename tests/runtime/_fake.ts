@@ -61,6 +61,8 @@ export function fakeLaunch(dir: string): Launch {
     env: {},
     interpreter: "/fake/app",
     interpreterVersion: "0",
+    envs: [],
+    skipped: [],
     redact: [],
   };
 }

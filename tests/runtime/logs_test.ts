@@ -420,6 +420,58 @@ Deno.test("tailMerged() keeps file order for lines with the same timestamp", asy
   });
 });
 
+Deno.test("tailMerged() with since/until keeps only lines stamped in the window, however far back", async () => {
+  await withHome(async (_p, dir) => {
+    const a = join(dir, "api-0.log.1");
+    const b = join(dir, "api-0.log");
+    const early = Array.from(
+      { length: 500 },
+      (_, i) => `2024-01-01T00:00:01.${String(i).padStart(3, "0")}Z run1 ${i}`,
+    );
+    await writeFile(a, early.join("\n") + "\n");
+    await writeFile(b, "2024-01-01T00:00:05.000Z run2 a\n2024-01-01T00:00:06.000Z run2 b\n");
+    const first = await tailMerged([a, b], 3, {
+      since: Date.parse("2024-01-01T00:00:01.000Z"),
+      until: Date.parse("2024-01-01T00:00:01.499Z"),
+    });
+    assert.deepEqual(first.map((l) => l.slice(25)), ["run1 497", "run1 498", "run1 499"]);
+    const second = await tailMerged([a, b], 10, { since: Date.parse("2024-01-01T00:00:05.000Z") });
+    assert.deepEqual(second.map((l) => l.slice(25)), ["run2 a", "run2 b"]);
+  });
+});
+
+Deno.test("tailMerged() with tag starts each line with its stream, rotated files included", async () => {
+  await withHome(async (_p, dir) => {
+    const a = join(dir, "api-0.log.1");
+    const b = join(dir, "run-1a2b3c4d.log");
+    await writeFile(a, "2024-01-01T00:00:01.000Z one\n");
+    await writeFile(b, "2024-01-01T00:00:02.000Z [err] two\n");
+    assert.deepEqual(await tailMerged([a, b], 10, { tag: true }), [
+      "[api-0] 2024-01-01T00:00:01.000Z one",
+      "[run-1a2b3c4d] 2024-01-01T00:00:02.000Z [err] two",
+    ]);
+  });
+});
+
+Deno.test("LogWriter.recentErrors() keeps the process's last stderr lines, masked, not prisn's notes", async () => {
+  await withHome(async (p) => {
+    const w = new LogWriter(p, "app", "run-1", { redact: ["hunter2"] });
+    await Deno.mkdir(p.logs, { recursive: true });
+    for (let i = 0; i < 12; i++) w.feed(encoder.encode(`err ${i}\n`), "err");
+    w.feed(encoder.encode("to stdout\n"), "out");
+    w.writeLines(["prisn: a note of prisn's own"], "err");
+    w.feed(encoder.encode("password hunter2 rejected\npartial"), "err");
+    assert.deepEqual(w.recentErrors(), [
+      ...Array.from({ length: 8 }, (_, i) => `err ${i + 4}`),
+      "password ******** rejected",
+      "partial",
+    ]);
+    w.close();
+    assert.equal(w.recentErrors().at(-1), "partial", "close() keeps the flushed partial line");
+    assert.equal(w.recentErrors().length, 10);
+  });
+});
+
 // --- follow -----------------------------------------------------------------------------------
 
 /**

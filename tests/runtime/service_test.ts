@@ -110,7 +110,7 @@ Deno.test("Service.rollout() of a first version that crashes fails at once and k
         service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 }),
         isPrisnError(
           "FAILED",
-          /^v-1 is not ready \(replica api-\d exited with code 3\); it keeps restarting: see prisn logs api$/,
+          /^v-1 is not ready \(replica api-\d exited with code 3\); it keeps restarting: see prisn logs api-\d$/,
         ),
       );
       assert.ok(Date.now() - t0 < 400, "failed before the readiness timeout");
@@ -259,4 +259,65 @@ Deno.test("Replica restarts after failing liveness checks and after a start that
       }
     },
   );
+});
+
+Deno.test("each lifetime of a replica's process is a run: a restart ends one (exit code) and starts the next", async () => {
+  await withFakes(
+    (s) => s.attempt <= 2 ? { runMs: 30, exitCode: 4 } : {},
+    async ({ ctx, driver, dir }) => {
+      const service = new Service(ctx, "api", { driver });
+      const spec = fakeSpec({ name: "api", replicas: 1, ...FAST });
+      try {
+        await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 1 });
+        const runs = await waitFor(() => {
+          const r = ctx.records.listRuns({ deployment: "api" });
+          return r.length === 3 && r[0].status === "running" ? r : undefined;
+        }, { what: "three runs of api-0, the last one running" });
+        assert.deepEqual(
+          runs.map((r) => [r.replica, r.trigger, r.status, r.exitCode]),
+          [
+            ["api-0", "restart", "running", undefined],
+            ["api-0", "restart", "failed", 4],
+            ["api-0", "start", "failed", 4],
+          ],
+        );
+        assert.ok(runs.every((r) => r.node === "test-node" && r.version === "v-1"));
+        assert.ok(runs[1].finishedAt! <= runs[0].startedAt!, "one run ends before the next starts");
+        assert.deepEqual(
+          ctx.records.listRuns({ replica: "api-0" }).map((r) => r.id),
+          runs.map((r) => r.id),
+        );
+        assert.deepEqual(ctx.records.listRuns({ replica: "api-1" }), []);
+      } finally {
+        await service.stop();
+      }
+      const last = ctx.records.listRuns({ deployment: "api", limit: 1 })[0];
+      assert.equal(last.status, "completed", "a replica prisn stopped ended normally");
+      assert.equal(last.reason, "stopped");
+      assert.equal(ctx.records.listRuns({ statuses: ["running"] }).length, 0);
+    },
+  );
+});
+
+Deno.test("the history limits bound the runs of a crash-looping replica", async () => {
+  await withFakes(() => ({ runMs: 5, exitCode: 1 }), async ({ ctx, driver, dir }) => {
+    const service = new Service(ctx, "loop", { driver });
+    const spec = fakeSpec({
+      name: "loop",
+      replicas: 1,
+      ...FAST,
+      restart: { backoff_initial: "5ms", backoff_max: "5ms" },
+      history: { failed: 3, successful: 2 },
+    });
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 1 })
+        .catch(() => {});
+      await waitFor(() => driver.starts.length >= 10, { what: "ten starts" });
+      const failed = ctx.records.listRuns({ deployment: "loop", statuses: ["failed"] });
+      assert.ok(failed.length <= 3, `${failed.length} failed runs kept, history.failed is 3`);
+      assert.ok(failed.length >= 1);
+    } finally {
+      await service.stop();
+    }
+  });
 });
