@@ -173,6 +173,15 @@ export class TestHome {
   }
 }
 
+/** Asserts a failed CLI call: non-zero exit and exactly one line on stderr matching `pattern`. */
+export function assertOneLineError(r: CliResult, pattern: RegExp, what: string): string {
+  assert.notEqual(r.code, 0, `${what}: exits non-zero (stdout: ${r.stdout})`);
+  const text = r.stderr.trim();
+  assert.equal(text.split("\n").length, 1, `${what}: one line on stderr, got:\n${text}`);
+  assert.match(text, pattern, what);
+  return text;
+}
+
 /** GET over loopback; the body text, or undefined on any failure. */
 export async function httpGet(port: number, path = "/"): Promise<string | undefined> {
   try {

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import type { RunRecord } from "../../core/types.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
 import {
-  type CliResult,
+  assertOneLineError,
   finished,
   freePort,
   hasCommand,
@@ -40,14 +40,6 @@ interface Detail {
   command?: string[];
   runtime?: string;
   lastRun?: { id: string; status: string; exitCode?: number; lastError?: string };
-}
-
-/** Asserts a failed command: non-zero exit and exactly one line on stderr matching `pattern`. */
-function assertOneLineError(r: CliResult, pattern: RegExp, what: string): void {
-  assert.notEqual(r.code, 0, `${what}: exits non-zero (stdout: ${r.stdout})`);
-  const text = r.stderr.trim();
-  assert.equal(text.split("\n").length, 1, `${what}: one line on stderr, got:\n${text}`);
-  assert.match(text, pattern, what);
 }
 
 /** The deployment's finished run (the newest), once there is one. */

@@ -12,7 +12,7 @@ import type { RunRecord } from "../../core/types.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
 import { serveGitHttp, startGitDaemon } from "../fixtures/git_repos.ts";
 import {
-  type CliResult,
+  assertOneLineError,
   finished,
   freePort,
   hasCommand,
@@ -31,15 +31,6 @@ if (!HAS_NODE) console.log("runtimes_test: skipping node tests: node or npm not 
 if (!HAS_GIT) console.log("runtimes_test: skipping git tests: git not found");
 
 // --- helpers ------------------------------------------------------------------------------------
-
-/** Asserts a failed command: non-zero exit and exactly one line on stderr matching `pattern`. */
-function assertOneLineError(r: CliResult, pattern: RegExp, what: string): string {
-  assert.notEqual(r.code, 0, `${what}: exits non-zero (stdout: ${r.stdout})`);
-  const text = r.stderr.trim();
-  assert.equal(text.split("\n").length, 1, `${what}: one line on stderr, got:\n${text}`);
-  assert.match(text, pattern, what);
-  return text;
-}
 
 /** Deploys and returns the wall-clock time it took and what it printed. */
 async function timedDeploy(
