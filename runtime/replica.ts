@@ -12,7 +12,7 @@ import type { ExitStatus, ProcessDriver, ProcessHandle } from "./driver.ts";
 import { TaskRunner } from "./task_runner.ts";
 import { probe, probeHosts } from "./probe.ts";
 import type { Release } from "./start_queue.ts";
-import { applyHistoryLimits, newRunId } from "./run.ts";
+import { newRunId } from "./run.ts";
 
 export type ReplicaState =
   | "Starting"
@@ -416,7 +416,7 @@ class ReplicaRun {
 
   /**
    * Ends the run: completed when prisn stopped it or it exited 0, else failed; then the history
-   * limits apply.
+   * limits apply (history.successful, history.failed).
    */
   end(how: { exit?: ExitStatus; reason?: string; lastError?: string }): void {
     const { exit } = how;
@@ -430,7 +430,10 @@ class ReplicaRun {
       reason,
       lastError: how.lastError,
     });
-    applyHistoryLimits(this.ctx, this.options.deployment, this.options.history);
+    // A replica's runs have no log streams of their own (its lines are in the replica's), so
+    // only the records go.
+    const { successful, failed } = this.options.history;
+    this.ctx.records.pruneRuns(this.options.deployment, successful, failed);
   }
 }
 

@@ -24,19 +24,6 @@ export interface RunRequest {
   driver: ProcessDriver;
 }
 
-/**
- * Applies a deployment's history limits: older finished runs go from the run history, and their
- * log files with them.
- */
-export function applyHistoryLimits(
-  ctx: AgentContext,
-  deployment: string,
-  history: { successful: number; failed: number },
-): void {
-  const removed = ctx.records.pruneRuns(deployment, history.successful, history.failed);
-  if (removed.length) ctx.logs.remove(deployment, new Set(removed)).catch(() => {});
-}
-
 export function newRunId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(4));
   return "run-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");

@@ -6,7 +6,7 @@ import type { AgentContext } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
-import { applyHistoryLimits, newRunId, Run, type RunRequest } from "./run.ts";
+import { newRunId, Run, type RunRequest } from "./run.ts";
 import type { Dispatcher } from "../core/dispatch.ts";
 import { LocalDispatcher } from "./local_dispatch.ts";
 import { formatDuration } from "../core/duration.ts";
@@ -266,10 +266,17 @@ export class Supervisor {
     this.runs.set(run.id, run);
     run.done.then((record) => {
       this.runs.delete(run.id);
-      applyHistoryLimits(this.ctx, request.deployment, settingsOf(request.spec).history);
+      this.#prune(request.deployment, request.spec);
       this.#maybeRetry(request, record);
     });
     return run;
+  }
+
+  /** Applies the history limits: older finished runs and their log files go. */
+  #prune(deployment: string, spec: DeploySpec): void {
+    const { history } = settingsOf(spec);
+    const removed = this.ctx.records.pruneRuns(deployment, history.successful, history.failed);
+    if (removed.length) this.ctx.logs.remove(deployment, new Set(removed)).catch(() => {});
   }
 
   /**
