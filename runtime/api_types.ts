@@ -119,6 +119,7 @@ export interface GcRequest {
 
 /** GET /v1/runs?deployment=NAME&limit=N, newest first. */
 export interface RunsQuery {
+  /** The runs of a deployment, or of one of its replicas (`api-0`). @default all */
   deployment?: string;
   /** @default 20 */
   limit?: number;
@@ -186,8 +187,9 @@ export interface DeleteResponse {
 
 /**
  * GET /v1/deployments/NAME/logs?tail=N&replica=R&run=ID|latest&follow=true answers NDJSON, one of
- * these a line: the last `tail` lines merged by time, then (with follow) new lines as they are
- * written, until the client goes away.
+ * these a line: the last `tail` lines merged by time (each tagged `[replica] ` or `[run-…] ` when
+ * no one replica or run is asked for), then (with follow) new lines as they are written, until the
+ * client goes away. NAME may also be a replica (`api-0`) or a run id.
  */
 export interface LogsQuery {
   /** Lines from the end. @default 200 */
