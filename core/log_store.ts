@@ -47,9 +47,10 @@ export interface LogSink {
   close(): void;
   /**
    * The last lines (up to 10, oldest first) the process wrote to stderr, secrets masked; with a
-   * held partial line last. prisn's own notes are not among them.
+   * held partial line last. prisn's own notes are not among them. With `since` (ms), only lines
+   * written since then: one start of a replica whose sink outlives its restarts.
    */
-  recentErrors(): string[];
+  recentErrors(since?: number): string[];
 }
 
 /**

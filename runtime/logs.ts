@@ -86,21 +86,23 @@ export class LogWriter implements LogSink {
     if (kept.length) this.#output(kept, source);
   }
 
-  #recentErr: string[] = [];
+  #recentErr: { at: number; text: string }[] = [];
 
-  recentErrors(): string[] {
+  recentErrors(since = -Infinity): string[] {
+    const kept = this.#recentErr.filter((e) => e.at >= since).map((e) => e.text);
     const partial = this.#partial.err.replace(/\r$/, "");
-    return partial ? [...this.#recentErr.slice(-9), this.#redact(partial)] : [...this.#recentErr];
+    return partial ? [...kept.slice(-9), this.#redact(partial)] : kept;
   }
 
   /** The process's own lines: logged, and the last stderr ones kept for {@link recentErrors}. */
   #output(lines: string[], source: "out" | "err"): void {
     this.writeLines(lines, source);
     if (source !== "err") return;
+    const at = (this.options.now ?? Date.now)();
     for (const line of lines) {
       const text = this.#redact(line.replace(/\r$/, ""));
       if (text.trim() === "") continue;
-      this.#recentErr.push(text);
+      this.#recentErr.push({ at, text });
     }
     if (this.#recentErr.length > 10) this.#recentErr.splice(0, this.#recentErr.length - 10);
   }

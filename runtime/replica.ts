@@ -119,7 +119,8 @@ export class Replica {
 
   /** The last stderr lines: of the running process, else of the latest start. */
   recentErrors(): string[] {
-    return this.pid !== undefined && this.#log ? this.#log.recentErrors() : this.lastErrors;
+    const running = this.#process?.running ? this.#process : undefined;
+    return running && this.#log ? this.#log.recentErrors(running.startedAt) : this.lastErrors;
   }
 
   /**
@@ -258,7 +259,7 @@ export class Replica {
       }
       await probing;
       fifos?.flush(); // what it wrote before it exited reaches the log (and recentErrors)
-      this.lastErrors = log.recentErrors();
+      this.lastErrors = log.recentErrors(outcome.handle.startedAt);
       this.#setReady(false);
       const stopped = this.#stop.signal.aborted;
       run?.end({

@@ -472,6 +472,21 @@ Deno.test("LogWriter.recentErrors() keeps the process's last stderr lines, maske
   });
 });
 
+Deno.test("LogWriter.recentErrors(since) keeps only what was written since then (one start of a replica)", async () => {
+  await withHome(async (p) => {
+    await Deno.mkdir(p.logs, { recursive: true });
+    let now = 1_000;
+    const w = new LogWriter(p, "app", "app-0", { now: () => now });
+    w.feed(encoder.encode("first start failed\n"), "err");
+    now = 2_000;
+    assert.deepEqual(w.recentErrors(2_000), [], "the second start wrote nothing to stderr yet");
+    w.feed(encoder.encode("second start failed\n"), "err");
+    assert.deepEqual(w.recentErrors(2_000), ["second start failed"]);
+    assert.deepEqual(w.recentErrors(), ["first start failed", "second start failed"]);
+    w.close();
+  });
+});
+
 // --- follow -----------------------------------------------------------------------------------
 
 /**
