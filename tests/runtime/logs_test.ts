@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { basename, dirname, join } from "node:path";
 import { type Paths, paths } from "../../core/paths.ts";
 import {
+  FileLogs,
   follow,
   listLogFiles,
   LogWriter,
@@ -574,6 +575,32 @@ Deno.test("follow() resolves once its signal aborts", async () => {
     stop.abort();
     await watched;
     assert.equal(finished, true);
+  });
+});
+
+Deno.test("FileLogs.follow() with tag prefixes each new line with the replica that wrote it", async () => {
+  await withHome(async (p) => {
+    const logs = new FileLogs(p);
+    const a = logs.writer("api", "api-0");
+    const b = logs.writer("api", "api-1");
+    a.writeLines(["before"]);
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const done = logs.follow("api", (lines) => seen.push(...lines), {
+      signal: stop.signal,
+      tag: true,
+    });
+    await waitFor(() => {
+      a.writeLines(["from a"]);
+      b.writeLines(["from b"]);
+      return seen.some((l) => l.includes("from a")) && seen.some((l) => l.includes("from b"));
+    }, { what: "lines of both replicas" });
+    stop.abort();
+    await done;
+    a.close();
+    b.close();
+    assert.ok(seen.every((l) => /^\[api-[01]\] \S+Z from [ab]$/.test(l)), seen.join("\n"));
+    assert.ok(seen.filter((l) => l.startsWith("[api-1] ")).every((l) => l.endsWith("from b")));
   });
 });
 
