@@ -11,7 +11,7 @@ export function register(program: Command, app: App): void {
   program.command("get")
     .description("get deploy | get jobs [NAME] | get nodes | get NAME: list or describe")
     .argument("<what>", "deploy (all deployments), jobs (runs), or a deployment name")
-    .argument("[name]", "with jobs: only the runs of this deployment")
+    .argument("[name]", "with jobs: only the runs of this deployment or replica (api-0)")
     .option("--limit <n>", "with jobs: how many runs to show", "20")
     .option("-o, --output <format>", "json or yaml")
     .action(async (what: string, name: string | undefined, opts) => {
