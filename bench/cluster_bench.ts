@@ -203,13 +203,27 @@ async function reschedules(nodes: BenchHome[]): Promise<number[]> {
   const items = async (h: BenchHome) =>
     (await (await client(h)).deployment("websvc")).replicaStatus;
   for (let k = 0; k < RESCHEDULES; k++) {
-    await waitFor("3 ready replicas", async () => {
-      const all = await items(nodes[0]);
-      return all.filter((r) => r.ready).length === 3 && all.length === 3;
-    });
+    if (k > 0) { // spread again over the 3 nodes (a restarted node gets none back by itself)
+      await nodes[0].ok("scale", "websvc", "0");
+      await nodes[0].ok("scale", "websvc", "3");
+    }
+    // Spread one per node, as every node sees it, before the kill.
+    for (const h of nodes) {
+      await waitFor("3 ready replicas, one per node", async () => {
+        const all = await items(h);
+        return all.length === 3 && all.every((r) => r.ready) &&
+          new Set(all.map((r) => r.node)).size === 3;
+      });
+    }
+    // A node that runs a replica and does not lead (a restarted node gets none back: placement
+    // keeps replicas where they run).
     const leader = (await (await client(nodes[0])).status()).cluster?.leader;
-    const victim = nodes.find((h) => h.env.PRISN_NODE !== leader && h !== nodes[0]) ??
-      nodes.find((h) => h.env.PRISN_NODE !== leader)!;
+    const running = new Set((await items(nodes[0])).filter((r) => r.ready).map((r) => r.node));
+    const victim = nodes.find((h) => h.env.PRISN_NODE !== leader && running.has(h.env.PRISN_NODE));
+    if (!victim) {
+      console.log(`  kill ${k + 1}: no replica off the leader to kill; skipped`);
+      continue;
+    }
     const survivor = nodes.find((h) => h !== victim)!;
     const victimName = victim.env.PRISN_NODE;
     const orphans = (await items(victim)).filter((r) => r.node === victimName && r.pid)
@@ -227,7 +241,7 @@ async function reschedules(nodes: BenchHome[]): Promise<number[]> {
       return ready.length === 3;
     }, 90_000);
     took.push(performance.now() - t0);
-    console.log(`  kill ${k + 1}: ${victimName} → 3 ready elsewhere after ${ms(took[k])} ms`);
+    console.log(`  kill ${k + 1}: ${victimName} → 3 ready elsewhere after ${ms(took.at(-1)!)} ms`);
     await victim.ok("ls");
     await clusterReady(nodes);
   }

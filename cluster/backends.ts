@@ -4,6 +4,7 @@ import type { BackendInputs, Backends, LocalReplica, RemoteReplica } from "../co
 import type { LogStore } from "../core/log_store.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
 import { ownsName, planPlacement, slotsOn } from "../core/placement.ts";
+import { parseMemory } from "../core/quantity.ts";
 import { ClusterArtifacts } from "./artifacts.ts";
 import { ClusterDesiredState } from "./desired_state.ts";
 import { ClusterDispatcher } from "./dispatch.ts";
@@ -23,6 +24,8 @@ export interface ClusterNodeOptions {
   node: string;
   /** Where this node's service ports and replicas are reached. */
   address: string;
+  /** This node's tags, for `[placement] tags`. @default none */
+  tags?: string[];
   /** The agent's version, shown in `get nodes`. */
   version: string;
   /**
@@ -71,6 +74,7 @@ export async function clusterBackends(
       node: options.node,
       address: options.address,
       version: options.version,
+      tags: options.tags,
       // What runs here: replicas as "DEPLOYMENT/REPLICA:ready|starting[@HOST:PORT]" (where
       // other nodes reach it), runs by id.
       report: () => ({
@@ -95,22 +99,74 @@ export async function clusterBackends(
     let membership: ReturnType<typeof setInterval> | undefined;
     /** This node marked itself draining for its stop (a drain by `prisn node drain` stays). */
     let drainedForStop = false;
-    const placement = new ClusterPlacement(placementKv, { lease, log });
+    const placement = new ClusterPlacement(placementKv, {
+      lease,
+      log,
+      onUnplaced: (deployment, vacant) =>
+        history.addEvent(
+          deployment,
+          "Unplaced",
+          `${vacant} replica(s) fit on no node: none is eligible under [placement] with room for its memory`,
+          Date.now(),
+        ),
+    });
     placement.onChange(placementChanged);
     /** The placement of a deployment of `want` replicas: the leader's, or what it will be. */
     const slotsOf = (deployment: string, want: number) => {
       const placed = placement.slots(deployment);
       if (placed?.length === want) return placed;
+      const s = services().find((x) => x.name === deployment);
       return planPlacement(
         placed,
         want,
-        members.map((node) => ({ node, draining: placement.isDraining(node), ready: 0 })),
+        members.map((node) => ({
+          node,
+          draining: placement.isDraining(node),
+          ready: 0,
+          eligible: s?.eligible(node),
+          room: s?.room?.(node),
+        })),
       );
     };
+    /** Tags and memory of every live node, from their heartbeats (this node's own: its own). */
+    let nodeInfo = new Map<string, { tags: string[]; memoryBytes: number }>();
+    const memoryOf = (deployment: string) => {
+      const d = inputs.records.getDeployment(deployment);
+      const memory = d && inputs.records.getVersion(deployment, d.version)?.spec.resources?.memory;
+      return memory ? parseMemory(memory) : 0;
+    };
+    const services = () =>
+      inputs.records.listDeployments().filter((d) => d.type === "service").map((d) => {
+        const spec = inputs.records.getVersion(d.name, d.version)?.spec;
+        const want = spec?.placement;
+        const memory = memoryOf(d.name);
+        return {
+          name: d.name,
+          replicas: d.replicas,
+          eligible: (node: string) => {
+            const info = nodeInfo.get(node);
+            return (!want?.nodes || want.nodes.includes(node)) &&
+              (want?.tags ?? []).every((t) => info?.tags.includes(t));
+          },
+          // Its memory limit against what the node has left after the other services' slots.
+          room: memory > 0
+            ? (node: string) => {
+              const total = nodeInfo.get(node)?.memoryBytes ?? Infinity;
+              let reserved = 0;
+              for (const other of inputs.records.listDeployments()) {
+                if (other.name === d.name || other.type !== "service") continue;
+                const slots = placement.slots(other.name);
+                if (slots) reserved += slotsOn(slots, node) * memoryOf(other.name);
+              }
+              return Math.max(0, Math.floor((total - reserved) / memory));
+            }
+            : undefined,
+        };
+      });
     /** As the leader: every service placed over the live nodes. */
     const plan = () =>
       placement.plan(
-        inputs.records.listDeployments().filter((d) => d.type === "service"),
+        services(),
         members.map((node) => ({
           node,
           ready: (deployment: string) =>
@@ -122,6 +178,10 @@ export async function clusterBackends(
     const readMembers = async () => {
       try {
         const nodes = await heartbeats.live();
+        nodeInfo = new Map(nodes.map((n) => [n.node, {
+          tags: n.tags ?? [],
+          memoryBytes: n.capacity?.memoryBytes ?? Infinity,
+        }]));
         remote = nodes.filter((n) => n.node !== options.node).flatMap((n) =>
           n.replicas.map((r): RemoteReplica => {
             const [what, address] = r.split("@");

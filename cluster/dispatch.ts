@@ -117,6 +117,7 @@ export class ClusterDispatcher implements Dispatcher {
   readonly #onPlacementChange?: (listener: () => void) => () => void;
   readonly #ownsReplica?: (deployment: string, index: number, desired: number) => boolean;
   readonly #consumers = new Set<TicketConsumer>();
+  readonly #lostListeners = new Set<(ticketId: string) => void>();
 
   constructor(nats: ClusterDispatcherNats, options: ClusterDispatcherOptions) {
     const ackWaitMs = options.ackWaitMs ?? 30_000;
@@ -140,7 +141,10 @@ export class ClusterDispatcher implements Dispatcher {
       publishTimeoutMs: options.publishTimeoutMs ?? 10_000,
       pullExpiresMs: Math.max(1_000, options.pullExpiresMs ?? 5_000),
       sweepIntervalMs: options.sweepIntervalMs ?? 60_000,
-      onLost: options.onLost ?? (() => {}),
+      onLost: (id) => {
+        options.onLost?.(id);
+        for (const l of this.#lostListeners) l(id);
+      },
       onError: options.onError ?? (() => {}),
       now: options.now ?? Date.now,
     };
@@ -156,6 +160,11 @@ export class ClusterDispatcher implements Dispatcher {
 
   replicasHere(deployment: string, desired: number): number {
     return this.#replicasHere(deployment, desired);
+  }
+
+  onTicketLost(listener: (ticketId: string) => void): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
   }
 
   ownsReplica(deployment: string, index: number, desired: number): boolean {

@@ -34,6 +34,8 @@ export interface Heartbeat {
   runs: string[];
   /** The prisn version of the agent. */
   version: string;
+  /** The node's tags (`prisn agent run --tags`), for `[placement] tags`. */
+  tags?: string[];
   /** Set while the node is being drained: no new work goes to it. */
   draining: boolean;
   /** The writer's wall-clock time of the write (informational; ages use the server's clock). */
@@ -68,6 +70,8 @@ export interface HeartbeatsOptions {
   address: string;
   /** The agent's prisn version. */
   version: string;
+  /** This node's tags. @default none */
+  tags?: string[];
   /**
    * How often this node writes. At most half the TTL.
    * @default 5000
@@ -110,6 +114,7 @@ export class Heartbeats {
   readonly #timers: Timers;
   readonly #onError: (error: unknown) => void;
   #ttlMs = 0;
+  readonly #tags: string[];
   #draining = false;
   /** Server clock minus ours, from our own last write (0 before any). */
   #offsetMs = 0;
@@ -123,6 +128,7 @@ export class Heartbeats {
     this.address = options.address;
     this.version = options.version;
     this.intervalMs = options.intervalMs ?? 5_000;
+    this.#tags = options.tags ?? [];
     this.#report = options.report ?? (() => ({}));
     this.#now = options.now ?? Date.now;
     this.#timers = options.timers ?? realTimers;
@@ -248,6 +254,7 @@ export class Heartbeats {
       replicas: r.replicas ?? [],
       runs: r.runs ?? [],
       version: this.version,
+      tags: this.#tags,
       draining: this.#draining,
       at: this.#now(),
     };

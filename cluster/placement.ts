@@ -37,6 +37,18 @@ export interface ClusterPlacementOptions {
    * @default 1
    */
   maxMoving?: number;
+  /** Told when a plan leaves slots of a deployment on no node (nowhere fits). @default ignore */
+  onUnplaced?: (deployment: string, vacant: number) => void;
+}
+
+/** A service as the leader plans it. */
+export interface PlannedService {
+  name: string;
+  replicas: number;
+  /** Whether its `[placement]` allows a node. @default every node */
+  eligible?: (node: string) => boolean;
+  /** How many of its slots fit on a node, given its memory. @default no limit */
+  room?: (node: string, deployment: string) => number;
 }
 
 const encoder = new TextEncoder();
@@ -52,6 +64,8 @@ export class ClusterPlacement {
   readonly #placements = new Map<string, PlacementValue>();
   readonly #draining = new Set<string>();
   readonly #listeners = new Set<() => void>();
+  /** Vacant slots per deployment at the last plan (told once per change). */
+  readonly #vacant = new Map<string, number>();
   readonly #stop = new AbortController();
   #watching?: Promise<void>;
   #planning: Promise<void> = Promise.resolve();
@@ -114,7 +128,7 @@ export class ClusterPlacement {
    * nodes). `nodes` are the live nodes with their ready replicas per deployment.
    */
   plan(
-    services: ReadonlyArray<{ name: string; replicas: number }>,
+    services: ReadonlyArray<PlannedService>,
     nodes: ReadonlyArray<{ node: string; ready: (deployment: string) => number }>,
   ): Promise<void> {
     const run = this.#planning.then(() => this.#plan(services, nodes));
@@ -123,7 +137,7 @@ export class ClusterPlacement {
   }
 
   async #plan(
-    services: ReadonlyArray<{ name: string; replicas: number }>,
+    services: ReadonlyArray<PlannedService>,
     nodes: ReadonlyArray<{ node: string; ready: (deployment: string) => number }>,
   ): Promise<void> {
     const { lease } = this.#o;
@@ -136,8 +150,15 @@ export class ClusterPlacement {
         node: n.node,
         draining: this.#draining.has(n.node),
         ready: n.ready(s.name),
+        eligible: s.eligible?.(n.node) ?? true,
+        room: s.room?.(n.node, s.name),
       }));
       const slots = planPlacement(current?.slots, s.replicas, view, this.#o.maxMoving ?? 1);
+      const vacant = slots.filter((slot) => slot.length === 0).length;
+      if (vacant > 0 && vacant !== this.#vacant.get(s.name)) {
+        this.#o.onUnplaced?.(s.name, vacant);
+      }
+      this.#vacant.set(s.name, vacant);
       if (current?.epoch === epoch && sameSlots(current.slots, slots)) continue;
       if (!lease.isLeader()) return; // stepped down meanwhile: leave it to the next leader
       const value: PlacementValue = { epoch, slots };

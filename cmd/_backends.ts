@@ -23,6 +23,21 @@ export interface BackendFlags {
   natsKey?: string;
   natsReplicas?: string;
   natsAllowUnsafeCas?: boolean;
+  tags?: string;
+}
+
+/** Tags of `--tags a,b`: the words `[placement] tags` names; a bad one is refused in one line. */
+export function parseTags(text: string | undefined): string[] {
+  if (text === undefined) return [];
+  const tags = text.split(",").map((t) => t.trim()).filter(Boolean);
+  for (const t of tags) {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(t)) {
+      throw invalid(
+        `--tags: "${t}" is not a valid tag: use letters, digits, '.', '_' or '-', e.g. --tags gpu,ssd`,
+      );
+    }
+  }
+  return [...new Set(tags)].sort();
 }
 
 const env = (name: string) => Deno.env.get(name) || undefined;
@@ -50,6 +65,7 @@ export async function chooseBackends(
 ): Promise<{ backends: (inputs: BackendInputs) => Backends; address?: string; mode: string }> {
   const nats = flags.nats ?? env("PRISN_NATS");
   const address = flags.address ?? env("PRISN_ADDRESS");
+  const tags = parseTags(flags.tags ?? env("PRISN_TAGS"));
   if (!nats) return { backends: localBackends, address, mode: "single node" };
   const servers = nats.split(",").map((s) => s.trim()).filter(Boolean);
   const token = flags.natsToken ?? env("PRISN_NATS_TOKEN");
@@ -95,6 +111,7 @@ export async function chooseBackends(
       node,
       address: nodeAddress,
       version: VERSION,
+      tags,
       log,
       localLogs: ({ paths }) => new FileLogs(paths),
     });

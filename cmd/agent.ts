@@ -20,6 +20,10 @@ export function register(program: Command, app: App): void {
       "join a cluster over NATS JetStream: nats://h:4222[,…] (env PRISN_NATS)",
     )
     .option(
+      "--tags <list>",
+      "this node's tags, for prisn.toml [placement] tags, e.g. gpu,ssd (env PRISN_TAGS)",
+    )
+    .option(
       "--address <addr>",
       "where this node's service ports listen and other nodes reach it (env PRISN_ADDRESS; " +
         "default: all addresses, in a cluster the host's primary address)",

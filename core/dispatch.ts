@@ -23,6 +23,11 @@ export interface Dispatcher {
    * not take is delivered again at the next start. Returns a function that stops consuming.
    */
   consume(handler: (ticket: RunTicket) => Promise<void>): () => void;
+  /**
+   * Tells of tickets this node took but could not acknowledge for longer than the queue waits
+   * (another node may hold them now): their runs must not start, or stop, here.
+   */
+  onTicketLost?(listener: (ticketId: string) => void): () => void;
   /** Tickets submitted and not yet handed to the handler (waiting for their time). */
   waiting(deployment: string): number;
   /** How many of a deployment's `desired` replicas this node runs. */

@@ -22,6 +22,14 @@ export interface PlacementNode {
   draining: boolean;
   /** How many of the deployment's replicas it reports ready (finishes moves to it). */
   ready: number;
+  /**
+   * Whether the deployment's `[placement]` allows it; slots on a node that does not qualify
+   * move off as from a draining one (they stay while no other node can take them).
+   * @default true
+   */
+  eligible?: boolean;
+  /** How many of the deployment's slots fit on it (its memory). @default no limit */
+  room?: number;
 }
 
 /**
@@ -36,14 +44,19 @@ export function planPlacement(
   maxMoving = 1,
 ): string[][] {
   const byName = new Map(nodes.map((n) => [n.node, n]));
-  const live = [...byName.values()].filter((n) => !n.draining).map((n) => n.node).sort();
+  const eligible = (n: PlacementNode) => n.eligible !== false;
+  const leaving = (n: PlacementNode) => n.draining || !eligible(n);
+  const live = [...byName.values()].filter((n) => !leaving(n)).map((n) => n.node).sort();
+  const fallback = [...byName.values()].filter(eligible).map((n) => n.node).sort();
   const slots: string[][] = [];
   for (let i = 0; i < desired; i++) {
     slots.push([...(current?.[i] ?? [])].filter((n) => byName.has(n)).slice(0, 2));
   }
   const count = (node: string) => slots.filter((s) => s.includes(node)).length;
   const least = (candidates: string[]) =>
-    candidates.reduce<string | undefined>((best, n) => {
+    candidates.filter((n) => count(n) < (byName.get(n)!.room ?? Infinity)).reduce<
+      string | undefined
+    >((best, n) => {
       if (best === undefined) return n;
       const d = count(n) - count(best);
       return d < 0 || (d === 0 && n < best) ? n : best;
@@ -52,20 +65,21 @@ export function planPlacement(
   for (const s of slots) {
     if (s.length !== 2) continue;
     const to = byName.get(s[1])!;
-    if (to.draining) s.pop();
+    if (leaving(to)) s.pop();
     else if (to.ready >= count(to.node)) s.shift();
   }
-  // Vacant slots (new, or their node is gone): to the least loaded live node.
+  // Vacant slots (new, or their node is gone): to the least loaded live node with room (a
+  // draining one when there is no other); none: the slot waits, vacant.
   for (const s of slots) {
     if (s.length > 0) continue;
-    const node = least(live) ?? least([...byName.keys()].sort());
+    const node = least(live) ?? least(fallback);
     if (node !== undefined) s.push(node);
   }
   // Slots on draining nodes start moving, a few at a time.
   let moving = slots.filter((s) => s.length === 2).length;
   for (const s of slots) {
     if (moving >= maxMoving) break;
-    if (s.length !== 1 || !byName.get(s[0])!.draining) continue;
+    if (s.length !== 1 || !leaving(byName.get(s[0])!)) continue;
     const to = least(live);
     if (to === undefined) break;
     s.push(to);

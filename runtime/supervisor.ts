@@ -2,7 +2,7 @@ import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTicket, RunTrigger } from "../core/types.ts";
-import type { AgentContext } from "./context.ts";
+import { type AgentContext, delay } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
 import { killRecordedGroup } from "./process.ts";
 import { ResourceControl } from "./resources.ts";
@@ -35,6 +35,8 @@ export interface SupervisorOptions {
 
 /** How often service ports learn the other nodes' replicas (their heartbeats are read every 2 s). */
 const REMOTE_SYNC_MS = 1_000;
+/** How often `submitRun` looks whether another node started the run. */
+const ELSEWHERE_POLL_MS = 20;
 /** Lost runs are looked for every this many remote syncs. */
 const LOST_CHECK_EVERY = 2;
 
@@ -154,7 +156,18 @@ export class Supervisor {
     const { id, started } = await this.#submitRun(name, options);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), waitMs));
-    const result = await Promise.race([started, late]);
+    // In a cluster another node may take it: its record (mirrored here) leaves "pending" then.
+    let watching = true;
+    const elsewhere = (async () => {
+      while (watching) {
+        await delay(ELSEWHERE_POLL_MS);
+        const run = this.ctx.records.getRun(id);
+        if (run && run.status !== "pending" && run.node !== this.ctx.node) return undefined;
+      }
+      return undefined;
+    })();
+    const result = await Promise.race([started, late, elsewhere]);
+    watching = false;
     clearTimeout(timer);
     this.#startWaiters.delete(id);
     if (result instanceof Error) throw result;
@@ -197,7 +210,25 @@ export class Supervisor {
 
   /** Takes tickets from the dispatcher (once, at agent start); stops with shutdown(). */
   consumeTickets(): void {
+    this.#unlost ??= this.dispatcher.onTicketLost?.((id) => this.#ticketLost(id));
     this.#stopConsuming ??= this.dispatcher.consume((t) => this.#take(t));
+  }
+
+  /** Tickets this node could not acknowledge in time: another node may run them now. */
+  readonly #lost = new Set<string>();
+  #unlost?: () => void;
+
+  /** Its run does not start here, or stops: the ticket may be another node's now. */
+  #ticketLost(id: string): void {
+    this.#lost.add(id);
+    const run = this.runs.get(id);
+    if (!run) return;
+    this.ctx.event(
+      run.request.deployment,
+      "RunLost",
+      `${id}: its ticket could not be acknowledged in time; stopped here, another node may run it`,
+    );
+    run.stop("lost: its ticket could not be acknowledged").catch(() => {});
   }
 
   /** Starts a ticket's run, or records why it cannot run. */
@@ -246,6 +277,7 @@ export class Supervisor {
       return fail(`could not prepare: ${(e as Error).message}`, e as Error);
     }
     if (this.#stopping.signal.aborted) return;
+    if (this.#lost.delete(ticket.id)) return; // another node may hold it now: not here
     settle(this.#run({
       id: ticket.id,
       deployment: ticket.deployment,
@@ -470,6 +502,7 @@ export class Supervisor {
   async shutdown(): Promise<void> {
     this.#stopping.abort();
     this.#stopConsuming?.();
+    this.#unlost?.();
     this.#unwatch?.();
     this.#unplace?.();
     clearInterval(this.#remoteTimer);

@@ -134,6 +134,18 @@ const ROLLOUT = z.strictObject({
   max_parallel: int(1, "must be a positive integer").optional(),
 }, { error: "must be a table { max_parallel }" });
 
+/** A node name or tag: what `prisn agent run --node/--tags` accept. */
+const NODE_WORD = 'must be a list of node names or tags like ["gpu"]';
+const nodeWords = z.array(
+  str(NODE_WORD).regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, { error: NODE_WORD }),
+  { error: NODE_WORD },
+).min(1, { error: NODE_WORD });
+
+const PLACEMENT = z.strictObject({
+  nodes: nodeWords.optional(),
+  tags: nodeWords.optional(),
+}, { error: 'must be a table like { nodes = ["node-1"], tags = ["gpu"] }' });
+
 const ENV_VALUE = "must be a string, number or boolean";
 
 const RELATIVE_PATH = 'must be a relative path inside the project, without ".."';
@@ -239,6 +251,7 @@ export const TOP = z.strictObject({
   history: HISTORY.optional(),
   logs: LOGS.optional(),
   rollout: ROLLOUT.optional(),
+  placement: PLACEMENT.optional(),
   deps: DEPS.optional(),
   secrets: z.array(
     str("must be a string").superRefine(checkedBy((name) => validateEnvName("secret", name))),
@@ -254,5 +267,6 @@ export const TABLES: Readonly<Record<string, z.ZodObject>> = {
   history: HISTORY,
   logs: LOGS,
   rollout: ROLLOUT,
+  placement: PLACEMENT,
   deps: DEPS,
 };

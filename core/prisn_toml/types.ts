@@ -64,6 +64,14 @@ export interface RolloutSettings {
   max_parallel?: number;
 }
 
+/** Which cluster nodes may run a service's replicas: every condition given must hold. */
+export interface Placement {
+  /** Only these nodes (by name). */
+  nodes?: string[];
+  /** Only nodes that have every one of these tags (`prisn agent run --tags`). */
+  tags?: string[];
+}
+
 /** Which dependency files are installed; absent: found by the files present. */
 export interface Deps {
   /** A requirements file or pyproject.toml, relative to the project; false: no python env. */
@@ -130,6 +138,8 @@ export interface PrisnToml {
   history?: History;
   logs?: LogSettings;
   rollout?: RolloutSettings;
+  /** Where a service's replicas may run in a cluster. */
+  placement?: Placement;
   /** Which dependency files to install, overriding what is found by the files present. */
   deps?: Deps;
   /** Names of `env` keys whose values are secret: never printed, never logged. */

@@ -28,6 +28,8 @@ interface TestNode {
   dispatcher: ClusterDispatcher;
   /** Ticket ids this node reported lost. */
   lost: string[];
+  /** The same, as onTicketLost listeners heard them. */
+  told: string[];
   /** What its consumer recovered from (a pull cut by a restart…). */
   errors: Error[];
 }
@@ -88,7 +90,10 @@ class Cluster {
       onError: (e) => errors.push(e),
       ...options,
     });
-    const node = { name, nc, records, dispatcher, lost, errors };
+    // What the agent listens to (runs/supervisor.ts): the same ticket ids, to every listener.
+    const told: string[] = [];
+    dispatcher.onTicketLost((id) => told.push(id));
+    const node = { name, nc, records, dispatcher, lost, told, errors };
     this.nodes.push(node);
     return node;
   }
@@ -267,6 +272,7 @@ natsTest(
     // The dead node (had it survived its connection) reports the run lost so it kills it.
     await waitFor(() => a.lost.length === 1, { what: "node a reporting the ticket lost" });
     assert.deepEqual(a.lost, ["run-orphan"]);
+    assert.deepEqual(a.told, ["run-orphan"]);
     assert.deepEqual(b.lost, []);
   },
 );

@@ -86,3 +86,29 @@ Deno.test("replica names: a slot's name is its first node's, the extra names are
     assert.equal(["a", "b", "c"].filter((n) => ownsName(slots, n, i)).length, 1, `name ${i}`);
   }
 });
+
+Deno.test("[placement] constraints: only eligible nodes get slots, moves off the others, room caps a node", () => {
+  const nodes = (eligible: string[], room?: number): PlacementNode[] =>
+    ["a", "b", "c"].map((node) => ({
+      node,
+      draining: false,
+      ready: 0,
+      eligible: eligible.includes(node),
+      room,
+    }));
+  assert.deepEqual(planPlacement(undefined, 2, nodes(["c"])), [["c"], ["c"]]);
+  assert.deepEqual(planPlacement(undefined, 3, nodes(["b", "c"])), [["b"], ["c"], ["b"]]);
+  // Room for one each: the fourth waits, vacant (nothing is put where it does not fit).
+  assert.deepEqual(planPlacement(undefined, 4, nodes(["a", "b", "c"], 1)), [
+    ["a"],
+    ["b"],
+    ["c"],
+    [],
+  ]);
+  // A node that no longer qualifies: its slot moves as from a draining node.
+  assert.deepEqual(planPlacement([["a"], ["b"]], 2, nodes(["b", "c"])), [["a", "c"], ["b"]]);
+  // Nowhere to go: it stays where it runs rather than stop.
+  assert.deepEqual(planPlacement([["a"]], 1, nodes([])), [["a"]]);
+  // …and a new slot with no eligible node waits.
+  assert.deepEqual(planPlacement([["a"]], 2, nodes([])), [["a"], []]);
+});

@@ -317,11 +317,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, deps, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, deps, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
   );
 });
 

@@ -32,6 +32,7 @@ interface Detail {
  */
 async function cluster(
   servers?: NatsServer[],
+  envOf: (i: number) => Record<string, string> = () => ({}),
 ): Promise<{ nats: NatsServer; servers: NatsServer[]; nodes: TestHome[]; close(): Promise<void> }> {
   servers ??= [await startNats()];
   const nats = servers[0];
@@ -43,6 +44,7 @@ async function cluster(
         PRISN_ADDRESS: `127.0.0.${i}`,
         PRISN_CLUSTER: "e2e",
         ...(servers.length > 1 ? { PRISN_NATS_REPLICAS: "3" } : {}),
+        ...envOf(i),
       },
     })
   );
@@ -697,6 +699,57 @@ Deno.test({
         return s.cluster?.nodes === 3 && s.cluster.leader ? s : undefined;
       }, { what: "3 nodes and a leader with two NATS servers", timeoutMs: 30_000 });
       assert.deepEqual(s.cluster!.notReady, []);
+    } finally {
+      await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "cluster: [placement] tags and nodes choose where replicas run; one too big for any node's memory waits, Unplaced",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const c = await cluster(
+      undefined,
+      (i): Record<string, string> => (i === 3 ? { PRISN_TAGS: "gpu,ssd" } : {}),
+    );
+    try {
+      const [n1, n2] = c.nodes;
+      const app = (name: string, toml: string) =>
+        n1.project(name, { "main.sh": "exec sleep 300\n", "prisn.toml": toml });
+      const where = async (name: string) =>
+        (await n2.json<Detail>("get", name)).replicas.items.map((r) => r.node).sort();
+      await n1.ok("deploy", app("gpu", '[placement]\ntags = ["gpu"]\n'), "--replicas", "2");
+      await waitFor(async () => (await where("gpu")).join() === "node-3,node-3", {
+        what: "both gpu replicas on node-3, the only node tagged gpu",
+        timeoutMs: 30_000,
+      });
+      await n1.ok(
+        "deploy",
+        app("pinned", '[placement]\nnodes = ["node-1", "node-2"]\n'),
+        "--replicas",
+        "2",
+      );
+      await waitFor(async () => (await where("pinned")).join() === "node-1,node-2", {
+        what: "pinned replicas on node-1 and node-2",
+        timeoutMs: 30_000,
+      });
+      // Room for none: 100 GiB each on machines of less.
+      await n1.ok("deploy", app("huge", '[resources]\nmemory = "100Gi"\n'), "--replicas", "1");
+      const d = await waitFor(async () => {
+        const d = await n2.json<Detail & { events: EventRecord[] }>("get", "huge");
+        return d.events.some((e) => e.kind === "Unplaced") ? d : undefined;
+      }, { what: "an Unplaced event for huge", timeoutMs: 30_000 });
+      assert.equal(d.replicas.items.length, 0, "nothing started where it does not fit");
+      // Bad input: a bad tag, a [placement] that is not a table of lists.
+      const badTag = await n1.cli("agent", "run", "--tags", "g p u");
+      assert.notEqual(badTag.code, 0);
+      assert.match(badTag.stderr.trim(), /^prisn: --tags: "g p u" is not a valid tag/);
+      const badToml = await n1.cli("deploy", app("bad", '[placement]\ntags = "gpu"\n'));
+      assert.notEqual(badToml.code, 0);
+      assert.match(badToml.stderr.trim(), /placement\.tags/);
+      assert.doesNotMatch(await n1.ok("ls"), /^bad\s/m);
     } finally {
       await c.close();
     }
