@@ -52,6 +52,15 @@ function render(s: StatusView): string {
     }, home ${s.home})`,
     "",
   );
+  if (s.disk?.fullSince !== undefined) {
+    const d = s.disk;
+    lines.push(
+      `DISK FULL since ${new Date(d.fullSince!).toISOString()} (${
+        formatAge(d.fullSince!)
+      } ago): ${d.failedWrites} write(s) failed, ${d.pending} held to retry; ${d.lastError}`,
+      "",
+    );
+  }
   if (s.deployments.length === 0) {
     lines.push("No deployments yet: try prisn deploy examples/hello-api");
   } else {

@@ -20,6 +20,13 @@ export interface LogWriterOptions {
   onDropped?: (dropped: Dropped) => void;
   /** Handed every batch of lines as written (timestamped, masked, newline-ended), e.g. to ship. */
   onWritten?: (text: string) => void;
+  /**
+   * Told when lines could not be written (a full disk): they are dropped, never queued, so
+   * output never waits; the log gets a line saying how many once writes work again.
+   */
+  onWriteFailed?: (error: unknown, lines: number) => void;
+  /** Told after each write that worked. */
+  onWriteOk?: () => void;
 }
 
 /** Who wrote a log line: the process (its stdout or stderr) or prisn itself. */

@@ -3,6 +3,7 @@ import { type Paths, paths as defaultPaths } from "../core/paths.ts";
 import { Records } from "../core/records.ts";
 import { apiRoutes, errorResponse, router } from "./api.ts";
 import { type AgentContext, createContext } from "./context.ts";
+import { Ballast, isDiskFull } from "./disk_health.ts";
 import { collectGarbage } from "./gc.ts";
 import { Scheduler } from "./scheduler.ts";
 import { Supervisor } from "./supervisor.ts";
@@ -120,8 +121,9 @@ export class Agent {
       );
     }
     // Until it serves, a CLI that finds no agent waits for this one instead of starting another.
-    await Deno.writeTextFile(join(paths.state, "agent.starting"), `${Deno.pid}\n`);
-    const records = new Records(paths.db);
+    await writeMarker(join(paths.state, "agent.starting"), options.log);
+    const ballast = new Ballast(join(paths.state, "ballast"));
+    const records = await openRecords(paths.db, ballast, options.log);
     for (const suffix of ["", "-wal", "-shm"]) {
       await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them
     }
@@ -134,12 +136,12 @@ export class Agent {
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
     await agent.#serve();
-    await Deno.writeTextFile(join(paths.state, "agent.pid"), `${Deno.pid}\n`);
+    await writeMarker(join(paths.state, "agent.pid"), options.log);
     await Deno.remove(join(paths.state, "agent.starting")).catch(() => {});
     await agent.supervisor.restore();
     agent.supervisor.consumeTickets(); // pending tickets an earlier agent left start now
     agent.scheduler.start();
-    agent.#housekeeping();
+    agent.#housekeeping(ballast);
     agent.#log(`prisn agent ${Deno.pid} serving ${paths.socket} as node ${agent.ctx.node}`);
     agent.#log(
       balancer.kernel
@@ -168,6 +170,7 @@ export class Agent {
       await Deno.remove(this.paths.socket).catch(() => {});
       await Deno.remove(join(this.paths.state, "agent.pid")).catch(() => {});
       await this.#backends.close?.();
+      this.ctx.disk.close();
       this.#records.close();
       this.#lock?.close();
       this.#log(`prisn agent ${Deno.pid} stopped`);
@@ -188,8 +191,11 @@ export class Agent {
     await Deno.chmod(this.paths.socket, 0o600);
   }
 
-  /** Daily: old log folders and unused versions and envs go. */
-  #housekeeping(): void {
+  /** Daily: old log folders and unused versions and envs go; the space reserve is kept. */
+  #housekeeping(ballast: Ballast): void {
+    const reserve = () => this.ctx.disk.full ? Promise.resolve() : ballast.ensure();
+    reserve();
+    this.#timers.push(setInterval(reserve, RESERVE_CHECK_MS));
     const daily = async () => {
       await this.ctx.logs.prune(LOG_RETENTION_DAYS).catch(() => 0);
       const exclusive = <T>(n: string, fn: () => Promise<T>) => this.supervisor.exclusive(n, fn);
@@ -199,5 +205,43 @@ export class Agent {
       }
     };
     this.#timers.push(setTimeout(daily, 60_000), setInterval(daily, 86_400_000));
+  }
+}
+
+/**
+ * Writes the agent's pid into a marker file (agent.pid, agent.starting). A full disk does not
+ * stop the agent from starting: the markers only help CLIs and scripts find it (the socket is
+ * what they talk to), so that failure is logged and the agent goes on.
+ */
+async function writeMarker(path: string, log = (line: string) => console.error(line)) {
+  try {
+    await Deno.writeTextFile(path, `${Deno.pid}\n`);
+  } catch (e) {
+    if (!isDiskFull(e)) throw e;
+    await Deno.remove(path).catch(() => {}); // no empty marker left
+    log(`cannot write ${path}: ${(e as Error).message}; going on without it`);
+  }
+}
+
+/** How often the agent makes its space reserve again if it had to give it back. */
+const RESERVE_CHECK_MS = 30_000;
+
+/**
+ * Opens the records; when the disk is too full for SQLite to open them (it needs room for its
+ * WAL and shared-memory files), gives back the space reserve and tries once more.
+ */
+async function openRecords(
+  path: string,
+  ballast: Ballast,
+  log = (line: string) => console.error(line),
+): Promise<Records> {
+  try {
+    return new Records(path);
+  } catch (e) {
+    const cause = (e as Error).cause ?? e;
+    if (!isDiskFull(cause) && !/disk I\/O error/.test(String((cause as Error).message))) throw e;
+    if (!(await ballast.release())) throw e;
+    log(`the disk under ${path} is full: gave back the space reserve to open the records`);
+    return new Records(path);
   }
 }

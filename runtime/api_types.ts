@@ -15,6 +15,7 @@ import type { DeployRequest, DeployResult, Step } from "./deploy.ts";
 import type { GcResult } from "./gc.ts";
 import type { ReplicaStatus } from "./service.ts";
 import type { BalancerInfo } from "./service_port.ts";
+import type { DiskState } from "./disk_health.ts";
 
 export type { BalancerInfo, DeployRequest, DeployResult, GcResult, ReplicaStatus, RunRecord };
 
@@ -97,6 +98,8 @@ export interface StatusView {
     /** Since when this node's records may be behind the cluster's (NATS unreachable). */
     staleSince?: number;
   };
+  /** Once a write under PRISN_HOME failed for want of space: since when, how many. */
+  disk?: DiskState;
 }
 
 export type { NodeSummary } from "../core/backends.ts";

@@ -7,7 +7,9 @@ import type { Artifacts } from "../core/artifacts.ts";
 import { LocalArtifacts } from "../core/local_artifacts.ts";
 import type { LogStore } from "../core/log_store.ts";
 import type { Members } from "../core/backends.ts";
-import { FileLogs } from "./logs.ts";
+import { DiskHealth } from "./disk_health.ts";
+import { DiskAwareLogs, FileLogs } from "./logs.ts";
+import { ResilientHistory } from "./resilient_history.ts";
 import { OutputCollector } from "./output_collector.ts";
 import type { NodeBalancer } from "./service_port.ts";
 
@@ -36,6 +38,8 @@ export interface AgentContext {
   output?: OutputCollector;
   /** Records an event for a deployment (shown by `prisn get NAME`). */
   event(deployment: string, kind: string, message: string): void;
+  /** Writes that failed for want of space under PRISN_HOME (`status`: "disk full since …"). */
+  disk: DiskHealth;
 }
 
 export function createContext(
@@ -52,20 +56,24 @@ export function createContext(
     balancer?: NodeBalancer;
   } = {},
 ): AgentContext {
+  const disk = new DiskHealth();
+  // The agent's loops write through this one: a full disk holds their writes instead of failing.
+  const history = new ResilientHistory(options.history ?? records, disk);
   return {
     paths,
-    records: options.history ?? records,
+    records: history,
     desired: options.desired ?? new LocalDesiredState(records),
     artifacts: options.artifacts ?? new LocalArtifacts(paths),
-    logs: options.logs ?? new FileLogs(paths),
+    logs: new DiskAwareLogs(options.logs ?? new FileLogs(paths), disk),
     address: options.address,
     members: options.members,
     balancer: options.balancer,
     node,
     output: OutputCollector.create(),
     event(deployment, kind, message) {
-      (options.history ?? records).addEvent(deployment, kind, message, Date.now());
+      history.addEvent(deployment, kind, message, Date.now());
     },
+    disk,
   };
 }
 

@@ -15,6 +15,7 @@ import {
 
 export type { Dropped };
 import { delay } from "./context.ts";
+import type { DiskHealth } from "./disk_health.ts";
 
 const encoder = new TextEncoder();
 
@@ -186,12 +187,14 @@ export class LogWriter implements LogSink {
     const now = new Date();
     const stamp = now.toISOString();
     let text = "";
+    let count = 0;
     for (const line of lines) {
+      count++;
       const masked = this.#redact(line.replace(/\r$/, ""));
       const tag = source !== "out" ? ` [${source}]` : masked.startsWith("[") ? " [out]" : "";
       text += `${stamp}${tag} ${masked}\n`;
     }
-    this.#write(encoder.encode(text), now);
+    this.#write(encoder.encode(text), now, count);
     this.options.onWritten?.(text);
   }
 
@@ -232,28 +235,71 @@ export class LogWriter implements LogSink {
       }
     }
     if (this.options.rateBytes !== undefined) this.#reportDropped();
-    this.#file?.close();
-    this.#file = undefined;
+    this.#closeFile();
   }
 
-  #write(bytes: Uint8Array, now: Date): void {
-    const path = logFile(this.paths, this.deployment, this.stream, now);
-    const maxBytes = this.options.maxBytes ?? DEFAULT_MAX_BYTES;
-    if (path !== this.#path || !this.#file) {
-      this.#file?.close();
-      Deno.mkdirSync(dirname(path), { recursive: true });
-      this.#file = Deno.openSync(path, { append: true, create: true });
-      this.#path = path;
-      this.#size = this.#file.statSync().size;
-    } else if (this.#size + bytes.byteLength > maxBytes && this.#size > 0) {
-      this.#file.close();
-      rotate(path, this.options.keep ?? DEFAULT_KEEP);
-      this.#file = Deno.openSync(path, { append: true, create: true });
-      this.#size = 0;
-    }
+  /** Lines not written since a write first failed (a full disk), told in the log once it works. */
+  #lost?: { lines: number; bytes: number; since: Date; error: string };
+  /** A failed write may have left half a line in the file. */
+  #torn = false;
+
+  /**
+   * Appends to the stream's file; never throws. A failed write (a full disk) drops its lines,
+   * counts them and forgets the file, so the next write opens it again: once space is back,
+   * logging goes on with a line saying what was lost.
+   */
+  #write(bytes: Uint8Array, now: Date, lines: number): void {
+    const lost = this.#lost;
+    const data = lost
+      ? concat([
+        encoder.encode(
+          `${this.#torn ? "\n" : ""}${now.toISOString()} [prisn] ` +
+            `${lost.lines} line(s) (${formatMemory(lost.bytes)}) not logged from ` +
+            `${lost.since.toISOString()}: ${lost.error}\n`,
+        ),
+        bytes,
+      ])
+      : bytes;
     let written = 0;
-    while (written < bytes.byteLength) written += this.#file.writeSync(bytes.subarray(written));
-    this.#size += bytes.byteLength;
+    try {
+      const path = logFile(this.paths, this.deployment, this.stream, now);
+      const maxBytes = this.options.maxBytes ?? DEFAULT_MAX_BYTES;
+      if (path !== this.#path || !this.#file) {
+        this.#closeFile();
+        // Owner only: a log may hold what a replica printed of its secrets.
+        Deno.mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+        this.#file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+        this.#path = path;
+        this.#size = this.#file.statSync().size;
+      } else if (this.#size + data.byteLength > maxBytes && this.#size > 0) {
+        this.#closeFile();
+        rotate(path, this.options.keep ?? DEFAULT_KEEP);
+        this.#file = Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+        this.#path = path;
+        this.#size = 0;
+      }
+      while (written < data.byteLength) written += this.#file.writeSync(data.subarray(written));
+      this.#size += data.byteLength;
+    } catch (e) {
+      this.#closeFile();
+      if (written > 0) this.#torn = true;
+      const message = ((e as Error).message ?? String(e)).split("\n")[0];
+      this.#lost ??= { lines: 0, bytes: 0, since: now, error: message };
+      this.#lost.lines += lines;
+      this.#lost.bytes += bytes.byteLength;
+      this.options.onWriteFailed?.(e, lines);
+      return;
+    }
+    this.#lost = undefined;
+    this.#torn = false;
+    this.options.onWriteOk?.();
+  }
+
+  #closeFile(): void {
+    try {
+      this.#file?.close();
+    } catch { /* closed already */ }
+    this.#file = undefined;
   }
 }
 
@@ -476,6 +522,35 @@ export async function pruneLogs(
     }
   }
   return removed;
+}
+
+/**
+ * A log store whose writers report to the agent's {@link DiskHealth}: lines that could not be
+ * written count as failed writes at the "logs" site, and a write that works clears it.
+ */
+export class DiskAwareLogs implements LogStore {
+  constructor(readonly inner: LogStore, readonly disk: DiskHealth) {}
+
+  writer(deployment: string, stream: string, options: LogWriterOptions = {}): LogSink {
+    return this.inner.writer(deployment, stream, {
+      ...options,
+      onWriteFailed: (error, lines) => {
+        options.onWriteFailed?.(error, lines);
+        this.disk.failed("logs", error, lines);
+      },
+      onWriteOk: () => {
+        options.onWriteOk?.();
+        if (this.disk.full) this.disk.worked("logs");
+      },
+    });
+  }
+
+  // The rest as the inner store has it (whatever its signatures become).
+  has: LogStore["has"] = (...args) => this.inner.has(...args);
+  tail: LogStore["tail"] = (...args) => this.inner.tail(...args);
+  follow: LogStore["follow"] = (...args) => this.inner.follow(...args);
+  remove: LogStore["remove"] = (...args) => this.inner.remove(...args);
+  prune: LogStore["prune"] = (...args) => this.inner.prune(...args);
 }
 
 /** The local log store: files under PRISN_HOME/logs, rotated by size, kept by age. */

@@ -185,6 +185,8 @@ export class Views {
       deployments: this.summaries(),
       runs: { lastHour: this.ctx.records.runCounts(Date.now() - 3_600_000) },
     };
+    const disk = this.ctx.disk.state();
+    if (disk.failedWrites > 0 || disk.fullSince !== undefined) view.disk = disk;
     const members = this.ctx.members;
     if (members) {
       const staleSince = this.ctx.desired.staleSince?.();

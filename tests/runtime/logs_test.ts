@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { basename, dirname, join } from "node:path";
-import { type Paths, paths } from "../../core/paths.ts";
+import { logFile, type Paths, paths } from "../../core/paths.ts";
 import {
   FileLogs,
   follow,
@@ -249,6 +249,43 @@ Deno.test("LogWriter tags prisn's own notes [prisn] and a stdout line that start
       " [err] [prisn] from stderr",
       " [prisn] a real note",
     ]);
+  });
+});
+
+Deno.test("LogWriter drops lines it cannot write (a full disk) without throwing, and says so once writes work", async () => {
+  await withHome(async (p) => {
+    const failed: number[] = [];
+    let oks = 0;
+    const log = new LogWriter(p, "api", "api-0", {
+      onWriteFailed: (_e, lines) => failed.push(lines),
+      onWriteOk: () => oks++,
+    });
+    log.feed(encoder.encode("before\n"));
+    const file = logFile(p, "api", "api-0");
+    // The log file becomes /dev/full: every write fails with ENOSPC, as on a full disk.
+    await Deno.rename(file, `${file}.kept`);
+    await Deno.symlink("/dev/full", file);
+    log.close(); // the writer opens the file again on its next write
+    const again = new LogWriter(p, "api", "api-0", {
+      onWriteFailed: (_e, lines) => failed.push(lines),
+      onWriteOk: () => oks++,
+    });
+    again.feed(encoder.encode("lost 1\nlost 2\n"));
+    again.writeLines(["lost 3"]);
+    assert.deepEqual(failed, [2, 1]);
+    await Deno.remove(file); // space is back
+    again.feed(encoder.encode("after\n"));
+    again.close();
+    const lines = (await Deno.readTextFile(file)).split("\n").filter(Boolean);
+    assert.equal(lines.length, 2);
+    assert.match(
+      lines[0],
+      /^\S+Z \[prisn\] 3 line\(s\) \(96\) not logged from \S+Z: No space left on device/,
+    );
+    assert.match(lines[1], /^\S+Z after$/);
+    assert.equal(oks, 2);
+    assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600, "owner only");
+    assert.equal((await Deno.stat(dirname(file))).mode! & 0o777, 0o700, "owner only");
   });
 });
 
