@@ -11,7 +11,7 @@ export const RETRY_MS = 1000;
 /**
  * The run history and process ledger as the agent's loops use them, kept going on a full disk.
  * A write that fails for want of space (an event from a probe loop, a run's or a replica's
- * record from a restart loop) neither throws into its caller nor is lost: it is counted in
+ * record, or the run of its new start, from a restart loop) neither throws into its caller nor is lost: it is counted in
  * {@link DiskHealth}, held (a run's updates merged, a process's last put or delete, events up to
  * {@link MAX_HELD_EVENTS}), shown by the reads as if written, and written once space is back,
  * tried again every {@link RETRY_MS} ms. Only a new run's ticket cannot wait (its id must exist
@@ -21,6 +21,8 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
   readonly #inner: RunHistory & ProcessLedger;
   readonly #disk: DiskHealth;
   #runs = new Map<string, RunUpdate>();
+  /** Runs recorded without a ticket (a replica's start) not written yet, with their time. */
+  #newRuns = new Map<string, [RunRecord, number]>();
   #processes = new Map<string, ProcessRecord | null>();
   #events: Array<[string, string, string, number]> = [];
   #timer?: ReturnType<typeof setInterval>;
@@ -34,7 +36,7 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
 
   /** Writes held for a retry. */
   get held(): number {
-    return this.#runs.size + this.#processes.size + this.#events.length;
+    return this.#runs.size + this.#newRuns.size + this.#processes.size + this.#events.length;
   }
 
   /** Tries the held writes now, in order; true when none is left. */
@@ -44,6 +46,10 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
         if (p) this.#inner.putProcess(p);
         else this.#inner.deleteProcess(id);
         this.#processes.delete(id);
+      }
+      for (const [id, [run, now]] of this.#newRuns) {
+        this.#inner.recordRun(run, now);
+        this.#newRuns.delete(id);
       }
       for (const [id, fields] of this.#runs) {
         this.#inner.updateRun(id, fields);
@@ -108,7 +114,16 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
     }
   }
 
+  recordRun(run: RunRecord, now: number): void {
+    this.#write(() => this.#inner.recordRun(run, now), () => this.#newRuns.set(run.id, [run, now]));
+  }
+
   updateRun(id: string, fields: RunUpdate): void {
+    const held = this.#newRuns.get(id);
+    if (held) { // not written yet: it will be written as it is by then
+      this.#newRuns.set(id, [{ ...held[0], ...fields }, held[1]]);
+      return;
+    }
     this.#write(
       () => this.#inner.updateRun(id, fields),
       () => this.#runs.set(id, { ...this.#runs.get(id), ...fields }),
@@ -149,7 +164,7 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
   }
 
   getRun(id: string): RunRecord | undefined {
-    const run = this.#inner.getRun(id);
+    const run = this.#newRuns.get(id)?.[0] ?? this.#inner.getRun(id);
     return run && this.#overlay(run);
   }
 

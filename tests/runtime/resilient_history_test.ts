@@ -27,7 +27,14 @@ async function withRecords(
     get(target, key) {
       const value = Reflect.get(target, key);
       if (typeof value !== "function") return value;
-      const writes = ["updateRun", "addEvent", "putProcess", "deleteProcess", "insertTicket"];
+      const writes = [
+        "recordRun",
+        "updateRun",
+        "addEvent",
+        "putProcess",
+        "deleteProcess",
+        "insertTicket",
+      ];
       return (...args: unknown[]) => {
         if (writes.includes(String(key))) fail();
         return value.apply(target, args);
@@ -64,10 +71,14 @@ Deno.test("ResilientHistory holds writes that fail on a full disk, shows them, a
     history.addEvent("api", "Restarted", "api-0 restarted", 7);
     history.deleteProcess("api-0");
     history.putProcess({ id: "api-1", deployment: "api", pid: 11, startTicks: 2 });
+    const replicaRun = { ...ticket, id: "run-2", deployment: "api", node: "node" };
+    history.recordRun({ ...replicaRun, trigger: "start", status: "running" }, 8);
+    history.updateRun("run-2", { status: "failed", exitCode: 3 });
+    assert.equal(history.getRun("run-2")?.exitCode, 3);
     assert.deepEqual(disk.state(), {
       fullSince: 1000,
-      failedWrites: 5,
-      pending: 4,
+      failedWrites: 6,
+      pending: 5,
       lastError: "records: database or disk is full",
     });
     // Reads answer as if written.
@@ -83,8 +94,9 @@ Deno.test("ResilientHistory holds writes that fail on a full disk, shows them, a
     assert.equal(records.getRun("run-1")?.finishedAt, 9);
     assert.deepEqual(records.listProcesses().map((p) => p.id), ["api-1"]);
     assert.deepEqual(records.listEvents("api").map((e) => e.kind), ["Restarted"]);
+    assert.equal(records.getRun("run-2")?.status, "failed");
     assert.deepEqual(disk.state(), {
-      failedWrites: 5,
+      failedWrites: 6,
       pending: 0,
       lastError: "records: database or disk is full",
     });
