@@ -124,7 +124,7 @@ Deno.test({
         },
       );
       const resumed = await waitFor(async () => {
-        const lines = (await t.ok("logs", "chatty", "--tail", "3000")).split("\n");
+        const lines = (await t.ok("logs", "chatty-0", "--tail", "3000")).split("\n");
         const after = lines.filter((l) =>
           /chatter \d+/.test(l) && Date.parse(l.slice(0, 24)) > freed
         );
