@@ -375,6 +375,7 @@ export class Supervisor {
         "RunLost",
         `${run.id} was running on ${run.node}, which stopped answering`,
       );
+      if (run.replica) continue; // a service replica's run: placement starts a new replica
       const version = this.ctx.desired.getVersion(run.deployment, run.version);
       const record = records.getRun(run.id);
       if (!version || !record) continue;
