@@ -433,6 +433,8 @@ export class Supervisor {
     // Running ones died with the agent (their processes were just stopped); pending tickets stay
     // and are started by consumeTickets().
     for (const run of records.listRuns({ statuses: ["running"], limit: 10_000 })) {
+      // Another node's run (a cluster's mirror) runs on; recoverLostRuns() handles dead nodes.
+      if (this.ctx.members && run.node !== this.ctx.node) continue;
       records.updateRun(run.id, {
         status: "failed",
         finishedAt: Date.now(),
