@@ -234,6 +234,8 @@ export async function clusterBackends(
       records: history,
       node: options.node,
       isLeader: () => lease.isLeader(),
+      epoch: () => lease.epoch,
+      isStale: (epoch) => lease.isStale(epoch),
       replicasHere: (deployment, want) => slotsOn(slotsOf(deployment, want), options.node),
       ownsReplica: (deployment, index, want) =>
         ownsName(slotsOf(deployment, want), options.node, index),

@@ -62,6 +62,10 @@ export interface ClusterDispatcherOptions {
   replicasHere: (deployment: string, desired: number) => number;
   /** Tells when `replicasHere` may answer differently. @default never */
   onPlacementChange?: (listener: () => void) => () => void;
+  /** The lease epoch this node acts under (stamped on cron ticks). @default 0: none */
+  epoch?: () => number;
+  /** Whether an epoch comes from a replaced leader (ticks stamped so are refused). @default never */
+  isStale?: (epoch: number) => boolean;
   /** Whether this node may name a replica `NAME-index`. @default every name */
   ownsReplica?: (deployment: string, index: number, desired: number) => boolean;
   /** The durable pull consumer every node shares. @default "runs" */
@@ -141,6 +145,8 @@ export class ClusterDispatcher implements Dispatcher {
       publishTimeoutMs: options.publishTimeoutMs ?? 10_000,
       pullExpiresMs: Math.max(1_000, options.pullExpiresMs ?? 5_000),
       sweepIntervalMs: options.sweepIntervalMs ?? 60_000,
+      epoch: options.epoch ?? (() => 0),
+      isStale: options.isStale ?? (() => false),
       onLost: (id) => {
         options.onLost?.(id);
         for (const l of this.#lostListeners) l(id);
@@ -190,7 +196,11 @@ export class ClusterDispatcher implements Dispatcher {
     }
     if (records.getRun(ticket.id)) return false;
     const subject = publishSubject(ticket);
-    const data = JSON.stringify(ticket);
+    // A cron tick carries the epoch it was fired under (fencing, see RunTicket.epoch).
+    const epoch = this.#settings.epoch();
+    const data = JSON.stringify(
+      ticket.trigger === "schedule" && epoch > 0 ? { ...ticket, epoch } : ticket,
+    );
     const deadline = performance.now() + publishTimeoutMs;
     let retried = false;
     while (true) {
@@ -447,6 +457,17 @@ class TicketConsumer {
     try {
       ticket = parseTicket(msg.data);
       reply = replyOf(msg);
+      if (ticket.epoch !== undefined && this.s.isStale(ticket.epoch)) {
+        msg.term();
+        const reason = `refused: fired by a replaced leader (epoch ${ticket.epoch})`;
+        const { records } = this.s;
+        if (!records.getRun(ticket.id)) records.insertTicket(ticket, this.s.node, this.s.now());
+        if (records.getRun(ticket.id)?.status === "pending") {
+          records.updateRun(ticket.id, { status: "failed", finishedAt: this.s.now(), reason });
+        }
+        this.s.onError(new Error(`${ticket.id}: ${reason}`));
+        return;
+      }
     } catch (e) {
       msg.term();
       this.s.onError(new Error(`dropped a malformed ticket (seq ${msg.seq})`, { cause: e }));

@@ -37,8 +37,11 @@ export const RESOURCE_DEFAULTS: Readonly<Required<ResourceOptions>> = Object.fre
   artifactsMaxBytes: -1,
 });
 
-/** How long a JetStream that is electing a leader may keep us waiting, per resource. */
-const TRANSIENT_WAIT_MS = 15_000;
+/**
+ * How long a JetStream that is electing a leader, or a NATS cluster still finding its peers
+ * ("no suitable peers" under load), may keep us waiting, per resource.
+ */
+const TRANSIENT_WAIT_MS = 30_000;
 /**
  * Timeout of one stream request. A clustered NATS never answers a create that lost a race with
  * another node's create of other settings; the retry after this timeout then updates.

@@ -94,6 +94,11 @@ export interface RunTicket {
   notBefore?: number;
   /** Stop the deployment's active runs first (cron concurrency "replace"). */
   replace?: boolean;
+  /**
+   * In a cluster, a cron tick carries the epoch of the leader that fired it; nodes refuse one
+   * stamped lower than the highest epoch they have seen (it comes from a replaced leader).
+   */
+  epoch?: number;
 }
 
 export interface EventRecord {

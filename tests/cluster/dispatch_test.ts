@@ -422,3 +422,28 @@ natsTest(
     assert.deepEqual([...a.lost, ...b.lost], []);
   },
 );
+
+natsTest(
+  "ClusterDispatcher: a cron tick carries the leader's epoch; a node that has seen a higher one refuses it",
+  async (c) => {
+    // a fired the tick under epoch 5; b has seen epoch 7 since (a was replaced).
+    const a = await c.node("a", { epoch: () => 5 });
+    const b = await c.node("b", { isStale: (e) => e < 7 });
+    const got: { node: string; id: string; at: number }[] = [];
+    c.consume(b, starts(b, got));
+    const stale = ticket("run-stale", { trigger: "schedule", scheduledAt: Date.now() });
+    assert.equal(await a.dispatcher.submit(stale), true);
+    // A manual run has no epoch: it is never refused for one.
+    assert.equal(await a.dispatcher.submit(ticket("run-manual")), true);
+    await waitFor(() => got.some((g) => g.id === "run-manual"), { what: "the manual run" });
+    await waitFor(() => b.records.getRun("run-stale")?.status === "failed", {
+      what: "the stale tick recorded failed on b",
+    });
+    assert.deepEqual(got.map((g) => g.id), ["run-manual"], "the stale tick never ran");
+    assert.equal(
+      b.records.getRun("run-stale")?.reason,
+      "refused: fired by a replaced leader (epoch 5)",
+    );
+    await waitFor(async () => (await c.messages()) === 0, { what: "the queue empty" });
+  },
+);
