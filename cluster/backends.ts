@@ -15,6 +15,9 @@ import { ClusterPlacement } from "./placement.ts";
 import { ClusterRunHistory } from "./run_history.ts";
 import type { ClusterConnection } from "./types.ts";
 
+/** How often this node looks whether its replicas' readiness changed (then it beats at once). */
+const READINESS_CHECK_MS = 250;
+
 /** How long a stopping node waits for its replicas to be started elsewhere. */
 const HANDOVER_TIMEOUT_MS = 60_000;
 
@@ -97,6 +100,7 @@ export async function clusterBackends(
       for (const l of placementListeners) l();
     };
     let membership: ReturnType<typeof setInterval> | undefined;
+    let readiness: ReturnType<typeof setInterval> | undefined;
     /** This node marked itself draining for its stop (a drain by `prisn node drain` stays). */
     let drainedForStop = false;
     const placement = new ClusterPlacement(placementKv, {
@@ -235,6 +239,7 @@ export async function clusterBackends(
       node: options.node,
       isLeader: () => lease.isLeader(),
       epoch: () => lease.epoch,
+      accepting: () => !placement.isDraining(options.node),
       isStale: (epoch) => lease.isStale(epoch),
       replicasHere: (deployment, want) => slotsOn(slotsOf(deployment, want), options.node),
       ownsReplica: (deployment, index, want) =>
@@ -298,6 +303,16 @@ export async function clusterBackends(
         });
         await readMembers();
         membership = setInterval(readMembers, options.membershipIntervalMs ?? 2000);
+        // A replica that became ready (or stopped being) is told at once, not at the next
+        // heartbeat: moves and other nodes' views wait on it.
+        let told = "";
+        readiness = setInterval(() => {
+          const now = replicaReport().filter((r) => r.ready).map((r) => `${r.deployment}/${r.name}`)
+            .sort().join();
+          if (now === told) return;
+          told = now;
+          heartbeats.beat().catch(() => {});
+        }, READINESS_CHECK_MS);
       },
       async beforeStop() {
         // A stop, not a crash: hand the lease over and move this node's replicas elsewhere
@@ -323,6 +338,7 @@ export async function clusterBackends(
       },
       async close() {
         clearInterval(membership);
+        clearInterval(readiness);
         await lease.release().catch(() => false);
         await heartbeats.stop().catch(() => false);
         // Gone from the heartbeats now: a drain mark of its own stop is not needed any more.

@@ -62,6 +62,8 @@ export interface ClusterDispatcherOptions {
   replicasHere: (deployment: string, desired: number) => number;
   /** Tells when `replicasHere` may answer differently. @default never */
   onPlacementChange?: (listener: () => void) => () => void;
+  /** Whether this node takes new tickets now (not while it drains). @default always */
+  accepting?: () => boolean;
   /** The lease epoch this node acts under (stamped on cron ticks). @default 0: none */
   epoch?: () => number;
   /** Whether an epoch comes from a replaced leader (ticks stamped so are refused). @default never */
@@ -146,6 +148,7 @@ export class ClusterDispatcher implements Dispatcher {
       pullExpiresMs: Math.max(1_000, options.pullExpiresMs ?? 5_000),
       sweepIntervalMs: options.sweepIntervalMs ?? 60_000,
       epoch: options.epoch ?? (() => 0),
+      accepting: options.accepting ?? (() => true),
       isStale: options.isStale ?? (() => false),
       onLost: (id) => {
         options.onLost?.(id);
@@ -278,6 +281,8 @@ interface Held {
 }
 
 const SETTLE_POLL_MS = 50;
+/** How often a node that takes no tickets (draining) looks again. */
+const ACCEPTING_POLL_MS = 500;
 const WPI = new TextEncoder().encode("+WPI");
 const ACK = new TextEncoder().encode("+ACK");
 
@@ -376,6 +381,13 @@ class TicketConsumer {
     while (!this.#stopped && !this.#isClosed()) {
       while (this.#busy >= maxInFlight && !this.#stopped) {
         await new Promise<void>((r) => this.#slotFreed = r);
+      }
+      // A draining node takes no new tickets (its runs under way finish).
+      while (!this.s.accepting() && !this.#stopped) {
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, ACCEPTING_POLL_MS);
+          this.#wake = () => (clearTimeout(t), r());
+        });
       }
       if (this.#stopped) break;
       try {

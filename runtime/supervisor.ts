@@ -1,7 +1,7 @@
 import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
-import type { RunRecord, RunTicket, RunTrigger } from "../core/types.ts";
+import type { RunRecord, RunStatus, RunTicket, RunTrigger } from "../core/types.ts";
 import { type AgentContext, delay } from "./context.ts";
 import { type Launch, prepareLaunch } from "./launch.ts";
 import { killRecordedGroup } from "./process.ts";
@@ -197,12 +197,14 @@ export class Supervisor {
     return { id: ticket.id, started };
   }
 
-  /** Tickets of a deployment not yet started, and runs under way: what cron concurrency counts. */
+  /**
+   * Tickets of a deployment not yet started, and runs under way, on any node (in a cluster the
+   * records hold every node's): what cron concurrency counts.
+   */
   activeCount(name: string): number {
     const ids = new Set(this.activeRuns(name).map((r) => r.id));
-    for (
-      const r of this.ctx.records.listRuns({ deployment: name, statuses: ["pending"], limit: 1000 })
-    ) {
+    const statuses: RunStatus[] = ["pending", "running"];
+    for (const r of this.ctx.records.listRuns({ deployment: name, statuses, limit: 1000 })) {
       ids.add(r.id);
     }
     return ids.size;
@@ -259,6 +261,11 @@ export class Supervisor {
         );
       }
     }
+    // "replace": the newest tick wins. One that a newer tick overtook while it waited for the
+    // active run to stop (a run may take its time) never starts: two would run at once.
+    const generation = ticket.replace ? this.#nextReplace(ticket.deployment) : 0;
+    const overtaken = () =>
+      ticket.replace && this.#replaceGeneration.get(ticket.deployment) !== generation;
     if (ticket.replace) {
       const active = this.activeRuns(ticket.deployment).filter((r) => r.id !== ticket.id);
       if (active.length) {
@@ -277,6 +284,7 @@ export class Supervisor {
       return fail(`could not prepare: ${(e as Error).message}`, e as Error);
     }
     if (this.#stopping.signal.aborted) return;
+    if (overtaken()) return fail("replaced: a newer tick came before it could start");
     if (this.#lost.delete(ticket.id)) return; // another node may hold it now: not here
     settle(this.#run({
       id: ticket.id,
@@ -291,6 +299,15 @@ export class Supervisor {
       parent: ticket.parent,
       driver: this.driver,
     }));
+  }
+
+  /** Replace tickets of each deployment taken so far: the newest one alone may start. */
+  readonly #replaceGeneration = new Map<string, number>();
+
+  #nextReplace(deployment: string): number {
+    const next = (this.#replaceGeneration.get(deployment) ?? 0) + 1;
+    this.#replaceGeneration.set(deployment, next);
+    return next;
   }
 
   #run(request: RunRequest): Run {
