@@ -134,7 +134,11 @@ async function deployPackage(
   const origin = source.kind === "git"
     ? `${source.location}${source.ref ? `@${source.ref}` : ""} (${source.commit?.slice(0, 12)})`
     : `${source.kind === "dir" ? "folder" : "file"} ${source.location}`;
-  progress("Package", `${pkg.files.length} file(s), ${formatBytes(pkg.bytes)} from ${origin}`);
+  const report = async (step: Step, detail: string) => {
+    progress(step, detail);
+    await holdForTest(ctx, step);
+  };
+  await report("Package", `${pkg.files.length} file(s), ${formatBytes(pkg.bytes)} from ${origin}`);
 
   const spec = resolveSpec({
     toml,
@@ -161,11 +165,11 @@ async function deployPackage(
       ? spec.replicas
       : existing?.replicas ?? spec.replicas;
     if (existing?.version === version) {
-      progress("Version", `${version} (unchanged)`);
+      await report("Version", `${version} (unchanged)`);
       if (spec.type === "service" && replicas !== existing.replicas) {
         await ctx.desired.setReplicas(spec.name, replicas, { expect: existing.revision });
         await supervisor.scale(spec.name, replicas);
-        progress("Activate", `scaled to ${replicas} replica(s)`);
+        await report("Activate", `scaled to ${replicas} replica(s)`);
       }
       return {
         name: spec.name,
@@ -177,7 +181,7 @@ async function deployPackage(
       };
     }
     const known = ctx.desired.getVersion(spec.name, version);
-    progress("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
+    await report("Version", `${version} (${known ? `seen before, ${known.status}` : "new"})`);
     /** Takes back what this deploy stored and recorded, if the client went away. */
     const checkCancelled = async (wrote: boolean, recorded: boolean) => {
       if (!signal?.aborted) return;
@@ -198,7 +202,7 @@ async function deployPackage(
       await checkCancelled(false, false); // stopped while copying: nothing was kept
       throw e;
     }
-    progress(
+    await report(
       "Store",
       `${wrote ? "stored" : "already stored"} in deployments/${spec.name}/${version}`,
     );
@@ -213,7 +217,7 @@ async function deployPackage(
       bytes: pkg.bytes,
     };
     await ctx.desired.putVersion(versionRecord);
-    progress("Record", `version ${version} recorded`);
+    await report("Record", `version ${version} recorded`);
     await checkCancelled(wrote, true);
 
     let launch;
@@ -229,7 +233,7 @@ async function deployPackage(
       } else await ctx.desired.setVersionStatus(spec.name, version, "failed");
       throw e;
     }
-    progress("Prepare", describePrepared(spec, launch));
+    await report("Prepare", describePrepared(spec, launch));
 
     const result: DeployResult = {
       name: spec.name,
@@ -264,15 +268,15 @@ async function deployPackage(
       }
       await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       const svc = supervisor.services.get(spec.name);
-      progress("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
+      await report("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
     } else {
       await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       if (spec.type === "job") {
         const runId = await supervisor.submitRun(spec.name, { trigger: "deploy" });
         result.runId = runId;
-        progress("Activate", `job started as ${runId}`);
+        await report("Activate", `job started as ${runId}`);
       } else {
-        progress(
+        await report(
           "Activate",
           `cronjob scheduled "${spec.schedule}"${spec.timezone ? ` (${spec.timezone})` : ""}`,
         );
@@ -281,6 +285,23 @@ async function deployPackage(
     ctx.event(spec.name, "Deployed", `${version} deployed`);
     return result;
   });
+}
+
+/**
+ * A test hook, inert unless the agent runs with PRISN_TEST_HOOKS=1: when the file
+ * PRISN_HOME/state/test-hold-after names `step`, the deploy stops right after it for good (and
+ * writes state/test-held), so a test can kill the agent at exactly that point.
+ */
+async function holdForTest(ctx: AgentContext, step: Step): Promise<void> {
+  try {
+    if (Deno.env.get("PRISN_TEST_HOOKS") !== "1") return;
+  } catch {
+    return; // no env permission: no hooks
+  }
+  const wanted = await Deno.readTextFile(join(ctx.paths.state, "test-hold-after")).catch(() => "");
+  if (wanted.trim() !== step) return;
+  await Deno.writeTextFile(join(ctx.paths.state, "test-held"), step);
+  await new Promise<never>(() => {}); // until the agent is killed
 }
 
 async function activateRecord(
