@@ -51,8 +51,23 @@ export function describe(leaf: Leaf, raw: unknown): string {
 }
 
 function displayKey(path: Path): string {
-  return path.map((p, i) => typeof p === "number" ? `[${p}]` : `${i ? "." : ""}${String(p)}`)
-    .join("");
+  return shorten(
+    path.map((p, i) => typeof p === "number" ? `[${p}]` : `${i ? "." : ""}${escaped(String(p))}`)
+      .join(""),
+  );
+}
+
+/** A key as a message shows it: quoted, escaped (one line, no control characters), cut at 60. */
+function quoted(key: string): string {
+  return shorten(JSON.stringify(key), '..."');
+}
+
+function escaped(text: string): string {
+  return JSON.stringify(text).slice(1, -1);
+}
+
+function shorten(text: string, end = "..."): string {
+  return text.length > 60 ? `${text.slice(0, 60 - end.length)}${end}` : text;
 }
 
 function valueAt(raw: unknown, path: Path): unknown {
@@ -72,7 +87,7 @@ function render(value: unknown): string {
   } else if (Array.isArray(value)) text = JSON.stringify(value);
   else if (typeof value === "object" && value !== null) text = "a table";
   else text = JSON.stringify(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+  return shorten(text);
 }
 
 function unknownKeyMessage(table: Path, leaf: string): string {
@@ -88,8 +103,10 @@ function unknownKeyMessage(table: Path, leaf: string): string {
     // A table's key written at the top level, e.g. `memory = "512Mi"`.
     suggestion = PRISN_TOML_KEYS.find((k) => k.endsWith(`.${leaf}`));
   }
-  if (suggestion !== undefined) return `unknown key "${key}": did you mean "${suggestion}"?`;
-  return `unknown key "${key}": ${tableName || "prisn.toml"} takes ${known.join(", ")}`;
+  if (suggestion !== undefined) return `unknown key ${quoted(key)}: did you mean "${suggestion}"?`;
+  return `unknown key ${quoted(key)}: ${shorten(tableName) || "prisn.toml"} takes ${
+    known.join(", ")
+  }`;
 }
 
 /** The known key nearest to `word`, if it is near enough to be a likely typo. */
