@@ -11,6 +11,7 @@ const BENCHES = [
   "cron_bench.ts",
   "env_bench.ts",
   "scale_bench.ts",
+  "soak.ts", // 10 minutes unless PRISN_SOAK_SECONDS says otherwise
 ];
 
 const only = new Set(Deno.args);
