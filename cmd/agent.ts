@@ -5,6 +5,7 @@ import { AgentClient } from "../runtime/client.ts";
 import type { App } from "./_app.ts";
 import { processAlive as alive } from "../runtime/process.ts";
 import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
+import { parseMemory } from "../core/quantity.ts";
 import { parsePositive } from "../core/values.ts";
 import { invalid } from "../core/errors.ts";
 
@@ -57,7 +58,15 @@ export function register(program: Command, app: App): void {
       `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
         `default ${DEFAULT_START_PARALLELISM})`,
     )
+    .option(
+      "--max-package <size>",
+      "the most a deployed folder may hold, e.g. 2Gi (env PRISN_MAX_PACKAGE; default 1Gi)",
+    )
     .action(async (opts) => {
+      const maxPackage = opts.maxPackage ?? Deno.env.get("PRISN_MAX_PACKAGE");
+      const maxPackageBytes = maxPackage === undefined
+        ? undefined
+        : parseMemory(maxPackage, "--max-package");
       const startParallelism = parsePositive(
         opts.startParallelism ?? Deno.env.get("PRISN_START_PARALLELISM"),
         "--start-parallelism",
@@ -83,6 +92,7 @@ export function register(program: Command, app: App): void {
           node,
           log,
           startParallelism,
+          maxPackageBytes,
           backends,
           address,
           balancer,

@@ -110,7 +110,7 @@ function checkSize(bytes: number, maxBytes: number, path: string): void {
   if (bytes > maxBytes) {
     throw invalid(
       `"${path}" holds ${formatBytes(bytes)} of files, over the ${formatBytes(maxBytes)} ` +
-        `package cap: leave big files out with .prisnignore`,
+        `package cap: leave big files out with .prisnignore (or raise prisn agent run --max-package)`,
     );
   }
 }

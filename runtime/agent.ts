@@ -26,6 +26,8 @@ export interface AgentOptions {
   log?: (line: string) => void;
   /** Replicas starting at once across the agent. @default DEFAULT_START_PARALLELISM */
   startParallelism?: number;
+  /** The most bytes of files a deployed package may hold. @default DEFAULT_MAX_PACKAGE_BYTES */
+  maxPackageBytes?: number;
   /** Where service ports listen (and, in a cluster, other nodes reach this one). @default all */
   address?: string;
   /** Makes the backends (cmd/agent.ts picks them). @default localBackends */
@@ -77,6 +79,7 @@ export class Agent {
       ...backends,
       address: options.address,
       balancer,
+      maxPackageBytes: options.maxPackageBytes,
     });
     this.supervisor = new Supervisor(this.ctx, {
       startParallelism: options.startParallelism,

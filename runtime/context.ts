@@ -40,6 +40,8 @@ export interface AgentContext {
   event(deployment: string, kind: string, message: string): void;
   /** Writes that failed for want of space under PRISN_HOME (`status`: "disk full since …"). */
   disk: DiskHealth;
+  /** The most bytes of files a deployed package may hold. @default DEFAULT_MAX_PACKAGE_BYTES */
+  maxPackageBytes?: number;
 }
 
 export function createContext(
@@ -54,6 +56,7 @@ export function createContext(
     address?: string;
     members?: Members;
     balancer?: NodeBalancer;
+    maxPackageBytes?: number;
   } = {},
 ): AgentContext {
   const disk = new DiskHealth();
@@ -74,6 +77,7 @@ export function createContext(
       history.addEvent(deployment, kind, message, Date.now());
     },
     disk,
+    maxPackageBytes: options.maxPackageBytes,
   };
 }
 

@@ -83,7 +83,7 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
         path: request.path,
         dest: join(temp, "src"),
       });
-      const pkg = await collectPackage(dir);
+      const pkg = await collectPackage(dir, { maxBytes: ctx.maxPackageBytes });
       const repoName = source.url.replace(/\.git$/, "").split(/[/:]/).pop() ?? "app";
       return {
         pkg,
@@ -109,7 +109,7 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
       "--ref and --path apply to git URLs only: drop them for a local path",
     );
   }
-  const pkg = await collectPackage(request.source);
+  const pkg = await collectPackage(request.source, { maxBytes: ctx.maxPackageBytes });
   return {
     pkg,
     toml: pkg.kind === "dir" ? await readToml(pkg.root) : undefined,

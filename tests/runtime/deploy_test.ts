@@ -200,3 +200,28 @@ Deno.test("a deploy whose agent dies mid-stream says so in one line, naming the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("an agent's --max-package refuses a bigger package in one line, before storing anything", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "prisn-deploy-test-" });
+  const p = paths(join(dir, "home"));
+  const agent = await Agent.start({ paths: p, log: () => {}, maxPackageBytes: 1000 });
+  const client = new AgentClient(p);
+  try {
+    const source = await project(dir, "big", "#!/bin/bash\necho hi\n");
+    await Deno.writeFile(join(source, "data.bin"), new Uint8Array(2000));
+    await assert.rejects(
+      client.deploy({ source, flags: {} }),
+      isPrisnError(
+        "INVALID",
+        /holds 2\.0 KiB of files, over the 1000 B package cap: .*--max-package/,
+      ),
+    );
+    assert.deepEqual(await entries(p.deployments), []);
+    await Deno.remove(join(source, "data.bin"));
+    await client.deploy({ source, flags: {} });
+  } finally {
+    client.close();
+    await agent.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
