@@ -170,6 +170,11 @@ export function resolveSpec(input: {
   else delete spec.runtime;
   if (port !== undefined) spec.port = port;
   else delete spec.port;
+  if (spec.address !== undefined && port === undefined) {
+    throw invalid(
+      `address = "${spec.address}" needs a service port: set port or --port, or drop address`,
+    );
+  }
   if (spec.balancer !== undefined && port === undefined) {
     throw invalid(
       `balancer = "${spec.balancer}" needs a service port: set port or --port, or drop balancer`,

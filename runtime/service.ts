@@ -99,10 +99,19 @@ export class Service {
       const settings = settingsOf(target.spec);
       const oldProxy = this.#proxy;
       const kernel = target.spec.port !== undefined ? this.#kernelFor(target.spec) : undefined;
+      const address = target.spec.address ?? this.ctx.address;
+      if (oldProxy && target.spec.port === oldProxy.port && address !== oldProxy.address) {
+        // Both cannot listen on one port at once: no rolling move between addresses.
+        throw new PrisnError(
+          "CONFLICT",
+          `${this.name} listens on ${oldProxy.address ?? "every address"} port ${oldProxy.port}: ` +
+            `to listen on ${address ?? "every address"}, deploy it on another port first`,
+        );
+      }
       if (target.spec.port !== undefined && target.spec.port !== oldProxy?.port) {
         const proxy = new ServicePort({
           port: target.spec.port,
-          host: this.ctx.address,
+          host: address,
           onError: (e) => this.#proxyError(e),
           kernel,
         });

@@ -90,6 +90,11 @@ export class ServicePort {
     return this.#proxy.port;
   }
 
+  /** The address it listens on; undefined: every local address. */
+  get address(): string | undefined {
+    return this.#address;
+  }
+
   /** Which path serves new connections. */
   get balancer(): BalancerInfo {
     return this.#kernel ? { kind: "kernel", table: this.#kernel.table } : { kind: "userspace" };

@@ -32,6 +32,20 @@ function checkedBy(check: (value: string) => void) {
   };
 }
 
+const ADDRESS = 'must be an IP address like "127.0.0.1", "0.0.0.0" or "::1"';
+
+/** An IPv4 address in dotted quads, or an IPv6 address (as a URL host takes it). */
+function isIpAddress(text: string): boolean {
+  const quads = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  if (quads) return quads.slice(1).every((q) => Number(q) <= 255 && String(Number(q)) === q);
+  if (!text.includes(":")) return false;
+  try {
+    return new URL(`http://[${text}]/`).hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
 function str(error: string) {
   return z.string({ error });
 }
@@ -218,6 +232,7 @@ export const TOP = z.strictObject({
   }).optional(),
   port: int(1, "must be an integer from 1 to 65535", 65535).optional(),
   balancer: oneOf(["kernel", "userspace"]).optional(),
+  address: str(ADDRESS).refine(isIpAddress, { error: ADDRESS }).optional(),
   replicas: int(0, "must be a non-negative integer").optional(),
   schedule: str('must be a cron expression like "0 3 * * *"').min(1, {
     error: 'must be a cron expression like "0 3 * * *"',

@@ -108,6 +108,11 @@ export interface PrisnToml {
    * the agent's choice, by default the kernel where it is available).
    */
   balancer?: "kernel" | "userspace";
+  /**
+   * The local address the service port listens on, e.g. "127.0.0.1" for this machine only
+   * (absent: the agent's `--address`, by default every address).
+   */
+  address?: string;
   replicas?: number;
   /** Cron expression of a cronjob (checked by the scheduler). */
   schedule?: string;

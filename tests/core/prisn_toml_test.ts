@@ -310,6 +310,18 @@ Deno.test("parsePrisnToml() points a table's key written at the top level to the
   );
 });
 
+Deno.test("parsePrisnToml() takes an IP address for address and refuses anything else", () => {
+  for (const address of ["127.0.0.1", "0.0.0.0", "::1", "fd00::2", "192.0.2.2"]) {
+    assert.equal(parsePrisnToml(`address = "${address}"`).address, address);
+  }
+  for (const bad of ["localhost", "256.1.1.1", "1.2.3", "01.2.3.4", "::g", ""]) {
+    assertRejects(
+      `address = "${bad}"`,
+      `prisn.toml:1: address must be an IP address like "127.0.0.1", "0.0.0.0" or "::1" (got "${bad}")`,
+    );
+  }
+});
+
 Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   assertRejects(
     "[resources]\ngpus = 1",
@@ -317,11 +329,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
   );
 });
 

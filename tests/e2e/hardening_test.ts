@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { RunRecord } from "../../core/types.ts";
-import { TestHome, waitFor } from "../_helpers.ts";
+import { freePort, httpGet, TestHome, waitFor } from "../_helpers.ts";
 
 /** Fails unless the CLI call failed with exactly one line on stderr matching `message`. */
 function assertRefused(r: { code: number; stdout: string; stderr: string }, message: RegExp) {
@@ -142,6 +142,61 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
       if (e.name.startsWith("v-") || e.name.startsWith(".tmp-")) versions.push(e.name);
     }
     assert.deepEqual(versions, [version], "nothing new stored");
+  } finally {
+    await t.close();
+  }
+});
+
+/** This machine's first non-loopback IPv4 address, if it has one. */
+function hostAddress(): string | undefined {
+  return Deno.networkInterfaces().find((i) => i.family === "IPv4" && !i.address.startsWith("127."))
+    ?.address;
+}
+
+/** True when a TCP connection to host:port is accepted. */
+async function accepts(hostname: string, port: number): Promise<boolean> {
+  try {
+    const conn = await Deno.connect({ hostname, port });
+    conn.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test('address = "127.0.0.1" keeps a service port to this machine; moving it on the same port is refused, the running version untouched', async () => {
+  const host = hostAddress();
+  if (!host) {
+    console.log("skipped: this machine has no non-loopback IPv4 address to try");
+    return;
+  }
+  const t = new TestHome();
+  try {
+    const port = freePort();
+    const server = (tag: string) =>
+      "import http.server, os\n" +
+      "class H(http.server.BaseHTTPRequestHandler):\n" +
+      `    def do_GET(self): self.send_response(200); self.end_headers(); self.wfile.write(b"${tag}")\n` +
+      "    def log_message(self, *a): pass\n" +
+      'http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()\n';
+    const dir = t.project("local", {
+      "main.py": server("one"),
+      "prisn.toml": `port = ${port}\naddress = "127.0.0.1"\n`,
+    });
+    await t.ok("deploy", dir);
+    assert.equal(await waitFor(() => httpGet(port), { what: "the service" }), "one");
+    assert.equal(await accepts(host, port), false, `${host}:${port} must not answer`);
+
+    await Deno.writeTextFile(join(dir, "main.py"), server("two"));
+    await Deno.writeTextFile(join(dir, "prisn.toml"), `port = ${port}\naddress = "0.0.0.0"\n`);
+    assertRefused(
+      await t.cli("deploy", dir),
+      /local listens on 127\.0\.0\.1 port \d+: to listen on 0\.0\.0\.0, deploy it on another port first/,
+    );
+    assert.equal(await httpGet(port), "one", "the running version is untouched");
+
+    await Deno.writeTextFile(join(dir, "prisn.toml"), `address = "localhost"\n`);
+    assertRefused(await t.cli("deploy", dir), /address must be an IP address like "127\.0\.0\.1"/);
   } finally {
     await t.close();
   }
