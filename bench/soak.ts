@@ -50,9 +50,24 @@ export interface SoakOptions {
   sampleSeconds?: number;
   /** @default 30 */
   deployEverySeconds?: number;
+  /**
+   * How chatty the chatty service is: `yes` (as fast as a pipe goes) or `paced` (about 2 MiB/s,
+   * still over the log rate limit, for a soak that shares the machine, as in the test suite).
+   * @default "yes"
+   */
+  chatty?: "yes" | "paced";
   /** Told each sample as it is taken. */
   onSample?: (s: SoakSample) => void;
 }
+
+/** About 2 MiB/s of output: 200 lines of 100 bytes every 10 ms. */
+const PACED_CHATTER = `import sys, time
+line = "chatty " + "x" * 92 + "\\n"
+while True:
+    sys.stdout.write(line * 200)
+    sys.stdout.flush()
+    time.sleep(0.01)
+`;
 
 /** Threads and open descriptors of a process, from /proc. */
 function procCounts(pid: number): { threads: number; fds: number } {
@@ -77,7 +92,12 @@ export async function soak(home: BenchHome, options: SoakOptions = {}): Promise<
       "main.sh": "#!/bin/bash\necho bye; exit 1\n",
     }),
     tick: writeProject(join(home.dir, "tick"), { "main.sh": "#!/bin/bash\necho tick\n" }),
-    chatty: writeProject(join(home.dir, "chatty"), { "main.sh": "#!/bin/bash\nexec yes chatty\n" }),
+    chatty: writeProject(
+      join(home.dir, "chatty"),
+      options.chatty === "paced"
+        ? { "main.py": PACED_CHATTER }
+        : { "main.sh": "#!/bin/bash\nexec yes chatty\n" },
+    ),
   };
   await home.ok("deploy", web, "--port", String(port), "--replicas", "2", "--env", "ROUND=0");
   await home.ok("deploy", projects.crashy, "--type", "service");

@@ -182,6 +182,14 @@ export function assertOneLineError(r: CliResult, pattern: RegExp, what: string):
   return text;
 }
 
+/** A project folder `dir/name` holding an executable main.sh with `script`. */
+export async function scriptProject(dir: string, name: string, script: string): Promise<string> {
+  const folder = join(dir, name);
+  await Deno.mkdir(folder, { recursive: true });
+  await Deno.writeTextFile(join(folder, "main.sh"), script, { mode: 0o755 });
+  return folder;
+}
+
 /** GET over loopback; the body text, or undefined on any failure. */
 export async function httpGet(port: number, path = "/"): Promise<string | undefined> {
   try {

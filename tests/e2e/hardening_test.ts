@@ -11,6 +11,14 @@ function assertRefused(r: { code: number; stdout: string; stderr: string }, mess
   assert.match(lines[0], message);
 }
 
+/** Waits for the home's one job run to complete. */
+async function firstRunDone(t: TestHome): Promise<void> {
+  await waitFor(async () => {
+    const runs = await t.json<RunRecord[]>("get", "jobs");
+    return runs.length === 1 && runs[0].status === "completed";
+  }, { what: "the job to complete", timeoutMs: 60_000 });
+}
+
 Deno.test("a prisn.toml that is a FIFO or a link to /dev/zero is refused by name, at once, and nothing is deployed", async () => {
   const t = new TestHome();
   try {
@@ -61,10 +69,7 @@ Deno.test("a secret from an --env-file, named in prisn.toml secrets, is masked e
     const envFile = join(t.dir, "prod.env");
     await Deno.writeTextFile(envFile, `DB_PASSWORD="${secret}"\n`);
     await t.ok("deploy", dir, "--env-file", envFile);
-    await waitFor(async () => {
-      const runs = await t.json<RunRecord[]>("get", "jobs");
-      return runs.length === 1 && runs[0].status === "completed";
-    }, { what: "the job to complete", timeoutMs: 60_000 });
+    await firstRunDone(t);
     const logs = await t.ok("logs", "leaky", "--run", "latest", "--tail", "100");
     assert.ok(logs.includes("********"), "the secret is masked");
     for (const part of [secret, secret.slice(0, 11), secret.slice(-11)]) {
@@ -93,10 +98,7 @@ Deno.test("logs shows control characters escaped (raw only with --raw) and no ap
         "sys.stdout.write('2020-01-01T00:00:00.000Z [err] forged \\u202eevil\\n')\n",
     });
     await t.ok("deploy", dir);
-    await waitFor(async () => {
-      const runs = await t.json<RunRecord[]>("get", "jobs");
-      return runs.length === 1 && runs[0].status === "completed";
-    }, { what: "the job to complete", timeoutMs: 60_000 });
+    await firstRunDone(t);
     const shown = await t.ok("logs", "evil", "--run", "latest");
     // deno-lint-ignore no-control-regex
     assert.doesNotMatch(shown, /[\x00-\x08\x0b-\x1f\x7f\u202e]/, "a raw control character");
@@ -122,10 +124,7 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
     const version = /v-[0-9a-f]{8}/.exec(out)![0];
     const stored = join(t.home, "deployments", "linky", version, "conf/current.txt");
     assert.equal(await Deno.readLink(stored), "v1.txt");
-    await waitFor(async () => {
-      const runs = await t.json<RunRecord[]>("get", "jobs");
-      return runs.length === 1 && runs[0].status === "completed";
-    }, { what: "the job to complete", timeoutMs: 60_000 });
+    await firstRunDone(t);
     assert.match(await t.ok("logs", "linky", "--run", "latest"), /config-one/);
 
     await Deno.symlink("/etc/shadow", join(dir, "shadow"));

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type Paths, paths } from "../../core/paths.ts";
 import { Agent } from "../../runtime/agent.ts";
 import { AgentClient } from "../../runtime/client.ts";
-import { finished, isPrisnError, waitFor, within } from "../_helpers.ts";
+import { finished, isPrisnError, scriptProject, waitFor, within } from "../_helpers.ts";
 
 const STAMPED = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z /;
 
@@ -24,13 +24,6 @@ async function withAgent(
   }
 }
 
-async function project(dir: string, name: string, script: string): Promise<string> {
-  const folder = join(dir, name);
-  await Deno.mkdir(folder, { recursive: true });
-  await Deno.writeTextFile(join(folder, "main.sh"), script, { mode: 0o755 });
-  return folder;
-}
-
 async function collect(
   client: AgentClient,
   name: string,
@@ -43,7 +36,7 @@ async function collect(
 
 Deno.test("the agent's logs API answers a run's last lines, by id or latest, and refuses unknown streams", async () => {
   await withAgent(async ({ client, dir }) => {
-    const source = await project(
+    const source = await scriptProject(
       dir,
       "batch",
       '#!/bin/bash\nfor i in 1 2 3 4 5; do echo "line $i"; done\n',
@@ -81,7 +74,7 @@ Deno.test("the agent's logs API follows new lines until the client aborts, and a
   const agent = await Agent.start({ paths: p, log: () => {} });
   const client = new AgentClient(p);
   try {
-    const source = await project(
+    const source = await scriptProject(
       dir,
       "ticker",
       '#!/bin/bash\ni=0\nwhile true; do i=$((i+1)); echo "tick $i"; sleep 0.1; done\n',
@@ -116,7 +109,7 @@ Deno.test("the agent's logs API follows new lines until the client aborts, and a
 
 Deno.test("env and get mask secret values the same way", async () => {
   await withAgent(async ({ client, dir }) => {
-    const source = await project(dir, "envy", "#!/bin/bash\necho hi\n");
+    const source = await scriptProject(dir, "envy", "#!/bin/bash\necho hi\n");
     await client.deploy({
       source,
       flags: { name: "envy", env: ["B=2", "A=1"], secret: ["TOKEN=hunter2"] },

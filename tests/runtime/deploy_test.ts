@@ -7,7 +7,7 @@ import { Agent } from "../../runtime/agent.ts";
 import { localBackends } from "../../runtime/backends.ts";
 import type { Step } from "../../runtime/deploy.ts";
 import { AgentClient } from "../../runtime/client.ts";
-import { isPrisnError, waitFor } from "../_helpers.ts";
+import { isPrisnError, scriptProject, waitFor } from "../_helpers.ts";
 
 interface Gate {
   hold: boolean;
@@ -75,13 +75,6 @@ async function withGatedAgent(
   }
 }
 
-async function project(dir: string, name: string, script: string): Promise<string> {
-  const folder = join(dir, name);
-  await Deno.mkdir(folder, { recursive: true });
-  await Deno.writeTextFile(join(folder, "main.sh"), script, { mode: 0o755 });
-  return folder;
-}
-
 async function entries(dir: string): Promise<string[]> {
   const names: string[] = [];
   try {
@@ -115,7 +108,7 @@ async function interruptedDeploy(
 
 Deno.test("a deploy whose client goes away during Store keeps nothing: no version, no folder, no record", async () => {
   await withGatedAgent(async ({ agent, client, paths: p, dir, gate }) => {
-    const source = await project(dir, "big", "#!/bin/bash\necho hi\n");
+    const source = await scriptProject(dir, "big", "#!/bin/bash\necho hi\n");
     assert.deepEqual(await interruptedDeploy(client, gate, source), ["Package", "Version"]);
     await agent.supervisor.exclusive("big", () => Promise.resolve()); // the deploy has ended
     assert.deepEqual(await entries(p.deployments), []);
@@ -128,7 +121,7 @@ Deno.test("a deploy whose client goes away during Store keeps nothing: no versio
 
 Deno.test("an interrupted deploy of a new version leaves the running one as it was", async () => {
   await withGatedAgent(async ({ agent, client, paths: p, dir, gate }) => {
-    const source = await project(dir, "app", "#!/bin/bash\necho one\n");
+    const source = await scriptProject(dir, "app", "#!/bin/bash\necho one\n");
     const first = await client.deploy({ source, flags: {} });
     await Deno.writeTextFile(join(source, "main.sh"), "#!/bin/bash\necho two\n");
     await interruptedDeploy(client, gate, source);
@@ -143,7 +136,7 @@ Deno.test("an interrupted deploy of a new version leaves the running one as it w
 
 Deno.test("gc removes version folders no record names and folders of deployments never recorded", async () => {
   await withGatedAgent(async ({ client, paths: p, dir }) => {
-    const source = await project(dir, "kept", "#!/bin/bash\necho kept\n");
+    const source = await scriptProject(dir, "kept", "#!/bin/bash\necho kept\n");
     const deployed = await client.deploy({ source, flags: {} });
     // What a deploy killed between its Store and Record steps leaves behind.
     await Deno.mkdir(join(p.deployments, "kept", "v-0rphan00"), { recursive: true });
@@ -207,7 +200,7 @@ Deno.test("an agent's --max-package refuses a bigger package in one line, before
   const agent = await Agent.start({ paths: p, log: () => {}, maxPackageBytes: 1000 });
   const client = new AgentClient(p);
   try {
-    const source = await project(dir, "big", "#!/bin/bash\necho hi\n");
+    const source = await scriptProject(dir, "big", "#!/bin/bash\necho hi\n");
     await Deno.writeFile(join(source, "data.bin"), new Uint8Array(2000));
     await assert.rejects(
       client.deploy({ source, flags: {} }),
