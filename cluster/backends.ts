@@ -78,11 +78,11 @@ export async function clusterBackends(
       address: options.address,
       version: options.version,
       tags: options.tags,
-      // What runs here: replicas as "DEPLOYMENT/REPLICA:ready|starting[@HOST:PORT]" (where
-      // other nodes reach it), runs by id.
+      // What runs here: replicas as "DEPLOYMENT/REPLICA#VERSION:ready|starting[@HOST:PORT]"
+      // (where other nodes reach it), runs by id.
       report: () => ({
         replicas: replicaReport().map((r) =>
-          `${r.deployment}/${r.name}:${r.ready ? "ready" : "starting"}` +
+          `${r.deployment}/${r.name}#${r.version}:${r.ready ? "ready" : "starting"}` +
           (r.address ? `@${r.address}` : "")
         ),
         runs: inputs.records.listProcesses().map((p) => p.id).filter((id) => !id.includes("/")),
@@ -189,7 +189,8 @@ export async function clusterBackends(
         remote = nodes.filter((n) => n.node !== options.node).flatMap((n) =>
           n.replicas.map((r): RemoteReplica => {
             const [what, address] = r.split("@");
-            const [id, state] = what.split(":");
+            const [idVersion, state] = what.split(":");
+            const [id, version] = idVersion.split("#");
             const [deployment, name] = id.split("/");
             const at = address?.lastIndexOf(":") ?? -1;
             return {
@@ -197,6 +198,7 @@ export async function clusterBackends(
               deployment,
               name,
               ready: state === "ready",
+              version,
               host: at > 0 ? address.slice(0, at) : undefined,
               port: at > 0 ? Number(address.slice(at + 1)) : undefined,
             };

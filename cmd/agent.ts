@@ -80,11 +80,13 @@ export function register(program: Command, app: App): void {
           Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
       }
       // The agent's module graph loads only here: the CLI's other paths stay light.
-      const { Agent } = await import("../runtime/agent.ts");
+      const { Agent, lockHome } = await import("../runtime/agent.ts");
       const { chooseBackends } = await import("./_backends.ts");
       const node = opts.node ?? Deno.env.get("PRISN_NODE") ?? Deno.hostname();
       const say = log ?? ((line: string) => console.error(line));
       let a;
+      // This home is this agent's from now on, before joining a cluster takes its time.
+      const lock = await lockHome(app.paths, log);
       try {
         const { backends, address, mode } = await chooseBackends(opts, node, say);
         a = await Agent.start({
@@ -96,11 +98,16 @@ export function register(program: Command, app: App): void {
           backends,
           address,
           balancer,
+          lock,
         });
         say(`prisn agent runs as ${mode}`);
       } catch (e) {
         // Started in the background, nobody sees stderr: the log's last line says why.
         log?.(`agent did not start: ${(e as Error).message}`);
+        await Deno.remove(join(app.paths.state, "agent.starting")).catch(() => {});
+        try {
+          lock.close();
+        } catch { /* closed by the agent already */ }
         throw e;
       }
       const stop = () => a.stop();

@@ -52,6 +52,8 @@ export interface RemoteReplica {
   /** Where other nodes reach it (it listens on its node's address); absent: loopback only. */
   host?: string;
   port?: number;
+  /** The version it runs (absent in heartbeats of agents that did not say). */
+  version?: string;
 }
 
 /** A replica of this node, as its heartbeats report it. */
@@ -61,6 +63,7 @@ export interface LocalReplica {
   ready: boolean;
   /** `host:port` where other nodes reach it, when they can. */
   address?: string;
+  version: string;
 }
 
 /** Who is in the cluster and who leads it. */

@@ -38,6 +38,8 @@ export interface AgentOptions {
    * @default "auto"
    */
   balancer?: BalancerChoice;
+  /** The home's agent lock, taken already (lockHome). @default taken by start() */
+  lock?: Deno.FsFile;
 }
 
 /**
@@ -93,6 +95,7 @@ export class Agent {
           name: r.name,
           ready: r.ready,
           address: r.reachable ? `${r.host}:${r.port}` : undefined,
+          version: r.version,
         }))
       )
     );
@@ -110,21 +113,7 @@ export class Agent {
   static async start(options: AgentOptions = {}): Promise<Agent> {
     const paths = options.paths ?? defaultPaths();
     raiseFileLimit(); // 1,000 replicas need ~3,000 descriptors; systemd's default soft limit is 1024
-    await ensureWritable(paths.home);
-    await Deno.mkdir(paths.state, { recursive: true });
-    const lock = await Deno.open(join(paths.state, "agent.lock"), { create: true, write: true });
-    const locked = await Promise.race([
-      lock.lock(true).then(() => true),
-      new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
-    ]);
-    if (!locked) {
-      throw new PrisnError(
-        "CONFLICT",
-        `an agent already runs for ${paths.home}: stop it with prisn agent stop`,
-      );
-    }
-    // Until it serves, a CLI that finds no agent waits for this one instead of starting another.
-    await writeMarker(join(paths.state, "agent.starting"), options.log);
+    const lock = options.lock ?? await lockHome(paths, options.log);
     const ballast = new Ballast(join(paths.state, "ballast"));
     const records = await openRecords(paths.db, ballast, options.log);
     for (const suffix of ["", "-wal", "-shm"]) {
@@ -247,4 +236,29 @@ async function openRecords(
     log(`the disk under ${path} is full: gave back the space reserve to open the records`);
     return new Records(path);
   }
+}
+
+/**
+ * Takes the agent lock of a PRISN_HOME (refused in one line when another agent holds it) and marks
+ * the agent as starting: until it serves, a CLI that finds no agent waits for this one instead of
+ * starting another. `prisn agent run` takes it first thing, before it joins a cluster (which can
+ * take seconds), so a CLI started meanwhile cannot start a second agent.
+ */
+export async function lockHome(paths: Paths, log?: (line: string) => void): Promise<Deno.FsFile> {
+  await ensureWritable(paths.home);
+  await Deno.mkdir(paths.state, { recursive: true });
+  const lock = await Deno.open(join(paths.state, "agent.lock"), { create: true, write: true });
+  const locked = await Promise.race([
+    lock.lock(true).then(() => true),
+    new Promise<boolean>((r) => setTimeout(() => r(false), 300)),
+  ]);
+  if (!locked) {
+    lock.close();
+    throw new PrisnError(
+      "CONFLICT",
+      `an agent already runs for ${paths.home}: stop it with prisn agent stop`,
+    );
+  }
+  await writeMarker(join(paths.state, "agent.starting"), log);
+  return lock;
 }

@@ -74,9 +74,16 @@ export class AgentClient {
     using lock = await Deno.open(join(paths.state, "start.lock"), { create: true, write: true });
     await lock.lock(true);
     try {
-      const raced = await AgentClient.existing(paths);
+      const raced = await AgentClient.existing(paths) ?? await AgentClient.#starting(paths);
       if (raced) return raced;
-      await startBackgroundAgent(paths);
+      try {
+        await startBackgroundAgent(paths);
+      } catch (e) {
+        // An agent started for this home meanwhile (`prisn agent run` elsewhere): use that one.
+        const other = await AgentClient.#starting(paths) ?? await AgentClient.existing(paths);
+        if (other) return other;
+        throw e;
+      }
       return new AgentClient(paths);
     } finally {
       await lock.unlock();

@@ -21,6 +21,7 @@ import { NotReadyError } from "./service.ts";
 import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl } from "./git_source.ts";
 import type { Supervisor } from "./supervisor.ts";
+import { settingsOf } from "../core/settings.ts";
 
 export interface DeployRequest {
   /** An absolute path (folder or file) or a git URL. */
@@ -267,8 +268,7 @@ async function deployPackage(
         throw e;
       }
       await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
-      const svc = supervisor.services.get(spec.name);
-      await report("Activate", `${svc?.ready ?? 0}/${replicas} replica(s) ready`);
+      await report("Activate", await readyEverywhere(ctx, supervisor, spec, version, replicas));
     } else {
       await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       if (spec.type === "job") {
@@ -406,4 +406,40 @@ function describePrepared(spec: DeploySpec, launch: Launch): string {
   ];
   if (launch.envs.length === 0 && launch.skipped.length === 0) parts.push("no dependencies");
   return parts.join(", ");
+}
+
+/** How often a cluster deploy looks at the other nodes' replicas (their heartbeats). */
+const CLUSTER_READY_POLL_MS = 250;
+
+/**
+ * "N/N replica(s) ready": on one node, this node's; in a cluster, once the other nodes' shares
+ * run the version too (their heartbeats say so), waiting up to the readiness timeout for them.
+ */
+async function readyEverywhere(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  spec: DeploySpec,
+  version: string,
+  replicas: number,
+): Promise<string> {
+  const here = () =>
+    supervisor.services.get(spec.name)?.status().filter((r) => r.ready && r.version === version)
+      .length ?? 0;
+  const members = ctx.members;
+  if (!members) return `${here()}/${replicas} replica(s) ready`;
+  const count = () => {
+    const remote = members.remoteReplicas().filter((r) =>
+      r.deployment === spec.name && r.ready && r.version === version
+    );
+    return { ready: here() + remote.length, nodes: new Set(remote.map((r) => r.node)).size };
+  };
+  const deadline = Date.now() + settingsOf(spec).readinessTimeoutMs;
+  let now = count();
+  while (now.ready < replicas && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, CLUSTER_READY_POLL_MS));
+    now = count();
+  }
+  const nodes = now.nodes + (here() > 0 ? 1 : 0);
+  return `${now.ready}/${replicas} replica(s) ready on ${nodes} node(s)` +
+    (now.ready < replicas ? " (the others are still starting)" : "");
 }

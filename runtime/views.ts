@@ -114,7 +114,7 @@ export class Views {
         // Other nodes' replicas, as far as their heartbeats tell.
         ...this.#remote(name).map((r) => ({
           name: r.name,
-          version: d.version,
+          version: r.version ?? d.version,
           state: r.ready ? (r.host ? "Ready" : "Ready (loopback only)") : "Starting",
           ready: r.ready,
           restarts: 0,

@@ -166,7 +166,18 @@ Deno.test({
           "",
         ].join("\n"),
       });
-      await n2.ok("deploy", svc, "--name", "web", "--replicas", "3", "--port", String(port));
+      const deployed = await n2.ok(
+        "deploy",
+        svc,
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--port",
+        String(port),
+      );
+      // The deploy waits for every node's share, as their heartbeats tell.
+      assert.match(deployed, /Activate\s+3\/3 replica\(s\) ready on 3 node\(s\)\n/);
       // Events of other nodes show on every node, saying where they happened.
       await waitFor(async () => {
         const d = await n1.json<{ events: EventRecord[] }>("get", "web");
@@ -785,6 +796,62 @@ Deno.test({
       assert.doesNotMatch(await n1.ok("ls"), /^bad\s/m);
     } finally {
       await c.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a CLI started while `agent run --nats` is still joining waits for that agent instead of starting a second",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const nats = await startNats();
+    const homes: TestHome[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const h = new TestHome();
+        homes.push(h);
+        const env = { PRISN_HOME: h.home, PRISN_NODE: `node-${i}`, PRISN_ADDRESS: "127.0.0.1" };
+        // The agent, in the foreground of its own process; the CLI at the same moment.
+        const agent = new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--quiet",
+            new URL("../../main.ts", import.meta.url).pathname,
+            "agent",
+            "run",
+            "--nats",
+            nats.url,
+          ],
+          env: { ...env, PRISN_CLUSTER: `race${i}` },
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+        const status = await h.cli("status");
+        try {
+          assert.equal(status.code, 0, status.stderr);
+          assert.match(
+            status.stdout,
+            /^CLUSTER: /,
+            "answered by the cluster agent, not a second one",
+          );
+        } finally {
+          await h.cli("agent", "stop");
+          const done = agent.output();
+          const timer = setTimeout(() => {
+            try {
+              agent.kill("SIGKILL"); // it did not stop: never leave it behind
+            } catch { /* gone */ }
+          }, 20_000);
+          const out = await done;
+          clearTimeout(timer);
+          assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        }
+      }
+    } finally {
+      await Promise.all(homes.map((h) => h.close()));
+      await nats.stop();
     }
   },
 });
