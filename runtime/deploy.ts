@@ -16,6 +16,7 @@ import { collectPackage, type Package, versionId } from "../core/version.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type { AgentContext } from "./context.ts";
+import { isDiskFull } from "./disk_health.ts";
 import type { Launch } from "./launch.ts";
 import { NotReadyError } from "./service.ts";
 import { InstallError } from "./envs.ts";
@@ -201,7 +202,8 @@ async function deployPackage(
       wrote = await ctx.artifacts.put(spec.name, version, pkg, { signal });
     } catch (e) {
       await checkCancelled(false, false); // stopped while copying: nothing was kept
-      throw e;
+      if (!existing) await ctx.artifacts.remove(spec.name).catch(() => {});
+      throw storageError(e, `store ${version}`);
     }
     await report(
       "Store",
@@ -217,7 +219,13 @@ async function deployPackage(
       files: pkg.files.length,
       bytes: pkg.bytes,
     };
-    await ctx.desired.putVersion(versionRecord);
+    try {
+      await ctx.desired.putVersion(versionRecord);
+    } catch (e) {
+      if (!existing) await ctx.artifacts.remove(spec.name).catch(() => {});
+      else if (wrote) await ctx.artifacts.remove(spec.name, version).catch(() => {});
+      throw storageError(e, `record ${version}`);
+    }
     await report("Record", `version ${version} recorded`);
     await checkCancelled(wrote, true);
 
@@ -285,6 +293,17 @@ async function deployPackage(
     ctx.event(spec.name, "Deployed", `${version} deployed`);
     return result;
   });
+}
+
+/** A full disk as one line that says what to do; any other error as it is. */
+function storageError(error: unknown, what: string): unknown {
+  if (!isDiskFull(error)) return error;
+  return new PrisnError(
+    "UNAVAILABLE",
+    `cannot ${what}: the disk under PRISN_HOME is full; free some space and deploy again ` +
+      `(nothing changed)`,
+    { cause: error },
+  );
 }
 
 /**

@@ -102,6 +102,17 @@ Deno.test({
         `the crash loop went on: ${JSON.stringify(flaps)}`,
       );
 
+      // A new version cannot be stored: the deploy fails in one line, chatty stays as it was.
+      await Deno.writeFile(join(chatty, "data.bin"), crypto.getRandomValues(new Uint8Array(65536)));
+      const refused = await t.cli("deploy", chatty, "--port", String(port), "--replicas", "1");
+      assert.notEqual(refused.code, 0);
+      assert.match(
+        refused.stderr.trim(),
+        /^prisn: cannot (store|record) v-[0-9a-f]{8}: the disk under PRISN_HOME is full; free some space and deploy again \(nothing changed\)$/,
+      );
+      assert.equal((await t.json<{ version: string }[]>("history", "chatty")).length, 1);
+      assert.equal(await httpGet(port), "alive", "the running version is untouched");
+
       // An agent restarted while the disk is still full starts, and brings chatty back.
       await t.ok("agent", "stop");
       const restarted = await t.cli("status");
