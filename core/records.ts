@@ -114,20 +114,24 @@ export class Records implements RunHistory, ProcessLedger {
 
   #depth = 0;
 
-  /** Runs `fn` in one transaction; a transaction inside another joins it. */
+  /**
+   * Runs `fn` in one transaction; a transaction inside another joins it. When `fn` or the commit
+   * fails, what `fn` wrote is rolled back and its error thrown (SQLite may have rolled back
+   * already, e.g. on a full disk).
+   */
   transaction<T>(fn: () => T): T {
     if (this.#depth > 0) return fn();
     this.db.exec("BEGIN IMMEDIATE");
     this.#depth++;
     try {
       const result = fn();
-      this.#depth--;
       this.db.exec("COMMIT");
       return result;
     } catch (e) {
-      this.#depth--;
-      this.db.exec("ROLLBACK");
+      if (this.db.isTransaction) this.db.exec("ROLLBACK");
       throw e;
+    } finally {
+      this.#depth--;
     }
   }
 

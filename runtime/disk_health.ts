@@ -37,9 +37,15 @@ export function isDiskFull(error: unknown): boolean {
   );
 }
 
+/**
+ * How long writes at a site must have worked, with none failing, before the site counts as no
+ * longer full: on a nearly full disk some small writes fit and others do not.
+ */
+export const CLEAR_MS = 3_000;
+
 /** The agent's one account of failed writes (AgentContext.disk). */
 export class DiskHealth {
-  readonly #since = new Map<WriteSite, number>();
+  readonly #sites = new Map<WriteSite, { since: number; lastFailure: number; lastOk?: number }>();
   #failedWrites = 0;
   #lastError?: string;
   #holders = new Map<WriteSite, WriteHolder>();
@@ -49,13 +55,17 @@ export class DiskHealth {
   /** A write at `site` failed (`count` of them at once, e.g. log lines). */
   failed(site: WriteSite, error: unknown, count = 1): void {
     this.#failedWrites += count;
-    if (!this.#since.has(site)) this.#since.set(site, this.now());
+    const now = this.now();
+    const known = this.#sites.get(site);
+    if (known) known.lastFailure = now;
+    else this.#sites.set(site, { since: now, lastFailure: now });
     this.#lastError = `${site}: ${(error as Error)?.message ?? String(error)}`.split("\n")[0];
   }
 
-  /** A write at `site` worked: that site is no longer full. */
+  /** A write at `site` worked: once they have for {@link CLEAR_MS}, the site is not full. */
   worked(site: WriteSite): void {
-    this.#since.delete(site);
+    const known = this.#sites.get(site);
+    if (known) known.lastOk = this.now();
   }
 
   /** A site that holds failed writes to retry them (counted in {@link state}). */
@@ -69,11 +79,22 @@ export class DiskHealth {
   }
 
   get full(): boolean {
-    return this.#since.size > 0;
+    return this.#fullSites().length > 0;
+  }
+
+  /** The `since` of each site still full; forgets the ones that recovered. */
+  #fullSites(): number[] {
+    const now = this.now();
+    for (const [site, s] of this.#sites) {
+      if (s.lastOk !== undefined && s.lastOk > s.lastFailure && now - s.lastFailure >= CLEAR_MS) {
+        this.#sites.delete(site);
+      }
+    }
+    return [...this.#sites.values()].map((s) => s.since);
   }
 
   state(): DiskState {
-    const since = [...this.#since.values()];
+    const since = this.#fullSites();
     let pending = 0;
     for (const holder of this.#holders.values()) pending += holder.held;
     return {

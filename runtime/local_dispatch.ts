@@ -55,7 +55,8 @@ export class LocalDispatcher implements Dispatcher {
     const timer = setTimeout(() => {
       this.#timers.delete(ticket.id);
       const handler = this.#handler;
-      if (!handler) return;
+      // Recorded in a transaction that did not commit (a full disk): it never was a ticket.
+      if (!handler || !this.records.getRun(ticket.id)) return;
       this.#delivered.add(ticket.id);
       handler(ticket).finally(() => this.#delivered.delete(ticket.id));
     }, wait);

@@ -160,7 +160,11 @@ export class ResilientHistory implements RunHistory, ProcessLedger {
   }
 
   pendingTickets(): RunTicket[] {
-    return this.#inner.pendingTickets();
+    // A ticket whose start is held is no longer pending: it must not be started twice.
+    return this.#inner.pendingTickets().filter((t) => {
+      const status = this.#runs.get(t.id)?.status;
+      return status === undefined || status === "pending";
+    });
   }
 
   getRun(id: string): RunRecord | undefined {

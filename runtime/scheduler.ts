@@ -3,6 +3,7 @@ import { settingsOf } from "../core/settings.ts";
 import type { DeploymentRecord } from "../core/types.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
+import { isDiskFull } from "./disk_health.ts";
 import { tickRunId } from "../core/dispatch.ts";
 import type { Supervisor } from "./supervisor.ts";
 
@@ -145,17 +146,27 @@ export class Scheduler {
   async #run(): Promise<void> {
     while (!this.#stopped) {
       if (this.#dirty) this.reload();
-      this.tick(Date.now());
+      let retryAt = 0;
+      try {
+        this.tick(Date.now());
+      } catch (e) {
+        // A full disk: the tick was not recorded, so it is due again; look again in a second.
+        if (!isDiskFull(e)) throw e;
+        this.ctx.disk.failed("records", e);
+        retryAt = Date.now() + 1_000;
+      }
       let earliest = Infinity;
       for (const e of this.#entries.values()) {
         if (e.nextAt !== undefined) earliest = Math.min(earliest, e.nextAt);
       }
       // A follower looks again each second: it may become the leader at any time.
       const most = this.supervisor.dispatcher.isLeader() ? 60_000 : 1_000;
-      const wait = Math.max(0, Math.min(earliest - Date.now(), most));
+      const wait = Math.max(0, retryAt - Date.now(), Math.min(earliest - Date.now(), most));
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait);
         this.#wake = () => {
+          // After a failed tick, a change (maybe the failed tick's own, rolled back) waits too.
+          if (!this.#stopped && Date.now() < retryAt) return;
           clearTimeout(t);
           resolve();
         };

@@ -316,7 +316,7 @@ export class Supervisor {
     run.done.then((record) => {
       this.runs.delete(run.id);
       this.#prune(request.deployment, request.spec);
-      this.#maybeRetry(request, record);
+      if (record) this.#maybeRetry(request, record); // none: its record could not be written
     });
     return run;
   }

@@ -74,6 +74,8 @@ Deno.test({
         "main.sh": "#!/bin/bash\necho up; sleep 0.3; exit 3\n",
       });
       await t.ok("deploy", flappy, "--replicas", "1", "--type", "service");
+      const ticker = t.project("ticker", { "main.sh": "#!/bin/bash\necho tick\n" });
+      await t.ok("deploy", ticker, "--schedule", "* * * * * *");
       await waitFor(() => httpGet(port).then((b) => b === "alive"), { what: "chatty to serve" });
       const first = t.agentPid()!;
 
@@ -97,6 +99,7 @@ Deno.test({
       const during = await t.json<StatusView>("status");
       assert.ok(during.disk!.failedWrites > full.disk!.failedWrites, "failed writes are counted");
       const flaps = await t.json<{ replicas: { items: { restarts: number }[] } }>("get", "flappy");
+      const ticks = (await t.json<unknown[]>("get", "jobs", "ticker", "--limit", "1000")).length;
       assert.ok(
         flaps.replicas.items[0]?.restarts > 0,
         `the crash loop went on: ${JSON.stringify(flaps)}`,
@@ -144,6 +147,11 @@ Deno.test({
       }, { what: "chatty's lines to be logged again", timeoutMs: 10_000 });
       assert.match(resumed.note, /No space left on device|os error 28/);
       assert.equal(await httpGet(port), "alive");
+      await waitFor(
+        async () =>
+          (await t.json<unknown[]>("get", "jobs", "ticker", "--limit", "1000")).length > ticks,
+        { what: "the every-second cronjob to run again", timeoutMs: 10_000 },
+      );
       const after = await t.json<{ replicas: { items: { restarts: number }[] } }>("get", "chatty");
       assert.equal(
         after.replicas.items[0].restarts,

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Records } from "../../core/records.ts";
 import type { RunTicket } from "../../core/types.ts";
-import { DiskHealth } from "../../runtime/disk_health.ts";
+import { CLEAR_MS, DiskHealth } from "../../runtime/disk_health.ts";
 import { ResilientHistory } from "../../runtime/resilient_history.ts";
 import { isPrisnError } from "../_helpers.ts";
 
@@ -14,6 +14,7 @@ async function withRecords(
       disk: DiskHealth;
       records: Records;
       full: { on: boolean; error?: string };
+      clock: { now: number };
     },
   ) => Promise<void> | void,
 ): Promise<void> {
@@ -41,11 +42,11 @@ async function withRecords(
       };
     },
   });
-  let now = 1_000;
-  const disk = new DiskHealth(() => now++);
+  const clock = { now: 1_000 };
+  const disk = new DiskHealth(() => clock.now++);
   const history = new ResilientHistory(inner, disk);
   try {
-    await fn({ history, disk, records, full });
+    await fn({ history, disk, records, full, clock });
   } finally {
     history.close();
     records.close();
@@ -62,7 +63,7 @@ const ticket: RunTicket = {
 };
 
 Deno.test("ResilientHistory holds writes that fail on a full disk, shows them, and writes them once space is back", async () => {
-  await withRecords(({ history, disk, records, full }) => {
+  await withRecords(({ history, disk, records, full, clock }) => {
     history.insertTicket(ticket, "node", 1);
     history.putProcess({ id: "api-0", deployment: "api", pid: 10, startTicks: 1 });
     full.on = true;
@@ -90,6 +91,8 @@ Deno.test("ResilientHistory holds writes that fail on a full disk, shows them, a
 
     full.on = false;
     assert.equal(history.flush(), true);
+    assert.equal(disk.state().fullSince, 1000, "full until writes have worked for a while");
+    clock.now += CLEAR_MS;
     assert.equal(records.getRun("run-1")?.status, "completed");
     assert.equal(records.getRun("run-1")?.finishedAt, 9);
     assert.deepEqual(records.listProcesses().map((p) => p.id), ["api-1"]);
