@@ -27,8 +27,15 @@ Deno.test({
       assert.ok(r.requests > 100, `${r.requests} requests`);
       assert.equal(r.failedRequests, 0, "no request failed through the deploys and rollbacks");
       assert.ok(r.cronRuns >= 30, `${r.cronRuns} cron runs in a minute`);
-      assert.ok(Math.max(...threads) - Math.min(...threads) <= 2, `threads ${threads}`);
-      assert.ok(fds.at(-1)! <= fds[0] + 10, `descriptors grew: ${fds}`);
+      // Flat: the second half of the minute holds no more than the first half's peak (thread
+      // pools and connections step up under load, then stay; a leak keeps climbing).
+      const half = Math.floor(warm.length / 2);
+      const peak = (values: number[]) => Math.max(...values);
+      assert.ok(
+        peak(threads.slice(half)) <= peak(threads.slice(0, half)) + 1,
+        `threads ${threads}`,
+      );
+      assert.ok(peak(fds.slice(half)) <= peak(fds.slice(0, half)) + 8, `descriptors ${fds}`);
     } finally {
       await home.close();
     }
