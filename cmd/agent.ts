@@ -81,10 +81,12 @@ export function register(program: Command, app: App): void {
       }
       // The agent's module graph loads only here: the CLI's other paths stay light.
       const { Agent, lockHome } = await import("../runtime/agent.ts");
-      const { chooseBackends } = await import("./_backends.ts");
+      const { chooseBackends, parseTags } = await import("./_backends.ts");
       const node = opts.node ?? Deno.env.get("PRISN_NODE") ?? Deno.hostname();
       const say = log ?? ((line: string) => console.error(line));
       let a;
+      // Bad flags are refused before anything else (even with another agent running).
+      parseTags(opts.tags ?? Deno.env.get("PRISN_TAGS"));
       // This home is this agent's from now on, before joining a cluster takes its time.
       const lock = await lockHome(app.paths, log);
       try {
