@@ -16,6 +16,7 @@ import * as run from "./cmd/run.ts";
 import * as scale from "./cmd/scale.ts";
 import * as status from "./cmd/status.ts";
 import * as suspend from "./cmd/suspend.ts";
+import * as token from "./cmd/token.ts";
 import { versionText } from "./version.ts";
 
 /** Builds the command tree, runs it, and maps errors to one line on stderr and an exit code. */
@@ -47,6 +48,7 @@ export async function main(args: string[]): Promise<number> {
       gc,
       del,
       node,
+      token,
       agent,
     ]
   ) {

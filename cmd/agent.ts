@@ -8,6 +8,8 @@ import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
 import { parseMemory } from "../core/quantity.ts";
 import { parsePositive } from "../core/values.ts";
 import { invalid } from "../core/errors.ts";
+import { readConfigFile } from "../core/fs.ts";
+import { type ListenOptions, parseListen } from "../runtime/listen.ts";
 
 export function register(program: Command, app: App): void {
   const agent = program.command("agent").description("the node agent: run, stop, status");
@@ -54,6 +56,13 @@ export function register(program: Command, app: App): void {
         "where available, else userspace), kernel or userspace (env PRISN_BALANCER; default auto)",
     )
     .option(
+      "--listen <host:port>",
+      "serve the API over TCP too, every request with a token (env PRISN_LISTEN; plain HTTP " +
+        "on loopback only, else give --tls-cert and --tls-key)",
+    )
+    .option("--tls-cert <file>", "PEM certificate (chain) for --listen: HTTPS")
+    .option("--tls-key <file>", "PEM private key for --listen")
+    .option(
       "--start-parallelism <n>",
       `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
         `default ${DEFAULT_START_PARALLELISM})`,
@@ -72,6 +81,7 @@ export function register(program: Command, app: App): void {
         "--start-parallelism",
       );
       const balancer = parseBalancer(opts.balancer ?? Deno.env.get("PRISN_BALANCER"));
+      const listen = await listenOptions(opts.listen ?? Deno.env.get("PRISN_LISTEN"), opts);
       let log: ((line: string) => void) | undefined;
       if (opts.background) {
         await Deno.mkdir(app.paths.state, { recursive: true });
@@ -101,6 +111,7 @@ export function register(program: Command, app: App): void {
           address,
           balancer,
           lock,
+          listen,
         });
         say(`prisn agent runs as ${mode}`);
       } catch (e) {
@@ -159,6 +170,34 @@ export function register(program: Command, app: App): void {
         client.close();
       }
     });
+}
+
+/** `--listen` with its TLS files read; undefined without `--listen`. */
+async function listenOptions(
+  value: string | undefined,
+  opts: { tlsCert?: string; tlsKey?: string },
+): Promise<ListenOptions | undefined> {
+  if (opts.tlsCert === undefined !== (opts.tlsKey === undefined)) {
+    throw invalid("give --tls-cert and --tls-key together");
+  }
+  if (!value) {
+    if (opts.tlsCert) throw invalid("--tls-cert and --tls-key apply to --listen: give it too");
+    return undefined;
+  }
+  const listen: ListenOptions = parseListen(value, opts.tlsCert !== undefined);
+  if (opts.tlsCert && opts.tlsKey) {
+    listen.tls = {
+      cert: await readPem(opts.tlsCert, "--tls-cert"),
+      key: await readPem(opts.tlsKey, "--tls-key"),
+    };
+  }
+  return listen;
+}
+
+async function readPem(file: string, flag: string): Promise<string> {
+  const text = await readConfigFile(file, { label: `${flag} ${file}` });
+  if (text === undefined) throw invalid(`${flag} ${file} does not exist`);
+  return text;
 }
 
 const BALANCERS = ["auto", "kernel", "userspace"] as const;

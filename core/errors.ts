@@ -4,6 +4,9 @@ export type ErrorCode =
   | "NOT_FOUND" // an unknown deployment, version or run
   | "CONFLICT" // the request clashes with current state (port taken, agent running…)
   | "UNAVAILABLE" // something prisn needs is missing or unreachable (interpreter, agent, git)
+  | "UNAUTHORIZED" // the remote API got no valid token
+  | "FORBIDDEN" // the token is valid but may not do this
+  | "TOO_LARGE" // an upload over the agent's cap
   | "FAILED"; // an operation ran and failed (install, readiness, spawn)
 
 /**

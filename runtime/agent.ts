@@ -14,6 +14,8 @@ import { raiseFileLimit } from "./_libc.ts";
 import { join } from "node:path";
 import { type BalancerChoice, type NodeBalancer, openNodeBalancer } from "./service_port.ts";
 import { ensureWritable, removeIfPresent } from "../core/fs.ts";
+import { type ListenOptions, serveTcp, tokenHandler } from "./listen.ts";
+import { TokenStore } from "./tokens.ts";
 
 /** @default 14 days of logs kept */
 const LOG_RETENTION_DAYS = 14;
@@ -40,6 +42,8 @@ export interface AgentOptions {
   balancer?: BalancerChoice;
   /** The home's agent lock, taken already (lockHome). @default taken by start() */
   lock?: Deno.FsFile;
+  /** A TCP API beside the unix socket (every request with a token). @default none */
+  listen?: ListenOptions;
 }
 
 /**
@@ -56,6 +60,7 @@ export class Agent {
   readonly operations: AgentOperations;
   readonly startedAt = Date.now();
   #server?: Deno.HttpServer;
+  #tcp?: Deno.HttpServer;
   #lock?: Deno.FsFile;
   #stopping?: Promise<void>;
   #done: PromiseWithResolvers<void> = Promise.withResolvers();
@@ -70,6 +75,7 @@ export class Agent {
     records: Records,
     options: AgentOptions,
     balancer: NodeBalancer,
+    readonly tokens: TokenStore,
   ) {
     this.#records = records;
     this.paths = paths;
@@ -106,6 +112,7 @@ export class Agent {
       scheduler: this.scheduler,
       views: this.views,
       stop: () => this.stop(),
+      tokens,
     });
   }
 
@@ -121,13 +128,14 @@ export class Agent {
     }
     // After the lock: the table is this home's, and an earlier agent's stale rules go now.
     const balancer = await openNodeBalancer(paths.home, options.balancer);
-    const agent = new Agent(paths, records, options, balancer);
+    const tokens = await TokenStore.open(paths.home);
+    const agent = new Agent(paths, records, options, balancer, tokens);
     agent.#lock = lock;
     await agent.#backends.start?.();
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
-    await agent.#serve();
+    await agent.#serve(options.listen);
     await writeMarker(join(paths.state, "agent.pid"), options.log);
     await Deno.remove(join(paths.state, "agent.starting")).catch(() => {});
     await agent.supervisor.restore();
@@ -159,6 +167,7 @@ export class Agent {
       await this.ctx.output?.close();
       this.operations.close(); // open `logs -f` answers end, or shutdown would wait for them
       await this.#server?.shutdown();
+      await this.#tcp?.shutdown();
       await Deno.remove(this.paths.socket).catch(() => {});
       await Deno.remove(join(this.paths.state, "agent.pid")).catch(() => {});
       await this.#backends.close?.();
@@ -171,14 +180,27 @@ export class Agent {
     return this.#stopping;
   }
 
-  async #serve(): Promise<void> {
+  /** The unix socket (its owner may call every route) and, with `listen`, the TCP API. */
+  async #serve(listen?: ListenOptions): Promise<void> {
+    const routes = apiRoutes(this.operations);
+    if (listen) {
+      this.#tcp = await serveTcp(listen, tokenHandler(routes, this.tokens));
+      const scheme = listen.tls ? "https" : "http";
+      this.#log(`API listening on ${scheme}://${hostPort(listen)} (bearer tokens)`);
+      const admin = await this.tokens.ensureAdmin();
+      if (admin) {
+        this.#log(
+          `admin API token (shown once; kept in ${this.tokens.adminFile}, mode 0600): ${admin}`,
+        );
+      }
+    }
     await Deno.remove(this.paths.socket).catch(() => {}); // stale: we hold the agent lock
     const ready = Promise.withResolvers<void>();
     this.#server = Deno.serve({
       path: this.paths.socket,
       onListen: () => ready.resolve(),
       onError: (e) => errorResponse(e),
-    }, router(apiRoutes(this.operations)));
+    }, router(routes));
     await ready.promise;
     await Deno.chmod(this.paths.socket, 0o600);
   }
@@ -213,6 +235,10 @@ async function writeMarker(path: string, log = (line: string) => console.error(l
     await Deno.remove(path).catch(() => {}); // no empty marker left
     log(`cannot write ${path}: ${(e as Error).message}; going on without it`);
   }
+}
+
+function hostPort(l: ListenOptions): string {
+  return `${l.hostname.includes(":") ? `[${l.hostname}]` : l.hostname}:${l.port}`;
 }
 
 /** How often the agent makes its space reserve again if it had to give it back. */

@@ -32,8 +32,12 @@ import type {
   StatusView,
   StopResponse,
   SuspendResponse,
+  TokenCreated,
+  TokenRequest,
+  TokenRevoked,
 } from "./api_types.ts";
 import type { Progress } from "./deploy.ts";
+import type { TokenGrant, TokenInfo } from "./tokens.ts";
 
 /** What `logs` hands the route: the backlog, and with `follow` a way to keep reading. */
 export interface LogsReply {
@@ -67,6 +71,10 @@ export interface Operations {
   startRun(name: string, request: RunRequest): Promise<RunStarted>;
   setSuspended(name: string, suspended: boolean): Promise<SuspendResponse>;
   delete(name: string, options: { purge: boolean }): Promise<DeleteResponse>;
+  tokens(): TokenInfo[];
+  /** Answers the new token's secret, shown this once. */
+  createToken(request: TokenRequest): Promise<TokenCreated>;
+  revokeToken(name: string): Promise<TokenRevoked>;
 }
 
 export type Method = "GET" | "POST" | "DELETE";
@@ -77,9 +85,16 @@ export interface RouteContext {
   url: URL;
 }
 
+/**
+ * Which tokens of the TCP API may call a route: "read" any, "write" all but read-only ones,
+ * "admin" only the admin token (the unix socket's owner may call every route).
+ */
+export type Access = "read" | "write" | "admin";
+
 export interface Route {
   method: Method;
   pattern: URLPattern;
+  access: Access;
   handler: (req: Request, ctx: RouteContext) => Response | Promise<Response>;
 }
 
@@ -87,11 +102,12 @@ const path = (pathname: string) => new URLPattern({ pathname });
 
 /** The agent's routes over `ops`. */
 export function apiRoutes(ops: Operations): Route[] {
-  const route = (method: Method, pathname: string, handler: Route["handler"]): Route => ({
-    method,
-    pattern: path(pathname),
-    handler,
-  });
+  const route = (
+    method: Method,
+    pathname: string,
+    handler: Route["handler"],
+    access: Access = method === "GET" ? "read" : "write",
+  ): Route => ({ method, pattern: path(pathname), access, handler });
   const name = (ctx: RouteContext) => ctx.params.name;
   return [
     route("GET", "/v1/ping", () => json(ops.ping())),
@@ -103,7 +119,14 @@ export function apiRoutes(ops: Operations): Route[] {
     route("POST", "/v1/nodes/:node/undrain", async (_req, ctx) => {
       return json(await ops.drain(ctx.params.node, false));
     }),
-    route("POST", "/v1/agent/stop", () => json(ops.stop())),
+    route("POST", "/v1/agent/stop", () => json(ops.stop()), "admin"),
+    route("GET", "/v1/tokens", () => json(ops.tokens()), "admin"),
+    route("POST", "/v1/tokens", async (req) => {
+      return json(await ops.createToken(await readBody<TokenRequest>(req)));
+    }, "admin"),
+    route("DELETE", "/v1/tokens/:name", async (_req, ctx) => {
+      return json(await ops.revokeToken(name(ctx)));
+    }, "admin"),
     route("POST", "/v1/deploy", async (req) => {
       const request = await readBody<DeployRequest>(req);
       return ndjson<DeployEvent>(async (send, gone) => {
@@ -161,11 +184,17 @@ export function apiRoutes(ops: Operations): Route[] {
 /**
  * One handler for a route table: the first route whose pattern and method match answers; a path
  * some route knows under other methods gets 405 and Allow, any other 404. Errors a handler throws
- * become error answers.
+ * become error answers. With `authorize` (the TCP API's tokens), a request it answers (401) goes
+ * no further, and a route the grant it returns does not cover answers 403.
  */
-export function router(routes: Route[]): (req: Request) => Promise<Response> {
+export function router(
+  routes: Route[],
+  authorize?: (req: Request) => TokenGrant | Response,
+): (req: Request) => Promise<Response> {
   return async (req) => {
     try {
+      const grant = authorize?.(req);
+      if (grant instanceof Response) return grant;
       const allowed = new Set<Method>();
       for (const r of routes) {
         const match = r.pattern.exec(req.url);
@@ -173,6 +202,16 @@ export function router(routes: Route[]): (req: Request) => Promise<Response> {
         if (r.method !== req.method) {
           allowed.add(r.method);
           continue;
+        }
+        if (grant && !permits(grant, r.access)) {
+          return errorResponse(
+            new PrisnError(
+              "FORBIDDEN",
+              r.access === "admin"
+                ? `token "${grant.name}" may not do this: only the admin token (or the agent's own machine) may`
+                : `token "${grant.name}" is read-only: it may not change anything`,
+            ),
+          );
         }
         const params: Record<string, string> = {};
         for (const [key, value] of Object.entries(match.pathname.groups)) {
@@ -195,6 +234,11 @@ export function router(routes: Route[]): (req: Request) => Promise<Response> {
       return errorResponse(e);
     }
   };
+}
+
+function permits(grant: TokenGrant, access: Access): boolean {
+  if (grant.admin) return true;
+  return access === "read" || (access === "write" && !grant.readOnly);
 }
 
 function logsQuery(q: URLSearchParams): LogsQuery {
@@ -223,7 +267,10 @@ async function readBody<T>(req: Request): Promise<T> {
 
 const STATUS: Record<string, number> = {
   INVALID: 400,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
   NOT_FOUND: 404,
+  TOO_LARGE: 413,
   CONFLICT: 409,
   UNAVAILABLE: 503,
   FAILED: 500,

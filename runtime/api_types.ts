@@ -17,6 +17,7 @@ import type { ReplicaStatus } from "./service.ts";
 import type { BalancerInfo } from "./service_port.ts";
 import type { DiskState } from "./disk_health.ts";
 
+export type { TokenInfo } from "./tokens.ts";
 export type { BalancerInfo, DeployRequest, DeployResult, GcResult, ReplicaStatus, RunRecord };
 
 /** Every error answer: `{ error: { code, message } }`, with an HTTP status from the code. */
@@ -206,3 +207,22 @@ export interface LogsQuery {
 }
 
 export type LogEvent = { line: string } | ErrorBody;
+
+/** POST /v1/tokens */
+export interface TokenRequest {
+  name: string;
+  readOnly?: boolean;
+}
+
+/** POST /v1/tokens: the secret, shown this once (the agent keeps only its hash). */
+export interface TokenCreated {
+  name: string;
+  readOnly: boolean;
+  token: string;
+}
+
+/** DELETE /v1/tokens/NAME */
+export interface TokenRevoked {
+  name: string;
+  revoked: true;
+}

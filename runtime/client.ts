@@ -29,6 +29,10 @@ import type {
   StatusView,
   StopResponse,
   SuspendResponse,
+  TokenCreated,
+  TokenInfo,
+  TokenRequest,
+  TokenRevoked,
 } from "./api_types.ts";
 import type { Step } from "./deploy.ts";
 
@@ -228,6 +232,18 @@ export class AgentClient {
 
   run(id: string): Promise<RunRecord> {
     return this.call("GET", `/v1/runs/${encodeURIComponent(id)}`);
+  }
+
+  tokens(): Promise<TokenInfo[]> {
+    return this.call("GET", "/v1/tokens");
+  }
+
+  createToken(request: TokenRequest): Promise<TokenCreated> {
+    return this.call("POST", "/v1/tokens", request);
+  }
+
+  revokeToken(name: string): Promise<TokenRevoked> {
+    return this.call("DELETE", `/v1/tokens/${encodeURIComponent(name)}`);
   }
 
   gc(request: GcRequest = {}): Promise<GcResult> {

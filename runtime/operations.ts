@@ -24,6 +24,9 @@ import type {
   StatusView,
   StopResponse,
   SuspendResponse,
+  TokenCreated,
+  TokenRequest,
+  TokenRevoked,
 } from "./api_types.ts";
 import type { LogsReply, Operations } from "./api.ts";
 import type { TailOptions } from "../core/log_store.ts";
@@ -33,6 +36,7 @@ import { collectGarbage } from "./gc.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { Supervisor } from "./supervisor.ts";
 import type { Views } from "./views.ts";
+import type { TokenInfo, TokenStore } from "./tokens.ts";
 
 /** What the agent's operations work on. */
 export interface AgentParts {
@@ -42,6 +46,8 @@ export interface AgentParts {
   views: Views;
   /** Stops the agent (called shortly after `stop()` has answered). */
   stop: () => unknown;
+  /** The TCP API's tokens. */
+  tokens: TokenStore;
 }
 
 /**
@@ -276,6 +282,22 @@ export class AgentOperations implements Operations {
       if (options.purge) await ctx.logs.remove(name);
     });
     return { deleted: name, purged: options.purge };
+  }
+
+  tokens(): TokenInfo[] {
+    return this.#parts.tokens.list();
+  }
+
+  async createToken(request: TokenRequest): Promise<TokenCreated> {
+    if (typeof request.name !== "string") throw invalid("give the token a name");
+    const readOnly = request.readOnly === true;
+    const token = await this.#parts.tokens.create(request.name, { readOnly });
+    return { name: request.name, readOnly, token };
+  }
+
+  async revokeToken(name: string): Promise<TokenRevoked> {
+    await this.#parts.tokens.revoke(name);
+    return { name, revoked: true };
   }
 
   #mustExist(name: string) {

@@ -58,6 +58,9 @@ class StubOperations implements Operations {
   startRun = (name: string, r: unknown) => Promise.resolve(this.#record("startRun", name, r));
   setSuspended = (name: string, s: boolean) => this.#record("setSuspended", name, s);
   delete = (name: string, o: unknown) => Promise.resolve(this.#record("delete", name, o));
+  tokens = () => this.#record("tokens");
+  createToken = (r: unknown) => Promise.resolve(this.#record("createToken", r));
+  revokeToken = (name: string) => Promise.resolve(this.#record("revokeToken", name));
 }
 
 function setup() {
