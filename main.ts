@@ -17,6 +17,7 @@ import * as scale from "./cmd/scale.ts";
 import * as status from "./cmd/status.ts";
 import * as suspend from "./cmd/suspend.ts";
 import * as token from "./cmd/token.ts";
+import * as context from "./cmd/context.ts";
 import { versionText } from "./version.ts";
 
 /** Builds the command tree, runs it, and maps errors to one line on stderr and an exit code. */
@@ -29,6 +30,12 @@ export async function main(args: string[]): Promise<number> {
   const program = new Command("prisn")
     .description("deploy scripts and keep them running: services, cronjobs and jobs")
     .option("-v, --version", "print the version and git commit")
+    .option("--server <url>", "a remote agent's API: https://HOST:PORT (env PRISN_SERVER)")
+    .option("--token <token>", "the remote agent's API token (env PRISN_TOKEN)")
+    .option("--context <name>", "talk to this context's agent (see prisn context ls)")
+    .hook("preAction", (cmd) => {
+      app.globals = cmd.opts();
+    })
     .exitOverride()
     .configureOutput({ writeErr: () => {} })
     .showSuggestionAfterError(true);
@@ -49,6 +56,7 @@ export async function main(args: string[]): Promise<number> {
       del,
       node,
       token,
+      context,
       agent,
     ]
   ) {

@@ -1,21 +1,80 @@
 import { type Paths, paths as defaultPaths } from "../core/paths.ts";
-import { AgentClient } from "../runtime/client.ts";
+import { Contexts } from "../core/contexts.ts";
+import { invalid } from "../core/errors.ts";
+import { readConfigFile } from "../core/fs.ts";
+import { validateServer } from "../core/contexts.ts";
+import { AgentClient, type RemoteTarget } from "../runtime/client.ts";
+
+/** The options every command takes: which agent to talk to. */
+export interface Globals {
+  server?: string;
+  token?: string;
+  context?: string;
+}
+
+/** What the CLI talks to: the local agent, or a remote one (through a context or not). */
+export type Target =
+  | { kind: "local"; paths: Paths }
+  | { kind: "remote"; context?: string; remote: RemoteTarget };
 
 /** What every command gets: the data root, a lazily connected agent client, and output. */
 export class App {
   #client?: AgentClient;
+  #target?: Target;
   readonly paths: Paths;
   /** The exit code the command asks for (0 unless it sets one). */
   exitCode = 0;
+  /** --server, --token, --context (main.ts sets them before a command runs). */
+  globals: Globals = {};
 
   constructor(paths: Paths = defaultPaths(), readonly out: (text: string) => void = println) {
     this.paths = paths;
   }
 
-  /** The agent, started in the background when none runs. */
+  /**
+   * Which agent: `--context NAME`, else `--server`/`--token` (or PRISN_SERVER/PRISN_TOKEN), else
+   * the current context, else the local one. `--server`/`--token` also override a context's.
+   */
+  async target(): Promise<Target> {
+    const g = this.globals;
+    const envServer = Deno.env.get("PRISN_SERVER") || undefined;
+    const envToken = Deno.env.get("PRISN_TOKEN") || undefined;
+    const contexts = await Contexts.open();
+    const name = g.context ?? (g.server ?? envServer ? undefined : contexts.current);
+    const context = name === undefined ? undefined : contexts.get(name);
+    const server = g.server ?? (g.context ? undefined : envServer) ?? context?.server;
+    if (server === undefined) {
+      if (g.token) throw invalid("--token goes with --server URL (or a context): give both");
+      return { kind: "local", paths: this.paths };
+    }
+    const token = g.token ?? (g.context ? undefined : envToken) ?? context?.token;
+    const caFile = context?.ca;
+    const ca = caFile === undefined
+      ? undefined
+      : await readConfigFile(caFile, { label: `CA file ${caFile}` });
+    if (caFile !== undefined && ca === undefined) {
+      throw invalid(`context "${name}": its CA file ${caFile} does not exist`);
+    }
+    return { kind: "remote", context: name, remote: { server: validateServer(server), token, ca } };
+  }
+
+  /** The agent: a remote one, or the local one started in the background when none runs. */
   async agent(): Promise<AgentClient> {
-    this.#client ??= await AgentClient.connect(this.paths);
+    if (!this.#client) {
+      const target = await this.target();
+      this.#target = target;
+      this.#client = target.kind === "remote"
+        ? new AgentClient(target.remote)
+        : await AgentClient.connect(this.paths);
+    }
     return this.#client;
+  }
+
+  /** The remote agent `agent()` talks to, in words ("context dev (https://…)"); else undefined. */
+  talkingTo(): string | undefined {
+    const t = this.#target;
+    if (!t || t.kind === "local") return undefined;
+    return t.context ? `context ${t.context} (${t.remote.server})` : `server ${t.remote.server}`;
   }
 
   close(): void {

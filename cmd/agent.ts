@@ -63,6 +63,10 @@ export function register(program: Command, app: App): void {
     .option("--tls-cert <file>", "PEM certificate (chain) for --listen: HTTPS")
     .option("--tls-key <file>", "PEM private key for --listen")
     .option(
+      "--max-upload <size>",
+      "largest folder a remote deploy may upload, compressed (env PRISN_MAX_UPLOAD; default 256Mi)",
+    )
+    .option(
       "--start-parallelism <n>",
       `replicas starting at once, deployments served in turn (env PRISN_START_PARALLELISM; ` +
         `default ${DEFAULT_START_PARALLELISM})`,
@@ -82,6 +86,8 @@ export function register(program: Command, app: App): void {
       );
       const balancer = parseBalancer(opts.balancer ?? Deno.env.get("PRISN_BALANCER"));
       const listen = await listenOptions(opts.listen ?? Deno.env.get("PRISN_LISTEN"), opts);
+      const maxUpload = opts.maxUpload ?? Deno.env.get("PRISN_MAX_UPLOAD");
+      const maxUploadBytes = maxUpload ? parseMemory(maxUpload, "--max-upload") : undefined;
       let log: ((line: string) => void) | undefined;
       if (opts.background) {
         await Deno.mkdir(app.paths.state, { recursive: true });
@@ -112,6 +118,7 @@ export function register(program: Command, app: App): void {
           balancer,
           lock,
           listen,
+          maxUploadBytes,
         });
         say(`prisn agent runs as ${mode}`);
       } catch (e) {

@@ -1,8 +1,10 @@
-import { resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { packVersion } from "../core/archive.ts";
+import { defaultName } from "../core/spec.ts";
 import type { Command } from "commander";
-import { PrisnError } from "../core/errors.ts";
+import { invalid, PrisnError } from "../core/errors.ts";
 import { readConfigFile } from "../core/fs.ts";
-import type { DeployResult } from "../runtime/api_types.ts";
+import type { DeployRequest, DeployResult } from "../runtime/api_types.ts";
 import { isGitUrl } from "../runtime/git_source.ts";
 import type { App } from "./_app.ts";
 import { formatData, parseFormat } from "./_output.ts";
@@ -56,15 +58,35 @@ export function register(program: Command, app: App): void {
         entrypoint: opts.entrypoint,
         runtime: opts.runtime,
       };
-      const result = await (await app.agent()).deploy(
-        { source: location, ref: opts.ref, path: opts.path, flags },
-        (step, detail) => {
-          if (format === "table") app.out(`${step.padEnd(9)} ${detail}`);
-        },
-      );
+      const client = await app.agent();
+      const request = { source: location, ref: opts.ref, path: opts.path, flags };
+      const archive = client.remote && !isGitUrl(source) ? await packForUpload(request) : undefined;
+      const result = await client.deploy(request, (step, detail) => {
+        if (format === "table") app.out(`${step.padEnd(9)} ${detail}`);
+      }, { archive });
       if (format !== "table") return app.out(formatData(result, format));
       app.out(summary(result));
     });
+}
+
+/**
+ * A local folder or file as the deterministic archive (core/archive.ts) a remote agent unpacks:
+ * a file goes in a folder of its own, named and run as a local deploy of it would be.
+ */
+async function packForUpload(request: DeployRequest): Promise<Uint8Array<ArrayBuffer>> {
+  const info = await Deno.stat(request.source).catch(() => undefined);
+  if (!info) throw invalid(`${request.source} does not exist: give a folder, a file or a git URL`);
+  if (info.isDirectory) return await packVersion(request.source);
+  const temp = await Deno.makeTempDir({ prefix: "prisn-upload-" });
+  try {
+    const file = basename(request.source);
+    await Deno.copyFile(request.source, join(temp, file));
+    request.flags.entrypoint ??= file;
+    request.flags.name ??= defaultName(request.source, "file");
+    return await packVersion(temp);
+  } finally {
+    await Deno.remove(temp, { recursive: true });
+  }
 }
 
 async function readEnvFiles(files: string[]) {

@@ -12,7 +12,8 @@ export function register(program: Command, app: App): void {
       const format = parseFormat(opts.output);
       const status = await (await app.agent()).status();
       if (format !== "table") return app.out(formatData(status, format));
-      app.out(render(status));
+      const remote = app.talkingTo();
+      app.out(remote ? `Talking to ${remote}\n${render(status)}` : render(status));
     });
 }
 

@@ -156,3 +156,11 @@ export async function ensureWritable(home: string): Promise<void> {
     );
   }
 }
+
+/** Writes a file only its owner can read (tokens, contexts): a 0600 temp file renamed into place. */
+export async function writePrivate(path: string, text: string): Promise<void> {
+  const temp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeTextFile(temp, text, { mode: 0o600 });
+  await Deno.chmod(temp, 0o600); // an existing temp file keeps its mode otherwise
+  await Deno.rename(temp, path);
+}

@@ -44,6 +44,8 @@ export interface AgentOptions {
   lock?: Deno.FsFile;
   /** A TCP API beside the unix socket (every request with a token). @default none */
   listen?: ListenOptions;
+  /** Largest deploy upload a remote CLI may send. @default DEFAULT_MAX_UPLOAD_BYTES (256 MiB) */
+  maxUploadBytes?: number;
 }
 
 /**
@@ -135,7 +137,7 @@ export class Agent {
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
-    await agent.#serve(options.listen);
+    await agent.#serve(options);
     await writeMarker(join(paths.state, "agent.pid"), options.log);
     await Deno.remove(join(paths.state, "agent.starting")).catch(() => {});
     await agent.supervisor.restore();
@@ -181,13 +183,13 @@ export class Agent {
   }
 
   /** The unix socket (its owner may call every route) and, with `listen`, the TCP API. */
-  async #serve(listen?: ListenOptions): Promise<void> {
-    const routes = apiRoutes(this.operations);
+  async #serve({ listen, maxUploadBytes }: AgentOptions): Promise<void> {
+    const routes = apiRoutes(this.operations, { maxUploadBytes });
     if (listen) {
+      const admin = await this.tokens.ensureAdmin(); // before a client can reach the API
       this.#tcp = await serveTcp(listen, tokenHandler(routes, this.tokens));
       const scheme = listen.tls ? "https" : "http";
       this.#log(`API listening on ${scheme}://${hostPort(listen)} (bearer tokens)`);
-      const admin = await this.tokens.ensureAdmin();
       if (admin) {
         this.#log(
           `admin API token (shown once; kept in ${this.tokens.adminFile}, mode 0600): ${admin}`,

@@ -5,6 +5,7 @@
  * @module
  */
 import { PrisnError } from "../core/errors.ts";
+import { formatBytes } from "../core/quantity.ts";
 import type {
   DeleteResponse,
   DeployEvent,
@@ -58,6 +59,13 @@ export interface Operations {
   stop(): StopResponse;
   /** `signal` aborts when the client goes away. */
   deploy(request: DeployRequest, progress: Progress, signal?: AbortSignal): Promise<DeployResult>;
+  /** Deploys the folder in `archive` (core/archive.ts), uploaded by a remote CLI. */
+  deployUpload(
+    request: DeployRequest,
+    archive: Uint8Array,
+    progress: Progress,
+    signal?: AbortSignal,
+  ): Promise<DeployResult>;
   gc(request: GcRequest): Promise<GcResult>;
   runs(query: RunsQuery): RunRecord[];
   run(id: string): RunRecord;
@@ -100,8 +108,39 @@ export interface Route {
 
 const path = (pathname: string) => new URLPattern({ pathname });
 
+/** The header carrying an uploaded deploy's request (its body is the archive). */
+export const DEPLOY_HEADER = "prisn-deploy";
+
+export function encodeDeployHeader(request: DeployRequest): string {
+  return encodeURIComponent(JSON.stringify(request));
+}
+
+function decodeDeployHeader(req: Request): DeployRequest {
+  const value = req.headers.get(DEPLOY_HEADER);
+  if (!value) {
+    throw new PrisnError("INVALID", `an upload needs its deploy request in ${DEPLOY_HEADER}`);
+  }
+  try {
+    return JSON.parse(decodeURIComponent(value)) as DeployRequest;
+  } catch (e) {
+    throw new PrisnError(
+      "INVALID",
+      `the ${DEPLOY_HEADER} header is not JSON: ${(e as Error).message}`,
+    );
+  }
+}
+
+/** @default 256 MiB: a compressed upload bigger than this is refused (413) before it is read on */
+export const DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024;
+
+export interface ApiOptions {
+  /** Largest deploy upload (the compressed archive). @default DEFAULT_MAX_UPLOAD_BYTES */
+  maxUploadBytes?: number;
+}
+
 /** The agent's routes over `ops`. */
-export function apiRoutes(ops: Operations): Route[] {
+export function apiRoutes(ops: Operations, options: ApiOptions = {}): Route[] {
+  const maxUpload = options.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES;
   const route = (
     method: Method,
     pathname: string,
@@ -132,6 +171,14 @@ export function apiRoutes(ops: Operations): Route[] {
       return ndjson<DeployEvent>(async (send, gone) => {
         const progress: Progress = (step, detail) => send([{ step, detail }]);
         send([{ result: await ops.deploy(request, progress, gone) }]);
+      });
+    }),
+    route("POST", "/v1/deploy/upload", async (req) => {
+      const request = decodeDeployHeader(req);
+      const archive = await readUpload(req, maxUpload);
+      return ndjson<DeployEvent>(async (send, gone) => {
+        const progress: Progress = (step, detail) => send([{ step, detail }]);
+        send([{ result: await ops.deployUpload(request, archive, progress, gone) }]);
       });
     }),
     route("POST", "/v1/gc", async (req) => json(await ops.gc(await readBody<GcRequest>(req)))),
@@ -252,6 +299,35 @@ function logsQuery(q: URLSearchParams): LogsQuery {
     run: q.get("run") || undefined,
     follow: q.get("follow") === "true",
   };
+}
+
+/** An upload's bytes, refused with TOO_LARGE as soon as they pass `max`. */
+async function readUpload(req: Request, max: number): Promise<Uint8Array> {
+  const tooLarge = (size: string) =>
+    new PrisnError(
+      "TOO_LARGE",
+      `the upload is ${size}, over this agent's cap of ${formatBytes(max)}: ` +
+        `leave files out with .prisnignore, or raise prisn agent run --max-upload`,
+    );
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (declared > max) {
+    await req.body?.cancel().catch(() => {});
+    throw tooLarge(formatBytes(declared));
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req.body ?? []) {
+    size += chunk.length;
+    if (size > max) throw tooLarge(`more than ${formatBytes(max)}`);
+    chunks.push(chunk);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    all.set(c, at);
+    at += c.length;
+  }
+  return all;
 }
 
 /** The request's JSON body; an empty body is `{}`. */

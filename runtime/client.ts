@@ -35,6 +35,7 @@ import type {
   TokenRevoked,
 } from "./api_types.ts";
 import type { Step } from "./deploy.ts";
+import { DEPLOY_HEADER, encodeDeployHeader } from "./api.ts";
 
 /** How to start this same program as a background agent (source checkout or compiled binary). */
 export function agentCommand(): { command: string; args: string[] } {
@@ -50,15 +51,42 @@ export function agentCommand(): { command: string; args: string[] } {
 /** How long a CLI waits for an agent that is starting (joining a cluster can take a while). */
 const STARTING_WAIT_MS = 60_000;
 
+/** A remote agent's TCP API (prisn agent run --listen). */
+export interface RemoteTarget {
+  /** https://host:port, or http:// on loopback. */
+  server: string;
+  /** Bearer token; without one the agent answers 401. */
+  token?: string;
+  /** PEM text of the CA the server's certificate is checked against. @default system roots */
+  ca?: string;
+}
+
 /**
- * The CLI's side of the agent API: HTTP over the unix socket. `connect()` starts a background
- * agent when none answers; racing CLIs serialize on a lock file so only one agent starts.
+ * The CLI's side of the agent API: HTTP over the unix socket, or a remote agent's TCP API with a
+ * bearer token. `connect()` starts a background agent when none answers on the socket; racing
+ * CLIs serialize on a lock file so only one agent starts.
  */
 export class AgentClient {
-  #http: Deno.HttpClient;
+  #http?: Deno.HttpClient;
+  readonly #base: string;
+  readonly #headers: Record<string, string> = {};
+  /** What the client talks to, for messages: the socket's path or the server's URL. */
+  readonly where: string;
+  /** The remote agent, when not the local socket. */
+  readonly remote?: RemoteTarget;
 
-  constructor(readonly paths: Paths) {
-    this.#http = Deno.createHttpClient({ proxy: { transport: "unix", path: paths.socket } });
+  constructor(target: Paths | RemoteTarget) {
+    if ("server" in target) {
+      this.remote = target;
+      this.#base = target.server.replace(/\/+$/, "");
+      this.where = this.#base;
+      if (target.token) this.#headers.authorization = `Bearer ${target.token}`;
+      if (target.ca) this.#http = Deno.createHttpClient({ caCerts: [target.ca] });
+    } else {
+      this.#base = "http://prisn";
+      this.where = target.socket;
+      this.#http = Deno.createHttpClient({ proxy: { transport: "unix", path: target.socket } });
+    }
   }
 
   /** A client to a running agent, or undefined when none answers. */
@@ -113,13 +141,14 @@ export class AgentClient {
   }
 
   close(): void {
-    this.#http.close();
+    this.#http?.close();
   }
 
   async ping(): Promise<boolean> {
     try {
-      const res = await fetch("http://prisn/v1/ping", {
+      const res = await fetch(`${this.#base}/v1/ping`, {
         client: this.#http,
+        headers: this.#headers,
         signal: AbortSignal.timeout(2_000),
       });
       await res.body?.cancel();
@@ -154,15 +183,24 @@ export class AgentClient {
   async deploy(
     request: DeployRequest,
     onProgress: (step: Step, detail: string) => void = () => {},
-    options: { signal?: AbortSignal } = {},
+    options: { signal?: AbortSignal; archive?: Uint8Array<ArrayBuffer> } = {},
   ): Promise<DeployResult> {
     let result: DeployResult | undefined;
     let last: Step | undefined;
+    const onEvent = (event: DeployEvent) => {
+      if ("step" in event) onProgress(last = event.step, event.detail);
+      else if ("result" in event) result = event.result;
+    };
     try {
-      await this.stream<DeployEvent>("POST", "/v1/deploy", request, (event) => {
-        if ("step" in event) onProgress(last = event.step, event.detail);
-        else if ("result" in event) result = event.result;
-      }, options);
+      if (options.archive) {
+        const headers = { [DEPLOY_HEADER]: encodeDeployHeader(request) };
+        await this.stream<DeployEvent>("POST", "/v1/deploy/upload", options.archive, onEvent, {
+          ...options,
+          headers,
+        });
+      } else {
+        await this.stream<DeployEvent>("POST", "/v1/deploy", request, onEvent, options);
+      }
     } catch (e) {
       if (e instanceof PrisnError || options.signal?.aborted) throw e;
       throw new PrisnError(
@@ -283,9 +321,21 @@ export class AgentClient {
   /** Calls the API; an error answer becomes the PrisnError the agent raised. */
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.#fetch(method, path, body);
-    const data = await res.json();
+    const data = await this.#json(res);
     if (!res.ok || isError(data)) throw toError(data);
     return data as T;
+  }
+
+  async #json(res: Response): Promise<unknown> {
+    try {
+      return await res.json();
+    } catch (e) {
+      throw new PrisnError(
+        "FAILED",
+        `${this.where} answered ${res.status} with something that is not prisn's JSON: is it a prisn agent?`,
+        { cause: e },
+      );
+    }
   }
 
   /**
@@ -297,10 +347,10 @@ export class AgentClient {
     path: string,
     body: unknown,
     onLine: (obj: T) => void,
-    options: { signal?: AbortSignal } = {},
+    options: { signal?: AbortSignal; headers?: Record<string, string> } = {},
   ): Promise<void> {
-    const res = await this.#fetch(method, path, body, options.signal);
-    if (!res.ok) throw toError(await res.json());
+    const res = await this.#fetch(method, path, body, options.signal, options.headers);
+    if (!res.ok) throw toError(await this.#json(res));
     let buffer = "";
     const decoder = new TextDecoder();
     let failure: PrisnError | undefined;
@@ -325,24 +375,43 @@ export class AgentClient {
     path: string,
     body?: unknown,
     signal?: AbortSignal,
+    extra: Record<string, string> = {},
   ): Promise<Response> {
+    const headers: Record<string, string> = { ...this.#headers, ...extra };
+    const binary = body instanceof Uint8Array;
+    if (body !== undefined) {
+      headers["content-type"] = binary ? "application/gzip" : "application/json";
+    }
     try {
-      return await fetch(`http://prisn${path}`, {
+      return await fetch(`${this.#base}${path}`, {
         method,
         client: this.#http,
-        headers: body !== undefined ? { "content-type": "application/json" } : undefined,
-        body: body !== undefined ? JSON.stringify(body) : undefined,
+        headers,
+        body: body === undefined
+          ? undefined
+          : binary
+          ? body as Uint8Array<ArrayBuffer>
+          : JSON.stringify(body),
         signal,
       });
     } catch (e) {
       if (signal?.aborted) throw e;
       throw new PrisnError(
         "UNAVAILABLE",
-        `the prisn agent at ${this.paths.socket} did not answer: check prisn agent status`,
+        `the prisn agent at ${this.where} did not answer${
+          this.remote ? ` (${rootCause(e)})` : ": check prisn agent status"
+        }`,
         { cause: e },
       );
     }
   }
+}
+
+/** The innermost message of an error's cause chain, first line only (fetch wraps the reason). */
+function rootCause(e: unknown): string {
+  let inner = e as Error;
+  while (inner?.cause instanceof Error) inner = inner.cause;
+  return String(inner?.message ?? inner).split("\n")[0];
 }
 
 function deploymentPath(name: string, action?: string): string {

@@ -1,5 +1,6 @@
 import { join } from "node:path";
-import { deploymentNotFound, PrisnError } from "../core/errors.ts";
+import { deploymentNotFound, invalid, PrisnError } from "../core/errors.ts";
+import { unpackVersion } from "../core/archive.ts";
 import { readConfigFile } from "../core/fs.ts";
 import { parsePrisnToml, type PrisnToml } from "../core/prisn_toml.ts";
 import { validateSchedule } from "../core/schedule.ts";
@@ -27,6 +28,8 @@ import { settingsOf } from "../core/settings.ts";
 export interface DeployRequest {
   /** An absolute path (folder or file) or a git URL. */
   source: string;
+  /** Where an uploaded folder came from (the client's path): recorded as the source, named after. */
+  origin?: string;
   ref?: string;
   path?: string;
   flags: DeployFlags;
@@ -63,6 +66,35 @@ export async function deploy(
     return await deployPackage(ctx, supervisor, request, fetched, progress, signal);
   } finally {
     if (fetched.cleanup) await fetched.cleanup();
+  }
+}
+
+/**
+ * Deploys a folder a remote CLI uploaded as a core/archive.ts archive: unpacked (paths checked,
+ * within the archive caps) into a temp folder under state/, deployed from there like a local
+ * folder, removed afterwards. The client's path is recorded as the source.
+ */
+export async function deployUpload(
+  ctx: AgentContext,
+  supervisor: Supervisor,
+  request: DeployRequest,
+  archive: Uint8Array,
+  progress: Progress,
+  signal?: AbortSignal,
+): Promise<DeployResult> {
+  if (isGitUrl(request.source)) {
+    throw invalid("a git source is fetched by the agent: do not upload it");
+  }
+  await Deno.mkdir(ctx.paths.state, { recursive: true });
+  const temp = await Deno.makeTempDir({ dir: ctx.paths.state, prefix: "upload-" });
+  try {
+    const dir = join(temp, "src");
+    await unpackVersion(archive, dir);
+    const uploaded = { ...request, source: dir, origin: request.source };
+    return await deploy(ctx, supervisor, uploaded, progress, signal);
+  } finally {
+    await Deno.chmod(temp, 0o700).catch(() => {});
+    await Deno.remove(temp, { recursive: true }).catch(() => {});
   }
 }
 
@@ -115,8 +147,8 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
   return {
     pkg,
     toml: pkg.kind === "dir" ? await readToml(pkg.root) : undefined,
-    source: { kind: pkg.kind, location: request.source },
-    name: defaultName(request.source, pkg.kind),
+    source: { kind: pkg.kind, location: request.origin ?? request.source },
+    name: defaultName(request.origin ?? request.source, pkg.kind),
   };
 }
 

@@ -31,7 +31,7 @@ import type {
 import type { LogsReply, Operations } from "./api.ts";
 import type { TailOptions } from "../core/log_store.ts";
 import type { AgentContext } from "./context.ts";
-import { deploy, type Progress, rollback, scale } from "./deploy.ts";
+import { deploy, deployUpload, type Progress, rollback, scale } from "./deploy.ts";
 import { collectGarbage } from "./gc.ts";
 import type { Scheduler } from "./scheduler.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -104,6 +104,16 @@ export class AgentOperations implements Operations {
   deploy(request: DeployRequest, progress: Progress, signal?: AbortSignal): Promise<DeployResult> {
     const { ctx, supervisor } = this.#parts;
     return deploy(ctx, supervisor, request, progress, signal);
+  }
+
+  deployUpload(
+    request: DeployRequest,
+    archive: Uint8Array,
+    progress: Progress,
+    signal?: AbortSignal,
+  ): Promise<DeployResult> {
+    const { ctx, supervisor } = this.#parts;
+    return deployUpload(ctx, supervisor, request, archive, progress, signal);
   }
 
   gc(request: GcRequest): Promise<GcResult> {

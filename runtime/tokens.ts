@@ -8,6 +8,7 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { join } from "node:path";
 import { invalid, notFound, PrisnError } from "../core/errors.ts";
 import { validateName } from "../core/prisn_toml.ts";
+import { writePrivate } from "../core/fs.ts";
 
 /** What a token may do. */
 export interface TokenGrant {
@@ -137,12 +138,4 @@ function newSecret(): string {
 
 function sha256(text: string): Buffer {
   return createHash("sha256").update(text).digest();
-}
-
-/** Writes a file only its owner can read: a 0600 temp file renamed into place. */
-export async function writePrivate(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(temp, text, { mode: 0o600 });
-  await Deno.chmod(temp, 0o600); // an existing temp file keeps its mode otherwise
-  await Deno.rename(temp, path);
 }

@@ -42,6 +42,8 @@ class StubOperations implements Operations {
     }
     return { name: "x", version: "v-1", type: "job", unchanged: false, replicas: 0 } as const;
   }
+  deployUpload = (request: DeployRequest, archive: Uint8Array) =>
+    Promise.resolve(this.#record("deployUpload", request, archive.length));
   gc = (request: unknown) => Promise.resolve(this.#record("gc", request));
   runs = (query: unknown) => this.#record("runs", query);
   run = (id: string) => this.#record("run", id);

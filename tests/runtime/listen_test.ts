@@ -6,6 +6,7 @@ import { AgentClient } from "../../runtime/client.ts";
 import { isLoopback, type ListenOptions, parseListen } from "../../runtime/listen.ts";
 import { TokenStore } from "../../runtime/tokens.ts";
 import { assertInvalid, freePort, hasCommand } from "../_helpers.ts";
+import { selfSignedCa } from "../_tls.ts";
 
 /** A real agent with a TCP API on loopback; stops it and removes its home afterwards. */
 async function withListeningAgent(
@@ -176,72 +177,3 @@ Deno.test("with --tls-cert/--tls-key the TCP API is HTTPS, trusted through the C
     });
   }, { tls: { cert: tls.cert, key: tls.key }, dir });
 });
-
-/** A CA and a localhost certificate it signed, made with openssl in `dir`. */
-export async function selfSignedCa(
-  dir: string,
-): Promise<{ ca: string; cert: string; key: string }> {
-  const run = async (...args: string[]) => {
-    const out = await new Deno.Command("openssl", {
-      args,
-      cwd: dir,
-      stdout: "null",
-      stderr: "piped",
-    })
-      .output();
-    if (!out.success) {
-      throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(out.stderr)}`);
-    }
-  };
-  await run(
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-    "-days",
-    "2",
-    "-subj",
-    "/CN=prisn test CA",
-  );
-  await run(
-    "req",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-keyout",
-    "server.key",
-    "-out",
-    "server.csr",
-    "-subj",
-    "/CN=localhost",
-  );
-  await Deno.writeTextFile(join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  await run(
-    "x509",
-    "-req",
-    "-in",
-    "server.csr",
-    "-CA",
-    "ca.pem",
-    "-CAkey",
-    "ca.key",
-    "-CAcreateserial",
-    "-out",
-    "server.pem",
-    "-days",
-    "2",
-    "-extfile",
-    "ext.cnf",
-  );
-  const read = (f: string) => Deno.readTextFile(join(dir, f));
-  return {
-    ca: await read("ca.pem"),
-    cert: await read("server.pem"),
-    key: await read("server.key"),
-  };
-}
