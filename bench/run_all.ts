@@ -5,6 +5,7 @@
 const BENCHES = [
   "deploy_bench.ts",
   "ls_bench.ts",
+  "remote_bench.ts",
   "proxy_bench.ts",
   "rollout_bench.ts",
   "supervisor_bench.ts",

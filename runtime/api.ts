@@ -321,13 +321,7 @@ async function readUpload(req: Request, max: number): Promise<Uint8Array> {
     if (size > max) throw tooLarge(`more than ${formatBytes(max)}`);
     chunks.push(chunk);
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const c of chunks) {
-    all.set(c, at);
-    at += c.length;
-  }
-  return all;
+  return new Uint8Array(await new Blob(chunks as Uint8Array<ArrayBuffer>[]).arrayBuffer());
 }
 
 /** The request's JSON body; an empty body is `{}`. */

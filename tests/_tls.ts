@@ -1,6 +1,6 @@
 import { join } from "node:path";
 
-/** A CA and a localhost certificate it signed, made with openssl in `dir`. */
+/** A CA and a localhost certificate it signed, made with openssl in `dir` (ca.pem, server.pem, server.key). */
 export async function selfSignedCa(
   dir: string,
 ): Promise<{ ca: string; cert: string; key: string }> {
