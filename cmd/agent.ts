@@ -1,4 +1,4 @@
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
 import { formatDuration } from "../core/duration.ts";
 import { AgentClient } from "../runtime/client.ts";
@@ -14,7 +14,7 @@ import { type ListenOptions, parseListen } from "../runtime/listen.ts";
 export function register(program: Command, app: App): void {
   const agent = program.command("agent").description("the node agent: run, stop, status");
 
-  agent.command("run")
+  const run = agent.command("run")
     .description("run the agent in the foreground (for systemd); other commands start it on demand")
     .option("--node <name>", "this node's name (default: the host name)")
     .option("--background", "started by the CLI: write messages to state/agent.log")
@@ -138,6 +138,50 @@ export function register(program: Command, app: App): void {
       Deno.removeSignalListener("SIGTERM", stop);
     });
 
+  agent.command("install")
+    .description(
+      "run the agent at boot: write a systemd unit for prisn agent run with the flags after --, " +
+        "enable and start it (e.g. prisn agent install -- --listen 127.0.0.1:7070)",
+    )
+    .argument("[flags...]", "flags for prisn agent run")
+    .option("--user", "a user unit (systemctl --user) instead of a system one")
+    .option("--print", "print the unit instead of installing it")
+    .action(async (flags: string[], opts) => {
+      const { renderUnit, requireSystemd, systemctl, unitPath, UNIT_NAME } = await import(
+        "../runtime/systemd.ts"
+      );
+      checkRunFlags(flags, run);
+      const user = Boolean(opts.user);
+      const unit = renderUnit({ home: resolve(app.paths.home), flags, user });
+      if (opts.print) return app.out(unit.trimEnd());
+      await requireSystemd();
+      const path = unitPath(user);
+      await Deno.mkdir(dirname(path), { recursive: true });
+      await Deno.writeTextFile(path, unit);
+      await systemctl(user, "daemon-reload");
+      await systemctl(user, "enable", "--now", UNIT_NAME);
+      app.out(`${path} written; ${UNIT_NAME} enabled and started`);
+    });
+
+  agent.command("uninstall")
+    .description("stop running the agent at boot: disable, stop and remove the systemd unit")
+    .option("--user", "the user unit (systemctl --user)")
+    .action(async (opts) => {
+      const { requireSystemd, systemctl, unitPath, UNIT_NAME } = await import(
+        "../runtime/systemd.ts"
+      );
+      const user = Boolean(opts.user);
+      const path = unitPath(user);
+      await requireSystemd();
+      if (!await Deno.stat(path).then(() => true, () => false)) {
+        throw invalid(`there is no prisn unit at ${path}: nothing to uninstall`);
+      }
+      await systemctl(user, "disable", "--now", UNIT_NAME);
+      await Deno.remove(path);
+      await systemctl(user, "daemon-reload");
+      app.out(`${UNIT_NAME} stopped and disabled; ${path} removed`);
+    });
+
   agent.command("stop")
     .description("stop the agent and everything it runs (started again on the next command)")
     .action(async () => {
@@ -205,6 +249,18 @@ async function readPem(file: string, flag: string): Promise<string> {
   const text = await readConfigFile(file, { label: `${flag} ${file}` });
   if (text === undefined) throw invalid(`${flag} ${file} does not exist`);
   return text;
+}
+
+/** Refuses flags `prisn agent run` does not take (a typo would only show at boot). */
+function checkRunFlags(flags: string[], run: Command): void {
+  const known = new Set(run.options.map((o) => o.long));
+  for (const flag of flags) {
+    if (!flag.startsWith("-")) continue;
+    const name = flag.split("=")[0];
+    if (!known.has(name) || name === "--background") {
+      throw invalid(`${name} is not a flag of prisn agent run: see prisn agent run --help`);
+    }
+  }
 }
 
 const BALANCERS = ["auto", "kernel", "userspace"] as const;

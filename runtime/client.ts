@@ -37,15 +37,21 @@ import type {
 import type { Step } from "./deploy.ts";
 import { DEPLOY_HEADER, encodeDeployHeader } from "./api.ts";
 
-/** How to start this same program as a background agent (source checkout or compiled binary). */
-export function agentCommand(): { command: string; args: string[] } {
+/**
+ * How to start this same program as an agent (source checkout or compiled binary): by default as
+ * the CLI's background agent; `background: false` in the foreground (systemd's unit).
+ */
+export function agentCommand(
+  options: { background?: boolean } = {},
+): { command: string; args: string[] } {
   const exe = Deno.execPath();
   const isDeno = /^deno(\.exe)?$/i.test(exe.split(/[\\/]/).pop() ?? "");
+  const run = ["agent", "run", ...(options.background ?? true ? ["--background"] : [])];
   if (isDeno) {
     const main = new URL("../main.ts", import.meta.url).pathname;
-    return { command: exe, args: ["run", "-A", "--quiet", main, "agent", "run", "--background"] };
+    return { command: exe, args: ["run", "-A", "--quiet", main, ...run] };
   }
-  return { command: exe, args: ["agent", "run", "--background"] };
+  return { command: exe, args: run };
 }
 
 /** How long a CLI waits for an agent that is starting (joining a cluster can take a while). */

@@ -318,3 +318,31 @@ async function hasOpenssl(): Promise<boolean> {
   return await new Deno.Command("openssl", { args: ["version"], stdout: "null", stderr: "null" })
     .output().then((o) => o.success, () => false);
 }
+
+Deno.test("agent install --print shows the unit with the flags given; install refuses bad flags, and where systemd is not running, in one line writing nothing", async () => {
+  const t = new TestHome();
+  try {
+    const unit = await t.ok("agent", "install", "--print", "--", "--listen", "127.0.0.1:7070");
+    assert.match(unit, /^ExecStart=.* agent run --listen 127\.0\.0\.1:7070$/m);
+    assert.match(unit, new RegExp(`^Environment=PRISN_HOME=${t.home}$`, "m"));
+    assertOneLineError(
+      await t.cli("agent", "install", "--print", "--", "--lisen", "x"),
+      /^prisn: --lisen is not a flag of prisn agent run: see prisn agent run --help$/,
+      "a mistyped flag",
+    );
+    if (await Deno.stat("/run/systemd/system").then(() => true, () => false)) {
+      console.log("skipped the install itself: systemd runs here and the test installs no unit");
+      return;
+    }
+    console.log("systemd is not running here: install is checked to refuse, not to enable");
+    t.env.XDG_CONFIG_HOME = join(t.dir, "config"); // where a --user unit would go
+    assertOneLineError(
+      await t.cli("agent", "install", "--user", "--", "--listen", "127.0.0.1:7070"),
+      /^prisn: systemd is not running on this machine \(no \/run\/systemd\/system\)/,
+      "install without systemd",
+    );
+    await assert.rejects(Deno.stat(join(t.dir, "config", "systemd")), "no unit written");
+  } finally {
+    await t.close();
+  }
+});
