@@ -15,7 +15,7 @@ import {
   startNats,
   startNatsCluster,
 } from "../cluster/_nats.ts";
-import { alive, freePort, TestHome, waitFor } from "../_helpers.ts";
+import { alive, freePort, TestHome, waitFor, within } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import { AgentClient } from "../../runtime/client.ts";
 import { paths as homePaths } from "../../core/paths.ts";
@@ -353,7 +353,7 @@ async function readyEverywhere(nodes: TestHome[], name: string): Promise<number 
     const client = await AgentClient.existing(homePaths(h.home));
     if (!client) return alive(pid) ? undefined : 0;
     try {
-      const d = await client.deployment(name);
+      const d = await within(client.deployment(name), 5_000, `get ${name}`);
       return d.replicaStatus.filter((x) => x.pid !== undefined && x.ready).length;
     } catch {
       return alive(pid) ? undefined : 0;
@@ -461,15 +461,19 @@ Deno.test({
           if (r !== undefined) lowestDuringStop = Math.min(lowestDuringStop, r);
         }
       })();
-      await n2.ok("agent", "stop");
-      await waitFor(() => n2.agentPid() === undefined, { what: "node-2 stopped" });
-      // Node 1 reads the others' heartbeats every 2 s: node-2 leaves its view by then.
-      const after = await waitFor(async () => {
-        const by = await readyByNode(n1, "web");
-        return by.has("node-2") ? undefined : by;
-      }, { what: "node-2 gone from node 1's view", timeoutMs: 5_000 });
-      sampling = false;
-      await sampler;
+      let after: Map<string, number>;
+      try {
+        await n2.ok("agent", "stop");
+        await waitFor(() => n2.agentPid() === undefined, { what: "node-2 stopped" });
+        // Node 1 reads the others' heartbeats every 2 s: node-2 leaves its view by then.
+        after = await waitFor(async () => {
+          const by = await readyByNode(n1, "web");
+          return by.has("node-2") ? undefined : by;
+        }, { what: "node-2 gone from node 1's view", timeoutMs: 5_000 });
+      } finally {
+        sampling = false; // whatever failed: the sampler must not outlive the test
+        await sampler.catch(() => {});
+      }
       assert.equal(
         [...after.values()].reduce((a, b) => a + b, 0),
         3,
