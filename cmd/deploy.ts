@@ -22,6 +22,10 @@ export function register(program: Command, app: App): void {
     .option("--schedule <cron>", "cron schedule: makes a cronjob")
     .option("--timezone <zone>", "IANA time zone of the schedule (default: the host's)")
     .option("--env <K=V>", "environment variable (repeatable)", collect)
+    .option(
+      "--follow-links",
+      "package symlinks that point outside the folder by the content of the file they point to",
+    )
     .option("--env-file <file>", "read KEY=VALUE lines from a file (repeatable)", collect)
     .option(
       "--secret <K=V>",
@@ -55,6 +59,7 @@ export function register(program: Command, app: App): void {
         env: opts.env,
         secret: opts.secret,
         envFiles: await readEnvFiles(opts.envFile ?? []),
+        followLinks: opts.followLinks === true ? true : undefined,
         entrypoint: opts.entrypoint,
         runtime: opts.runtime,
       };

@@ -30,6 +30,8 @@ export interface DeployFlags {
   secret?: string[];
   /** Contents of --env-file files, applied before `env`. */
   envFiles?: Array<{ file: string; text: string }>;
+  /** Package links that point outside the folder by content (--follow-links). */
+  followLinks?: boolean;
 }
 
 /**

@@ -34,6 +34,8 @@ export interface Package {
   kind: "dir" | "file";
   files: PackageFile[];
   bytes: number;
+  /** Links that point outside, packaged by their content (only with `followLinks`). */
+  followed?: Array<{ path: string; target: string }>;
 }
 
 /** Options for {@link collectPackage}. */
@@ -43,6 +45,12 @@ export interface CollectOptions {
    * @default DEFAULT_MAX_PACKAGE_BYTES (1 GiB)
    */
   maxBytes?: number;
+  /**
+   * Package a link that is absolute or leads outside the folder by the content of the file it
+   * points to (listed in `Package.followed`) instead of refusing it. A link to a folder outside
+   * is refused still. @default false
+   */
+  followLinks?: boolean;
 }
 
 /**
@@ -78,7 +86,7 @@ export async function collectPackage(path: string, options: CollectOptions = {})
   const ignoreFile = await readConfigFile(join(path, ".prisnignore"), { label: ".prisnignore" });
   if (ignoreFile !== undefined) rules.add(ignoreFile);
   const found: Found[] = [];
-  await walk(path, path, rules, found);
+  await walk(path, path, rules, found, options.followLinks ?? false);
   const total = found.reduce((n, f) => n + f.info.size * (f.info.isFile ? 1 : 0), 0);
   checkSize(total, maxBytes, path);
   const files: PackageFile[] = [];
@@ -90,7 +98,18 @@ export async function collectPackage(path: string, options: CollectOptions = {})
   if (files.length === 0) {
     throw invalid(`folder "${path}" has no files to deploy: add a script such as main.py`);
   }
-  return { root: path, kind: "dir", files, bytes: files.reduce((n, f) => n + f.size, 0) };
+  const pkg: Package = {
+    root: path,
+    kind: "dir",
+    files,
+    bytes: files.reduce((n, f) => n + f.size, 0),
+  };
+  const followed = found.filter((f) => f.followed !== undefined);
+  if (followed.length) {
+    pkg.followed = followed.map((f) => ({ path: f.rel, target: f.followed! }))
+      .sort((a, b) => (a.path < b.path ? -1 : 1));
+  }
+  return pkg;
 }
 
 /** Files hashed at once. */
@@ -104,6 +123,8 @@ interface Found {
   rel: string;
   info: Deno.FileInfo;
   link?: string;
+  /** A link outside, followed: its target (the file's info is the target's). */
+  followed?: string;
 }
 
 function checkSize(bytes: number, maxBytes: number, path: string): void {
@@ -120,6 +141,7 @@ async function walk(
   dir: string,
   rules: ReturnType<typeof ignore>,
   out: Found[],
+  followLinks: boolean,
 ): Promise<void> {
   const entries: Deno.DirEntry[] = [];
   for await (const entry of Deno.readDir(dir)) entries.push(entry);
@@ -140,7 +162,7 @@ async function walk(
       throw e;
     }
     if (info.isDirectory) {
-      if (!rules.ignores(rel + "/")) await walk(root, abs, rules, out);
+      if (!rules.ignores(rel + "/")) await walk(root, abs, rules, out, followLinks);
       continue;
     }
     if (rules.ignores(rel)) continue;
@@ -149,7 +171,10 @@ async function walk(
     } else if (rules.ignores(rel + "/")) {
       continue; // a link or special file where a `folder/` rule applies: it may be a folder
     } else if (info.isSymlink) {
-      out.push({ abs, rel, info, link: await checkLink(abs, rel) });
+      const target = await Deno.readLink(abs);
+      if (followLinks && linkProblem(rel, target)) {
+        out.push({ abs, rel, info: await followedFile(abs, rel, target), followed: target });
+      } else out.push({ abs, rel, info, link: checkLink(rel, target) });
     } else {
       throw invalid(
         `cannot package ${JSON.stringify(rel)}: it is ${fileKind(info)}; a package holds only ` +
@@ -159,14 +184,34 @@ async function walk(
   }
 }
 
+/** What a link outside points to, if it is a regular file (`followLinks`); refused otherwise. */
+async function followedFile(abs: string, rel: string, target: string): Promise<Deno.FileInfo> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(abs);
+  } catch {
+    throw invalid(
+      `cannot follow ${JSON.stringify(rel)}: its target ${JSON.stringify(target)} ` +
+        `does not exist`,
+    );
+  }
+  if (!info.isFile) {
+    throw invalid(
+      `cannot follow ${JSON.stringify(rel)}: it points to ${fileKind(info)} outside the folder ` +
+        `(${JSON.stringify(target)}); --follow-links follows links to files only`,
+    );
+  }
+  return info;
+}
+
 /** A symlink's target, if it is relative and stays inside the package; refused otherwise. */
-async function checkLink(abs: string, rel: string): Promise<string> {
-  const target = await Deno.readLink(abs);
+function checkLink(rel: string, target: string): string {
   const problem = linkProblem(rel, target);
   if (problem) {
     throw invalid(
       `cannot package ${JSON.stringify(rel)}: it is a symlink to ${JSON.stringify(target)}, ` +
-        `${problem}; copy what it points to into the folder, or make it a relative link inside`,
+        `${problem}; copy what it points to into the folder, make it a relative link inside, ` +
+        `or deploy with --follow-links`,
     );
   }
   return target;

@@ -13,7 +13,7 @@ import {
   runSpecOf,
 } from "../core/spec.ts";
 import type { SourceInfo } from "../core/types.ts";
-import { collectPackage, type Package, versionId } from "../core/version.ts";
+import { type CollectOptions, collectPackage, type Package, versionId } from "../core/version.ts";
 import { formatDuration } from "../core/duration.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type { AgentContext } from "./context.ts";
@@ -117,7 +117,7 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
         path: request.path,
         dest: join(temp, "src"),
       });
-      const pkg = await collectPackage(dir, { maxBytes: ctx.maxPackageBytes });
+      const pkg = await collectPackage(dir, packageOptions(ctx, request));
       const repoName = source.url.replace(/\.git$/, "").split(/[/:]/).pop() ?? "app";
       return {
         pkg,
@@ -143,13 +143,17 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
       "--ref and --path apply to git URLs only: drop them for a local path",
     );
   }
-  const pkg = await collectPackage(request.source, { maxBytes: ctx.maxPackageBytes });
+  const pkg = await collectPackage(request.source, packageOptions(ctx, request));
   return {
     pkg,
     toml: pkg.kind === "dir" ? await readToml(pkg.root) : undefined,
     source: { kind: pkg.kind, location: request.origin ?? request.source },
     name: defaultName(request.origin ?? request.source, pkg.kind),
   };
+}
+
+function packageOptions(ctx: AgentContext, request: DeployRequest): CollectOptions {
+  return { maxBytes: ctx.maxPackageBytes, followLinks: request.flags.followLinks === true };
 }
 
 async function readToml(dir: string): Promise<PrisnToml | undefined> {
@@ -172,7 +176,14 @@ async function deployPackage(
     progress(step, detail);
     await holdForTest(ctx, step);
   };
-  await report("Package", `${pkg.files.length} file(s), ${formatBytes(pkg.bytes)} from ${origin}`);
+  const followed = pkg.followed?.length
+    ? `; followed ${pkg.followed.length} link(s) outside the folder (--follow-links): ` +
+      pkg.followed.map((f) => `${f.path} -> ${f.target}`).join(", ")
+    : "";
+  await report(
+    "Package",
+    `${pkg.files.length} file(s), ${formatBytes(pkg.bytes)} from ${origin}${followed}`,
+  );
 
   const spec = resolveSpec({
     toml,

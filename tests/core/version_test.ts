@@ -281,7 +281,8 @@ Deno.test("collectPackage() refuses by name a link that is absolute or leads out
     await assertInvalid(
       collectPackage(dir),
       'cannot package "shadow": it is a symlink to "/etc/shadow", an absolute path; ' +
-        "copy what it points to into the folder, or make it a relative link inside",
+        "copy what it points to into the folder, make it a relative link inside, " +
+        "or deploy with --follow-links",
     );
     await Deno.remove(join(dir, "shadow"));
     await writeFiles(dir, [["sub/x.py", ""]]);
@@ -292,6 +293,32 @@ Deno.test("collectPackage() refuses by name a link that is absolute or leads out
     );
     await Deno.writeTextFile(join(dir, ".prisnignore"), "sub/out\n");
     assert.deepEqual(await pathsOf(dir), [".prisnignore", "main.py", "sub/x.py"], "ignored: fine");
+  });
+});
+
+Deno.test("collectPackage() with followLinks packages a link outside by its file's content and says so", async () => {
+  await withTempDir(async (root) => {
+    const dir = join(root, "project");
+    await writeFiles(dir, [["main.py", "print(1)\n"], ["lib/x.py", ""]]);
+    await writeFiles(root, [["outside/shared.py", "S = 1\n"]]);
+    await Deno.symlink(join(root, "outside/shared.py"), join(dir, "shared.py"));
+    await Deno.symlink("x.py", join(dir, "lib/inside.py"));
+    const pkg = await collectPackage(dir, { followLinks: true });
+    assert.deepEqual(pkg.files.map((f) => [f.path, f.link, f.size]), [
+      ["lib/inside.py", "x.py", 0],
+      ["lib/x.py", undefined, 0],
+      ["main.py", undefined, 9],
+      ["shared.py", undefined, 6],
+    ]);
+    assert.deepEqual(pkg.followed, [{
+      path: "shared.py",
+      target: join(root, "outside/shared.py"),
+    }]);
+    await Deno.symlink(join(root, "outside"), join(dir, "outdir"));
+    await assertInvalid(
+      collectPackage(dir, { followLinks: true }),
+      /^cannot follow "outdir": it points to a folder outside the folder .*; --follow-links follows links to files only$/,
+    );
   });
 });
 

@@ -132,7 +132,24 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
       await t.cli("deploy", dir),
       /^prisn: cannot package "shadow": it is a symlink to "\/etc\/shadow", an absolute path;/,
     );
+    // Opted in: the link's file is packaged by content, and the deploy says so.
+    const outside = join(t.dir, "outside.txt");
+    await Deno.writeTextFile(outside, "from-outside\n");
     await Deno.remove(join(dir, "shadow"));
+    await Deno.symlink(outside, join(dir, "shared.txt"));
+    const followed = await t.ok("deploy", dir, "--follow-links");
+    assert.match(
+      followed,
+      new RegExp(
+        `^Package .*; followed 1 link\\(s\\) outside the folder \\(--follow-links\\): shared\\.txt -> ${outside}$`,
+        "m",
+      ),
+    );
+    const second = /v-[0-9a-f]{8}/.exec(followed)![0];
+    const copied = join(t.home, "deployments", "linky", second, "shared.txt");
+    assert.equal((await Deno.lstat(copied)).isFile, true, "stored as a file");
+    assert.equal(await Deno.readTextFile(copied), "from-outside\n");
+    await Deno.remove(join(dir, "shared.txt"));
     const fifo = await new Deno.Command("mkfifo", { args: [join(dir, "conf/pipe")] }).output();
     assert.ok(fifo.success);
     assertRefused(await t.cli("deploy", dir), /cannot package "conf\/pipe": it is a FIFO;/);
@@ -140,7 +157,7 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
     for await (const e of Deno.readDir(join(t.home, "deployments", "linky"))) {
       if (e.name.startsWith("v-") || e.name.startsWith(".tmp-")) versions.push(e.name);
     }
-    assert.deepEqual(versions, [version], "nothing new stored");
+    assert.deepEqual(versions.sort(), [version, second].sort(), "nothing new stored");
   } finally {
     await t.close();
   }
