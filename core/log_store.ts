@@ -71,11 +71,15 @@ export interface LogStore {
   has(deployment: string, stream: string): Promise<boolean>;
   /** The last `n` lines of the deployment (or of some streams), merged in time order. */
   tail(deployment: string, n: number, options?: TailOptions): Promise<string[]>;
-  /** New lines as they come, until `signal` aborts; with `tag`, each prefixed `[stream] `. */
+  /**
+   * New lines as they come, until `signal` aborts; with `tag`, each prefixed `[stream] `. With
+   * `since` (the stamp of the last line a tail showed), lines stamped after it that were written
+   * before the follow began are not skipped.
+   */
   follow(
     deployment: string,
     onLines: (lines: string[]) => void,
-    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean },
+    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean; since?: string },
   ): Promise<void>;
   /** Removes some streams (pruned runs), or every log of the deployment. */
   remove(deployment: string, streams?: Set<string>): Promise<void>;

@@ -428,6 +428,43 @@ export function streamOf(path: string): string {
   return /^(.+)\.log(?:\.\d+)?$/.exec(name)?.[1] ?? name;
 }
 
+/** How far back a follow looks for lines stamped after the tail it continues. */
+const SINCE_WINDOW = 256 * 1024;
+
+/**
+ * The offset of the first whole line in the last {@link SINCE_WINDOW} bytes of a file whose stamp
+ * is after `since`; the file's size when there is none.
+ */
+async function offsetAfter(path: string, size: number, since: string): Promise<number> {
+  const start = Math.max(0, size - SINCE_WINDOW);
+  const buf = new Uint8Array(size - start);
+  try {
+    using file = await Deno.open(path);
+    await file.seek(start, Deno.SeekMode.Start);
+    let read = 0;
+    while (read < buf.length) {
+      const r = await file.read(buf.subarray(read));
+      if (r === null) break;
+      read += r;
+    }
+  } catch {
+    return size;
+  }
+  let at = 0;
+  if (start > 0) { // a whole line only
+    const newline = buf.indexOf(0x0a);
+    if (newline < 0) return size;
+    at = newline + 1;
+  }
+  while (at < buf.length) {
+    if (new TextDecoder().decode(buf.subarray(at, at + 24)) > since) return start + at;
+    const next = buf.indexOf(0x0a, at);
+    if (next < 0) break;
+    at = next + 1;
+  }
+  return size;
+}
+
 /** Passes a followed file may be missing (mid-rotation) before its offset is forgotten. */
 const FORGET_AFTER = 10;
 
@@ -438,7 +475,13 @@ const FORGET_AFTER = 10;
 export async function follow(
   list: () => Promise<string[]>,
   onLines: (lines: string[], path: string) => void,
-  options: { signal: AbortSignal; intervalMs?: number; fromEnd?: boolean },
+  options: {
+    signal: AbortSignal;
+    intervalMs?: number;
+    fromEnd?: boolean;
+    /** From the end, but lines stamped after this (within the last 256 KiB) are read too. */
+    since?: string;
+  },
 ): Promise<void> {
   // Keyed by inode and birth time: rotation renames a file, and a renamed file must not be read
   // again from 0; a file renamed while a pass listed the folder may be missing from that pass, so
@@ -462,7 +505,13 @@ export async function follow(
         : `${info.dev}:${info.ino}:${info.birthtime?.getTime() ?? ""}`;
       listed.add(key);
       const size = info.size;
-      if (!offsets.has(key)) offsets.set(key, first && options.fromEnd !== false ? size : 0);
+      if (!offsets.has(key)) {
+        const fromEnd = first && options.fromEnd !== false;
+        offsets.set(
+          key,
+          !fromEnd ? 0 : options.since ? await offsetAfter(path, size, options.since) : size,
+        );
+      }
       let at = offsets.get(key)!;
       if (size < at) at = 0; // truncated
       if (size === at) continue;
@@ -576,12 +625,12 @@ export class FileLogs implements LogStore {
   follow(
     deployment: string,
     onLines: (lines: string[]) => void,
-    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean },
+    options: { signal: AbortSignal; streams?: Set<string>; tag?: boolean; since?: string },
   ): Promise<void> {
     return follow(
       () => listLogFiles(this.paths, deployment, options.streams),
       (lines, path) => onLines(options.tag ? lines.map((l) => tagLine(streamOf(path), l)) : lines),
-      { signal: options.signal },
+      { signal: options.signal, since: options.since },
     );
   }
 

@@ -56,6 +56,9 @@ export interface AgentParts {
  * follows from desired state's watch, whoever made it. The route table only turns HTTP into
  * these calls.
  */
+/** A log line's stamp, after the `[stream] ` tag of a merged view if there is one. */
+const STAMP = /\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z/;
+
 export class AgentOperations implements Operations {
   readonly #parts: AgentParts;
   readonly #closing = new AbortController();
@@ -202,11 +205,14 @@ export class AgentOperations implements Operations {
     };
     const ended = run !== undefined && run.status !== "running" && run.status !== "pending";
     if (query.follow && !ended) {
+      // Lines written between the tail and the follow's start are read too, none skipped.
+      const since = STAMP.exec(reply.lines.at(-1) ?? "")?.[0];
       reply.follow = (onLines, signal) =>
         ctx.logs.follow(deployment, onLines, {
           signal: AbortSignal.any([signal, this.#closing.signal]),
           streams: options.streams,
           tag: options.tag,
+          since,
         });
     }
     return reply;

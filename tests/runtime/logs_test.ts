@@ -289,6 +289,34 @@ Deno.test("LogWriter drops lines it cannot write (a full disk) without throwing,
   });
 });
 
+Deno.test("FileLogs.follow with since reads the lines written between a tail and the follow's start", async () => {
+  await withHome(async (p) => {
+    const logs = new FileLogs(p);
+    let now = Date.parse("2026-01-01T00:00:00.000Z");
+    const at = () => new Date(now++).toISOString();
+    const write = (text: string) => {
+      const file = logFile(p, "api", "api-0", new Date(now));
+      Deno.mkdirSync(dirname(file), { recursive: true });
+      Deno.writeTextFileSync(file, `${at()} ${text}\n`, { append: true });
+    };
+    write("one");
+    write("two");
+    const tail = await logs.tail("api", 1);
+    assert.deepEqual(tail.map((l) => l.slice(25)), ["two"]);
+    write("three"); // after the tail, before the follow: it must not be skipped
+    const stop = new AbortController();
+    const seen: string[] = [];
+    const following = logs.follow("api", (lines) => {
+      seen.push(...lines.map((l) => l.slice(25)));
+      if (seen.length === 2) stop.abort();
+    }, { signal: stop.signal, since: tail[0].slice(0, 24) });
+    await waitFor(() => seen.length > 0, { what: "the line written in the gap" });
+    write("four");
+    await following;
+    assert.deepEqual(seen, ["three", "four"]);
+  });
+});
+
 Deno.test("LogWriter appends to a log file left by an earlier writer", async () => {
   await withHome(async (p) => {
     const first = new LogWriter(p, "api", "api-0");
