@@ -160,7 +160,11 @@ export class TestHome {
     }
   }
 
-  /** Stops the agent (and with it every process it runs), then removes the temp folder. */
+  /**
+   * Stops the agent (and with it every process it runs), then removes the temp folder. A process
+   * still running in the folder after that (the replica of an agent that had to be killed) is
+   * killed too, so no test leaves an orphan behind.
+   */
   async close(): Promise<void> {
     const pid = this.agentPid();
     await this.cli("agent", "stop").catch(() => {});
@@ -169,6 +173,7 @@ export class TestHome {
         Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
+    await killProcessesUnder(this.dir);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
@@ -188,6 +193,33 @@ export async function scriptProject(dir: string, name: string, script: string): 
   await Deno.mkdir(folder, { recursive: true });
   await Deno.writeTextFile(join(folder, "main.sh"), script, { mode: 0o755 });
   return folder;
+}
+
+/** Pids of processes whose working folder is under `dir` (a replica runs in its version). */
+export async function processesUnder(dir: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
+    try {
+      if ((await Deno.readLink(`/proc/${e.name}/cwd`)).startsWith(dir + "/")) {
+        pids.push(Number(e.name));
+      }
+    } catch { /* gone, or not ours to read */ }
+  }
+  return pids;
+}
+
+/** SIGKILL to every process working under `dir`, with its process group (what it forked). */
+export async function killProcessesUnder(dir: string): Promise<void> {
+  for (const pid of await processesUnder(dir)) {
+    try {
+      Deno.kill(-pid, "SIGKILL");
+    } catch {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+  }
 }
 
 /** GET over loopback; the body text, or undefined on any failure. */

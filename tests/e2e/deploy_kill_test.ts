@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { alive, freePort, httpGet, TestHome, waitFor } from "../_helpers.ts";
+import { alive, freePort, httpGet, processesUnder, TestHome, waitFor } from "../_helpers.ts";
 
 const STEPS = ["Package", "Version", "Store", "Record", "Prepare", "Activate"] as const;
 
@@ -16,18 +16,6 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve
 interface Detail {
   version: string;
   replicas: { desired: number; items: { name: string; version: string; ready: boolean }[] };
-}
-
-/** Pids of processes whose working folder is under `dir` (a replica runs in its version). */
-async function processesIn(dir: string): Promise<number[]> {
-  const pids: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      if ((await Deno.readLink(`/proc/${e.name}/cwd`)).startsWith(dir)) pids.push(Number(e.name));
-    } catch { /* gone, or not ours to read */ }
-  }
-  return pids;
 }
 
 Deno.test({
@@ -88,7 +76,7 @@ Deno.test({
         assert.deepEqual(d.replicas.items.map((r) => r.version), [second], `${step}: a mix`);
         const body = await waitFor(() => httpGet(port), { what: "an answer" });
         assert.equal(body.split(" ")[1], second, `${step}: serves what get says`);
-        const running = await processesIn(join(t.home, "deployments"));
+        const running = await processesUnder(join(t.home, "deployments"));
         assert.equal(running.length, 1, `${step}: processes ${running} (orphan or duplicate)`);
         // Nothing stored that no record names.
         await t.ok("gc");

@@ -2,7 +2,15 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import type { StatusView } from "../../runtime/api_types.ts";
-import { alive, freePort, httpGet, Scope, TestHome, waitFor } from "../_helpers.ts";
+import {
+  alive,
+  freePort,
+  httpGet,
+  killProcessesUnder,
+  Scope,
+  TestHome,
+  waitFor,
+} from "../_helpers.ts";
 
 /** Mounts a tmpfs of `size` at `dir`; the reason it cannot when it cannot (not root, no mount). */
 async function mountTmpfs(dir: string, size: string): Promise<string | undefined> {
@@ -65,6 +73,7 @@ Deno.test({
         await t.cli("agent", "stop").catch(() => {});
         const pid = t.agentPid();
         if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+        await killProcessesUnder(t.home); // before the unmount hides where they run
         await new Deno.Command("umount", { args: ["-l", t.home] }).output();
       });
       const port = freePort();
