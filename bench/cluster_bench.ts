@@ -213,6 +213,14 @@ async function reschedules(nodes: BenchHome[]): Promise<number[]> {
         const all = await items(h);
         return all.length === 3 && all.every((r) => r.ready) &&
           new Set(all.map((r) => r.node)).size === 3;
+      }).catch(async (e) => {
+        const all = await items(h).catch(() => []);
+        console.log(
+          `  ${h.env.PRISN_NODE} sees: ${
+            all.map((r) => `${r.name}@${r.node}:${r.state}`).join(", ")
+          }`,
+        );
+        throw e;
       });
     }
     // A node that runs a replica and does not lead (a restarted node gets none back: placement

@@ -14,6 +14,7 @@ import {
   RetentionPolicy,
   StorageType,
   type StreamConfig,
+  type StreamInfo,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
 import { clusterError, isTransient, JS_ERR, jsErrorCode, natsReason } from "./errors.ts";
@@ -203,8 +204,9 @@ function checkLimits(o: Required<ResourceOptions>): void {
 async function waitForLeader(jsm: JetStreamManager, r: ResourceSpec): Promise<void> {
   const deadline = Date.now() + TRANSIENT_WAIT_MS;
   while (true) {
-    const info = await transientRetry(() => jsm.streams.info(r.config.name), r);
-    if (info.cluster?.leader) return;
+    // Just created, another server may not know the stream yet: "not found" means "not yet".
+    const info = await transientRetry(() => streamInfo(jsm, r.config.name), r);
+    if (info?.cluster?.leader) return;
     if (Date.now() >= deadline) {
       throw clusterError(
         "UNAVAILABLE",
@@ -223,7 +225,7 @@ const FIXED: (keyof StreamConfig)[] = ["retention", "storage"];
 /** Creates or updates one stream; retried when another node got there first. */
 async function ensure(jsm: JetStreamManager, r: ResourceSpec): Promise<ResourceResult["action"]> {
   for (let attempt = 0;; attempt++) {
-    const current = await transientRetry(() => info(jsm, r.config.name), r);
+    const current = (await transientRetry(() => streamInfo(jsm, r.config.name), r))?.config;
     if (!current) {
       try {
         await transientRetry(() => jsm.streams.add(structuredClone(r.config)), r);
@@ -260,9 +262,10 @@ async function ensure(jsm: JetStreamManager, r: ResourceSpec): Promise<ResourceR
   }
 }
 
-async function info(jsm: JetStreamManager, name: string): Promise<StreamConfig | undefined> {
+/** A stream's info, or undefined when it does not exist (or a server does not know it yet). */
+async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
-    return (await jsm.streams.info(name)).config;
+    return await jsm.streams.info(name);
   } catch (e) {
     if (jsErrorCode(e) === JS_ERR.streamNotFound) return undefined;
     throw e;

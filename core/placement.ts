@@ -7,7 +7,8 @@
  * replicas ready, so a move (a drain, a node that stops) never drops a slot. Slots stay where they
  * are while their node lives; a slot whose node is gone, or a new one, goes to the live node with
  * the fewest of the deployment's slots (ties by name, so a fresh placement is slot i → i-th node:
- * distinct nodes first, as even as counts allow).
+ * distinct nodes first, as even as counts allow). When live nodes end up two or more slots apart
+ * (a node came back), one slot at a time moves from the fullest to the emptiest.
  *
  * @module
  */
@@ -84,6 +85,16 @@ export function planPlacement(
     if (to === undefined) break;
     s.push(to);
     moving++;
+  }
+  // Uneven (a node came back, or joined): a slot of the fullest live node moves to the emptiest
+  // when they differ by two or more, as gracefully as a drain, one at a time.
+  if (moving === 0) {
+    const most = [...live].sort((a, b) => count(b) - count(a) || (a < b ? -1 : 1))[0];
+    const to = least(live);
+    if (most !== undefined && to !== undefined && count(most) - count(to) >= 2) {
+      const slot = slots.findLast((s) => s.length === 1 && s[0] === most);
+      slot?.push(to);
+    }
   }
   return slots;
 }

@@ -35,6 +35,8 @@ export interface SupervisorOptions {
 
 /** How often service ports learn the other nodes' replicas (their heartbeats are read every 2 s). */
 const REMOTE_SYNC_MS = 1_000;
+/** How long a ticket of a deployment this node does not know yet may wait for its mirror. */
+const UNKNOWN_TICKET_WAIT_MS = 5_000;
 /** How often `submitRun` looks whether another node started the run. */
 const ELSEWHERE_POLL_MS = 20;
 /** Lost runs are looked for every this many remote syncs. */
@@ -246,6 +248,15 @@ export class Supervisor {
       settle(error ?? new PrisnError("FAILED", `${ticket.id} failed: ${reason}`));
     };
     if (this.#stopping.signal.aborted) return; // stays pending: the next agent takes it
+    // In a cluster the ticket may come before this node's mirror has the deployment: wait a
+    // little for it before calling it gone.
+    const known = () =>
+      this.ctx.desired.getDeployment(ticket.deployment) &&
+      this.ctx.desired.getVersion(ticket.deployment, ticket.version);
+    for (let waited = 0; !known() && waited < UNKNOWN_TICKET_WAIT_MS; waited += 50) {
+      if (this.#stopping.signal.aborted) return;
+      await delay(50);
+    }
     const version = this.ctx.desired.getVersion(ticket.deployment, ticket.version);
     if (!this.ctx.desired.getDeployment(ticket.deployment) || !version) {
       return fail(`${ticket.deployment} ${ticket.version} is no longer deployed`);

@@ -27,8 +27,22 @@ Deno.test("slots stay on their live nodes; a gone node's slots go to the least l
     ["b"],
     ["c"],
   ]);
-  // A new node gets no slots that are fine where they are (no needless restarts).
-  assert.deepEqual(planPlacement([["a"], ["a"]], 2, up("a", "b")), [["a"], ["a"]]);
+  // A node that came back gets a slot when the others are two or more ahead: moved as in a
+  // drain (the old replica stays until the new one is ready), one at a time; one ahead is fine.
+  assert.deepEqual(planPlacement([["a"], ["a"]], 2, up("a", "b")), [["a"], ["a", "b"]]);
+  assert.deepEqual(
+    planPlacement([["a"], ["a", "b"]], 2, [
+      { node: "a", draining: false, ready: 2 },
+      { node: "b", draining: false, ready: 1 },
+    ]),
+    [["a"], ["b"]],
+  );
+  assert.deepEqual(planPlacement([["a"], ["a"], ["b"]], 3, up("a", "b")), [["a"], ["a"], ["b"]]);
+  assert.deepEqual(planPlacement([["a"], ["a"], ["a"]], 3, up("a", "b", "c")), [
+    ["a"],
+    ["a"],
+    ["a", "b"],
+  ]);
 });
 
 Deno.test("a draining node's slots move a few at a time and leave only once the target is ready", () => {
