@@ -481,7 +481,7 @@ export function envInts(name: string, fallback: number[]): number[] {
 }
 
 /**
- * A Python http.server app for benches: listens on $PORT and answers every GET with `body`, a
+ * A Python http.server app for benches: listens on $HOST:$PORT and answers every GET with `body`, a
  * Python expression evaluated once at start (after `prelude`, Python statements).
  */
 export function pythonHttpServer(body: string, prelude = ""): string {
@@ -502,6 +502,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+ThreadingHTTPServer((os.environ.get("HOST", "127.0.0.1"), int(os.environ["PORT"])), Handler).serve_forever()
 `;
 }

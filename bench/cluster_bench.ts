@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { AgentClient } from "../runtime/client.ts";
+import { killGroup } from "../runtime/process.ts";
 import type { RunRecord } from "../core/types.ts";
 import type { StatusView } from "../runtime/api_types.ts";
 import {
@@ -23,6 +24,7 @@ import {
   machineLine,
   ms,
   printTable,
+  pythonHttpServer,
   runBench,
   sleep,
   stats,
@@ -188,15 +190,8 @@ async function failovers(nodes: BenchHome[]): Promise<number[]> {
 async function reschedules(nodes: BenchHome[]): Promise<number[]> {
   const port = freePort();
   const svc = writeProject(join(nodes[0].dir, "websvc"), {
-    "main.py": [
-      "import http.server, os",
-      "class H(http.server.BaseHTTPRequestHandler):",
-      "    def do_GET(self):",
-      "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')",
-      "    def log_message(self, *a): pass",
-      "http.server.HTTPServer((os.environ['HOST'], int(os.environ['PORT'])), H).serve_forever()",
-      "",
-    ].join("\n"),
+    // Listening on HOST (its node's address), so other nodes' ports reach it too.
+    "main.py": pythonHttpServer('"ok"'),
   });
   await nodes[0].ok("deploy", svc, "--name", "websvc", "--replicas", "3", "--port", String(port));
   const took: number[] = [];
@@ -238,9 +233,7 @@ async function reschedules(nodes: BenchHome[]): Promise<number[]> {
       .map((r) => r.pid!);
     Deno.kill(agentPid(victim.paths)!, "SIGKILL");
     for (const pid of orphans) {
-      try {
-        Deno.kill(-pid, "SIGKILL"); // a dead machine's replicas die with it
-      } catch { /* gone */ }
+      killGroup(pid, "SIGKILL"); // a dead machine's replicas die with it
     }
     const t0 = performance.now();
     await waitFor("3 ready replicas elsewhere", async () => {

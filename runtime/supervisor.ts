@@ -160,15 +160,17 @@ export class Supervisor {
     const late = new Promise<undefined>((r) => timer = setTimeout(() => r(undefined), waitMs));
     // In a cluster another node may take it: its record (mirrored here) leaves "pending" then.
     let watching = true;
-    const elsewhere = (async () => {
-      while (watching) {
-        await delay(ELSEWHERE_POLL_MS);
-        const run = this.ctx.records.getRun(id);
-        if (run && run.status !== "pending" && run.node !== this.ctx.node) return undefined;
-      }
-      return undefined;
-    })();
-    const result = await Promise.race([started, late, elsewhere]);
+    const elsewhere = this.ctx.members
+      ? [(async () => {
+        while (watching) {
+          await delay(ELSEWHERE_POLL_MS);
+          const run = this.ctx.records.getRun(id);
+          if (run && run.status !== "pending" && run.node !== this.ctx.node) return undefined;
+        }
+        return undefined;
+      })()]
+      : [];
+    const result = await Promise.race([started, late, ...elsewhere]);
     watching = false;
     clearTimeout(timer);
     this.#startWaiters.delete(id);

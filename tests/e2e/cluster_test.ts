@@ -18,6 +18,7 @@ import {
 import { alive, freePort, TestHome, waitFor, within } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import { AgentClient } from "../../runtime/client.ts";
+import { killGroup } from "../../runtime/process.ts";
 import { paths as homePaths } from "../../core/paths.ts";
 import type { EventRecord, RunRecord } from "../../core/types.ts";
 import type { NodeSummary, StatusView } from "../../runtime/api_types.ts";
@@ -491,9 +492,7 @@ Deno.test({
       const killed = Date.now();
       // Its replicas outlive it on this one machine; a dead machine's would be gone too.
       for (const pid of orphans.splice(0)) {
-        try {
-          Deno.kill(-pid, "SIGKILL");
-        } catch { /* gone */ }
+        killGroup(pid, "SIGKILL");
       }
       await waitFor(async () => {
         const by = await readyByNode(survivor, "web");
@@ -509,9 +508,7 @@ Deno.test({
       assert.ok(took < 30_000, `rescheduling took ${took} ms, over 2 × TTL`);
     } finally {
       for (const pid of orphans) {
-        try {
-          Deno.kill(-pid, "SIGKILL");
-        } catch { /* gone */ }
+        killGroup(pid, "SIGKILL");
       }
       await c.close();
     }
@@ -542,9 +539,7 @@ Deno.test({
       const survivor = c.nodes.find((h) => h !== victim)!;
       orphan = running.pid;
       Deno.kill(victim.agentPid()!, "SIGKILL");
-      try {
-        Deno.kill(-orphan!, "SIGKILL"); // a dead machine's processes die with it
-      } catch { /* gone */ }
+      killGroup(orphan!, "SIGKILL"); // a dead machine's processes die with it
       const runs = await waitFor(async () => {
         const runs = await survivor.json<RunRecord[]>("get", "jobs", "slow");
         const lost = runs.find((r) => r.id === running.id);
@@ -565,9 +560,7 @@ Deno.test({
       assert.ok(d.events.some((e) => e.kind === "RunLost"), "a RunLost event");
     } finally {
       if (orphan) {
-        try {
-          Deno.kill(-orphan, "SIGKILL");
-        } catch { /* gone */ }
+        killGroup(orphan, "SIGKILL");
       }
       await c.close();
     }
