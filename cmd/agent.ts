@@ -1,13 +1,13 @@
 import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
 import { formatDuration } from "../core/duration.ts";
-import { AgentClient } from "../runtime/client.ts";
+import { AgentClient, agentPid } from "../runtime/client.ts";
 import type { App } from "./_app.ts";
 import { processAlive as alive } from "../runtime/process.ts";
 import { DEFAULT_START_PARALLELISM } from "../runtime/start_queue.ts";
 import { parseMemory } from "../core/quantity.ts";
 import { parsePositive } from "../core/values.ts";
-import { invalid } from "../core/errors.ts";
+import { invalid, PrisnError } from "../core/errors.ts";
 import { readConfigFile } from "../core/fs.ts";
 import { type ListenOptions, parseListen } from "../runtime/listen.ts";
 
@@ -186,13 +186,17 @@ export function register(program: Command, app: App): void {
     .description("stop the agent and everything it runs (started again on the next command)")
     .action(async () => {
       const client = await AgentClient.existing(app.paths);
-      if (!client) return app.out("no agent running");
+      if (!client) {
+        // A live agent that answers no request: SIGTERM stops it just as gracefully.
+        const pid = await agentPid(app.paths);
+        if (pid === undefined || !alive(pid)) return app.out("no agent running");
+        Deno.kill(pid, "SIGTERM");
+        await waitForExit(pid, () => Promise.resolve(false));
+        return app.out(`agent ${pid} did not answer; stopped it with SIGTERM`);
+      }
       try {
         const { pid } = await client.stopAgent();
-        const deadline = Date.now() + 60_000;
-        while (Date.now() < deadline && (await client.ping() || alive(pid))) {
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await waitForExit(pid, () => client.ping());
         app.out(`agent ${pid} stopped`);
       } finally {
         client.close();
@@ -274,4 +278,15 @@ function parseBalancer(value: string | undefined): (typeof BALANCERS)[number] | 
 
 function mib(bytes: number): string {
   return (bytes / 1048576).toFixed(1);
+}
+
+/** Waits (up to a minute) until the agent's process is gone and its API answers no more. */
+async function waitForExit(pid: number, answers: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (await answers() || alive(pid)) {
+    if (Date.now() > deadline) {
+      throw new PrisnError("FAILED", `agent ${pid} has not stopped after a minute`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

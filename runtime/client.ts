@@ -57,6 +57,20 @@ export function agentCommand(
 /** How long a CLI waits for an agent that is starting (joining a cluster can take a while). */
 const STARTING_WAIT_MS = 60_000;
 
+/** How long a CLI waits for a live agent that does not answer (busy, or stopping). */
+const BUSY_WAIT_MS = 30_000;
+
+/** The pid in state/agent.pid if it is a prisn agent's (not a pid the system reused). */
+export async function agentPid(paths: Paths): Promise<number | undefined> {
+  const pid = Number(
+    (await Deno.readTextFile(join(paths.state, "agent.pid")).catch(() => "")).trim(),
+  );
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  if (Deno.build.os !== "linux") return pid;
+  const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+  return cmdline.split("\0").includes("agent") ? pid : undefined;
+}
+
 /** A remote agent's TCP API (prisn agent run --listen). */
 export interface RemoteTarget {
   /** https://host:port, or http:// on loopback. */
@@ -95,10 +109,21 @@ export class AgentClient {
     }
   }
 
-  /** A client to a running agent, or undefined when none answers. */
+  /**
+   * A client to a running agent, or undefined when none runs. An agent whose process lives (its
+   * agent.pid) but that does not answer a ping at once (busy, or stopping) is waited for, up to
+   * BUSY_WAIT_MS, rather than taken for absent: a CLI that took a slow agent for none would say
+   * "no agent running" to `agent stop`, or start a second one.
+   */
   static async existing(paths: Paths): Promise<AgentClient | undefined> {
     const client = new AgentClient(paths);
     if (await client.ping()) return client;
+    const pid = await agentPid(paths);
+    const deadline = Date.now() + BUSY_WAIT_MS;
+    while (pid !== undefined && processAlive(pid) && Date.now() < deadline) {
+      if (await client.ping()) return client;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     client.close();
     return undefined;
   }

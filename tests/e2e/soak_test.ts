@@ -27,15 +27,20 @@ Deno.test({
       assert.ok(r.requests > 100, `${r.requests} requests`);
       assert.equal(r.failedRequests, 0, "no request failed through the deploys and rollbacks");
       assert.ok(r.cronRuns >= 30, `${r.cronRuns} cron runs in a minute`);
-      // Flat: the second half of the minute holds no more than the first half's peak (thread
-      // pools and connections step up under load, then stay; a leak keeps climbing).
+      // Flat: the second half of the minute mostly holds no more than the first half's peak.
+      // Thread pools and connections step up under load and idle threads go after 10 s, so one
+      // sample may blip above it; a leak keeps climbing, which lifts the median too.
       const half = Math.floor(warm.length / 2);
       const peak = (values: number[]) => Math.max(...values);
-      assert.ok(
-        peak(threads.slice(half)) <= peak(threads.slice(0, half)) + 1,
-        `threads ${threads}`,
-      );
-      assert.ok(peak(fds.slice(half)) <= peak(fds.slice(0, half)) + 8, `descriptors ${fds}`);
+      const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
+      for (
+        const [what, values, blip] of [["threads", threads, 4], ["descriptors", fds, 16]] as const
+      ) {
+        const before = peak(values.slice(0, half));
+        const after = values.slice(half);
+        assert.ok(median(after) <= before + blip / 4, `${what} ${values}`);
+        assert.ok(peak(after) <= before + blip, `${what} ${values}`);
+      }
     } finally {
       await home.close();
     }
