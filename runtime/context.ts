@@ -1,3 +1,4 @@
+import { PrisnError } from "../core/errors.ts";
 import type { Paths } from "../core/paths.ts";
 import type { Records } from "../core/records.ts";
 import type { ProcessLedger, RunHistory } from "../core/run_history.ts";
@@ -87,6 +88,31 @@ export function freePort(): number {
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
   return port;
+}
+
+/** Ports handed to replicas of this agent and not given back (see leasePort). */
+const leased = new Set<number>();
+
+/**
+ * A free port for a replica, never one handed to another live replica of this agent. The kernel
+ * sees a port as free until its replica binds it, which a slow starter does seconds later, and
+ * it keeps that port for every restart: without the lease two replicas could get the same one,
+ * and the later would crash-loop on "address in use". Give it back with `returnPort`.
+ */
+export function leasePort(): number {
+  for (let i = 0; i < 100; i++) {
+    const port = freePort();
+    if (!leased.has(port)) {
+      leased.add(port);
+      return port;
+    }
+  }
+  throw new PrisnError("FAILED", `no free port for a replica (${leased.size} leased)`);
+}
+
+/** Gives a port from `leasePort` back once its replica has stopped for good. */
+export function returnPort(port: number | undefined): void {
+  if (port !== undefined) leased.delete(port);
 }
 
 export function delay(ms: number, signal?: AbortSignal): Promise<void> {

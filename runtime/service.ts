@@ -2,7 +2,7 @@ import { PrisnError } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { AgentContext } from "./context.ts";
-import { freePort } from "./context.ts";
+import { leasePort, returnPort } from "./context.ts";
 import type { Launch } from "./launch.ts";
 import { type BalancerInfo, kernelFor, ServicePort } from "./service_port.ts";
 import type { Backend } from "./proxy.ts";
@@ -284,7 +284,7 @@ export class Service {
       name,
       version: target.version,
       launch: target.launch,
-      port: target.spec.port !== undefined ? freePort() : undefined,
+      port: target.spec.port !== undefined ? leasePort() : undefined,
       host: this.ctx.address,
       health: settings.health,
       restart: settings.restart,
@@ -331,6 +331,7 @@ export class Service {
     this.#retiring.add(replica);
     if (this.#proxy) await this.#proxy.drain(replica.name, drainGraceMs);
     await replica.stop();
+    returnPort(replica.port);
     this.replicas = this.replicas.filter((r) => r !== replica);
     this.#retiring.delete(replica);
   }

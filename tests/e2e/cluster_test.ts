@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { existsSync } from "node:fs";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import {
@@ -825,6 +826,13 @@ Deno.test({
           stdout: "null",
           stderr: "piped",
         }).spawn();
+        // The CLI comes once the agent holds the home (it is joining): a CLI quicker than the
+        // agent's own start would find none and rightly start one of its own.
+        const state = join(h.home, "state");
+        await waitFor(
+          () => ["agent.starting", "agent.pid"].some((f) => existsSync(join(state, f))),
+          { what: "the agent holding its home" },
+        );
         const status = await h.cli("status");
         try {
           assert.equal(status.code, 0, status.stderr);
