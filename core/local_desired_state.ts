@@ -5,7 +5,7 @@ import type { DeploymentRecord, VersionRecord, VersionStatus } from "./types.ts"
 
 /**
  * One node's desired state: the SQLite records, written in one transaction per change (the
- * revision check and the write together), with watchers told after the write.
+ * revision check and the write together), with watchers told once it is committed.
  */
 export class LocalDesiredState implements DesiredState {
   #listeners = new Set<(change: DesiredChange) => void>();
@@ -97,7 +97,9 @@ export class LocalDesiredState implements DesiredState {
 
   /**
    * Checks the expected revision and writes, in one transaction (it joins the caller's, e.g. the
-   * scheduler's pass); watchers hear of it once the write is done.
+   * scheduler's pass). Watchers hear of it, and the promise resolves, once the outermost
+   * transaction has committed; if it is rolled back (a later write failed, or the commit did, on
+   * a full disk), nobody hears of a change that never happened and the promise rejects.
    */
   #write(
     name: string,
@@ -105,6 +107,7 @@ export class LocalDesiredState implements DesiredState {
     write: (now: number) => void,
     mustExist = false,
   ): Promise<void> {
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
     try {
       this.records.transaction(() => {
         const current = this.records.getDeployment(name);
@@ -119,19 +122,24 @@ export class LocalDesiredState implements DesiredState {
           );
         }
         write(options.now ?? Date.now());
+        const change = { deployment: name, revision: this.records.getDeployment(name)?.revision };
+        this.records.afterCommit(() => {
+          resolve();
+          queueMicrotask(() => this.#tell(change));
+        }, reject);
       });
     } catch (e) {
-      return Promise.reject(e);
+      reject(e);
     }
-    const change = { deployment: name, revision: this.records.getDeployment(name)?.revision };
-    queueMicrotask(() => {
-      for (const listener of this.#listeners) {
-        try {
-          listener(change);
-        } catch { /* a watcher's failure is its own */ }
-      }
-    });
-    return Promise.resolve();
+    return promise;
+  }
+
+  #tell(change: DesiredChange): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(change);
+      } catch { /* a watcher's failure is its own */ }
+    }
   }
 
   #revision(name: string): number {

@@ -113,26 +113,46 @@ export class Records implements RunHistory, ProcessLedger {
   }
 
   #depth = 0;
+  #settled: { committed: () => void; rolledBack: (e: unknown) => void }[] = [];
 
   /**
    * Runs `fn` in one transaction; a transaction inside another joins it. When `fn` or the commit
    * fails, what `fn` wrote is rolled back and its error thrown (SQLite may have rolled back
-   * already, e.g. on a full disk).
+   * already, e.g. on a full disk). What `afterCommit` queued meanwhile runs once the outermost
+   * transaction has committed, or hears why it was rolled back.
    */
   transaction<T>(fn: () => T): T {
     if (this.#depth > 0) return fn();
     this.db.exec("BEGIN IMMEDIATE");
     this.#depth++;
+    let result: T;
     try {
-      const result = fn();
+      result = fn();
       this.db.exec("COMMIT");
-      return result;
     } catch (e) {
       if (this.db.isTransaction) this.db.exec("ROLLBACK");
+      for (const s of this.#takeSettled()) s.rolledBack(e);
       throw e;
     } finally {
       this.#depth--;
     }
+    for (const s of this.#takeSettled()) s.committed();
+    return result;
+  }
+
+  /**
+   * Calls `committed` once what the current transaction wrote is committed (at once outside a
+   * transaction), or `rolledBack` with the reason if it is not; each call is the caller's to guard.
+   */
+  afterCommit(committed: () => void, rolledBack: (e: unknown) => void = () => {}): void {
+    if (this.#depth === 0) committed();
+    else this.#settled.push({ committed, rolledBack });
+  }
+
+  #takeSettled() {
+    const settled = this.#settled;
+    this.#settled = [];
+    return settled;
   }
 
   // --- deployments -------------------------------------------------------------------------

@@ -101,7 +101,10 @@ export class Scheduler {
       if (decision.lastScheduledAt !== d.lastScheduledAt) {
         d.lastScheduledAt = decision.lastScheduledAt;
         advanced = this.ctx.desired.setLastScheduled(name, decision.lastScheduledAt);
-        advanced.catch((e) => this.ctx.event(name, "TickNotAdvanced", (e as Error).message));
+        // A pass rolled back on a full disk is counted (and tried again) by #run.
+        advanced.catch((e) => {
+          if (!isDiskFull(e)) this.ctx.event(name, "TickNotAdvanced", (e as Error).message);
+        });
       }
       for (const action of decision.actions) {
         if (action.kind === "fire") {
@@ -165,8 +168,6 @@ export class Scheduler {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, wait);
         this.#wake = () => {
-          // After a failed tick, a change (maybe the failed tick's own, rolled back) waits too.
-          if (!this.#stopped && Date.now() < retryAt) return;
           clearTimeout(t);
           resolve();
         };

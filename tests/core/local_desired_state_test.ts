@@ -101,3 +101,70 @@ Deno.test("LocalDesiredState.setReplicas() of a deployment that does not exist i
     );
   });
 });
+
+Deno.test("LocalDesiredState tells watchers of a write inside an outer transaction only once it commits", async () => {
+  await withDesired(async (d) => {
+    await d.putVersion(version("v-1"));
+    await settle();
+    const seen: DesiredChange[] = [];
+    d.watch((c) => seen.push(c));
+    let written!: Promise<number>;
+    let settledInside = false;
+    d.records.transaction(() => {
+      written = d.activate("api", "v-1", 1);
+      written.then(() => settledInside = true);
+      d.records.addEvent("api", "Other", "a second write in the same transaction", 1);
+    });
+    assert.equal(settledInside, false, "nothing settles before the outer commit");
+    assert.equal(await written, 1);
+    await settle();
+    assert.deepEqual(seen, [{ deployment: "api", revision: 1 }]);
+  });
+});
+
+Deno.test("LocalDesiredState tells nobody of a write whose outer transaction is rolled back, and the write rejects", async () => {
+  await withDesired(async (d) => {
+    await d.putVersion(version("v-1"));
+    await settle();
+    const seen: DesiredChange[] = [];
+    d.watch((c) => seen.push(c));
+    let written!: Promise<number>;
+    assert.throws(() =>
+      d.records.transaction(() => {
+        written = d.activate("api", "v-1", 1);
+        throw new Error("a later write of the pass failed");
+      }), /a later write of the pass failed/);
+    await assert.rejects(written, /a later write of the pass failed/);
+    await settle();
+    assert.deepEqual(seen, []);
+    assert.equal(d.getDeployment("api"), undefined, "rolled back");
+  });
+});
+
+Deno.test("LocalDesiredState tells nobody of a write whose outer COMMIT fails", async () => {
+  await withDesired(async (d) => {
+    await d.putVersion(version("v-1"));
+    await settle();
+    // A deferred foreign key makes COMMIT itself fail, as a full disk can.
+    d.records.db.exec(`PRAGMA foreign_keys = ON;
+      CREATE TABLE parent(id INTEGER PRIMARY KEY);
+      CREATE TABLE child(p INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);`);
+    const seen: DesiredChange[] = [];
+    d.watch((c) => seen.push(c));
+    let written!: Promise<number>;
+    assert.throws(() =>
+      d.records.transaction(() => {
+        written = d.activate("api", "v-1", 1);
+        d.records.db.exec("INSERT INTO child VALUES (42)");
+      }), /FOREIGN KEY constraint failed/);
+    await assert.rejects(written, /FOREIGN KEY constraint failed/);
+    await settle();
+    assert.deepEqual(seen, []);
+    assert.equal(d.getDeployment("api"), undefined, "rolled back");
+    assert.equal(d.records.db.isTransaction, false);
+    // The store is usable after it, and tells of the next write.
+    assert.equal(await d.activate("api", "v-1", 1), 1);
+    await settle();
+    assert.deepEqual(seen, [{ deployment: "api", revision: 1 }]);
+  });
+});
