@@ -68,15 +68,29 @@ export async function setCurrent(p: Paths, name: string, version: string): Promi
   const link = join(deploymentDir(p, name), "current");
   const temp = `${link}.${crypto.randomUUID().slice(0, 8)}`;
   await Deno.symlink(version, temp);
-  await Deno.rename(temp, link);
+  await renameOrRemove(temp, link);
 }
 
 /** Writes deployments/NAME/metadata.json atomically. */
 export async function writeMetadata(p: Paths, name: string, data: unknown): Promise<void> {
   const file = join(deploymentDir(p, name), "metadata.json");
   const temp = `${file}.${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.writeTextFile(temp, JSON.stringify(data, null, 2) + "\n");
-  await Deno.rename(temp, file);
+  try {
+    await Deno.writeTextFile(temp, JSON.stringify(data, null, 2) + "\n");
+  } catch (e) {
+    await Deno.remove(temp).catch(() => {}); // a full disk: no half file is left behind
+    throw e;
+  }
+  await renameOrRemove(temp, file);
+}
+
+async function renameOrRemove(temp: string, to: string): Promise<void> {
+  try {
+    await Deno.rename(temp, to);
+  } catch (e) {
+    await Deno.remove(temp).catch(() => {});
+    throw e;
+  }
 }
 
 /** Removes a deployment's stored versions (read-only files included). */

@@ -10,6 +10,7 @@ import type { LogStore } from "../core/log_store.ts";
 import type { Members } from "../core/backends.ts";
 import { DiskHealth } from "./disk_health.ts";
 import { DiskAwareLogs, FileLogs } from "./logs.ts";
+import { ResilientArtifacts } from "./resilient_artifacts.ts";
 import { ResilientHistory } from "./resilient_history.ts";
 import { OutputCollector } from "./output_collector.ts";
 import type { NodeBalancer } from "./service_port.ts";
@@ -67,7 +68,7 @@ export function createContext(
     paths,
     records: history,
     desired: options.desired ?? new LocalDesiredState(records),
-    artifacts: options.artifacts ?? new LocalArtifacts(paths),
+    artifacts: new ResilientArtifacts(options.artifacts ?? new LocalArtifacts(paths), disk),
     logs: new DiskAwareLogs(options.logs ?? new FileLogs(paths), disk),
     address: options.address,
     members: options.members,

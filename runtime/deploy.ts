@@ -21,7 +21,7 @@ import { isDiskFull } from "./disk_health.ts";
 import type { Launch } from "./launch.ts";
 import { NotReadyError } from "./service.ts";
 import { InstallError } from "./envs.ts";
-import { fetchGit, isGitUrl } from "./git_source.ts";
+import { fetchGit, isGitUrl, redactUrl } from "./git_source.ts";
 import type { Supervisor } from "./supervisor.ts";
 import { settingsOf } from "../core/settings.ts";
 
@@ -134,7 +134,7 @@ async function packageSource(ctx: AgentContext, request: DeployRequest): Promise
       };
     } catch (e) {
       await cleanup();
-      throw e;
+      throw storageError(e, `fetch ${redactUrl(request.source)}`);
     }
   }
   if (request.ref || request.path) {
@@ -276,14 +276,22 @@ async function deployPackage(
     try {
       launch = await supervisor.launch(spec, version);
     } catch (e) {
-      if (e instanceof InstallError) {
+      // pip, npm or venv on a full disk: one line says so (the env was removed half built).
+      const full = isDiskFull(e) ||
+        (e instanceof InstallError && isDiskFull({ message: e.detail }));
+      if (e instanceof InstallError && !full) {
         progress("Prepare", `failed; the installer's last lines:\n${e.detail}`);
       }
       if (!existing) {
-        await ctx.desired.deleteDeployment(spec.name); // nothing was ever active
+        await bestEffort(ctx.desired.deleteDeployment(spec.name)); // nothing was ever active
         await ctx.artifacts.remove(spec.name);
-      } else await ctx.desired.setVersionStatus(spec.name, version, "failed");
-      throw e;
+      } else await bestEffort(ctx.desired.setVersionStatus(spec.name, version, "failed"));
+      if (!full) throw e;
+      throw diskFull(
+        `build the environment of ${version}`,
+        existing ? `${existing.version} runs as before` : "nothing changed",
+        e,
+      );
     }
     await report("Prepare", describePrepared(spec, launch));
 
@@ -306,7 +314,7 @@ async function deployPackage(
           );
         }
         if (existing) {
-          await ctx.desired.setVersionStatus(spec.name, version, "failed");
+          await bestEffort(ctx.desired.setVersionStatus(spec.name, version, "failed"));
           ctx.event(spec.name, "RolloutFailed", (e as Error).message);
         } else if (e instanceof PrisnError && e.code === "FAILED") {
           // The first version: it stays, restarting.
@@ -318,10 +326,44 @@ async function deployPackage(
         }
         throw e;
       }
-      await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
+      await holdForTest(ctx, "RolledOut");
+      try {
+        await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
+      } catch (e) {
+        // The new replicas serve but the records could not say so (a full disk): the old
+        // version comes back, so what runs is what the records say, now and after a restart.
+        if (!isDiskFull(e)) throw e;
+        if (existing) {
+          const old = ctx.desired.getVersion(spec.name, existing.version)!;
+          try {
+            await supervisor.rolloutService(old.spec, existing.version, existing.replicas);
+          } catch (undo) {
+            throw storageError(
+              e,
+              `activate ${version}`,
+              `rolling back to ${existing.version} failed too: ${(undo as Error).message}`,
+            );
+          }
+          ctx.event(spec.name, "RolloutUndone", `${version} could not be recorded as active`);
+        } else {
+          await supervisor.remove(spec.name);
+          await bestEffort(ctx.desired.deleteDeployment(spec.name));
+          await ctx.artifacts.remove(spec.name).catch(() => {});
+        }
+        throw storageError(
+          e,
+          `activate ${version}`,
+          existing ? `${existing.version} serves again` : `${spec.name} is not deployed`,
+        );
+      }
       await report("Activate", await readyEverywhere(ctx, supervisor, spec, version, replicas));
     } else {
-      await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
+      try {
+        await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
+      } catch (e) {
+        if (!existing) await ctx.artifacts.remove(spec.name).catch(() => {});
+        throw storageError(e, `activate ${version}`);
+      }
       if (spec.type === "job") {
         const runId = await supervisor.submitRun(spec.name, { trigger: "deploy" });
         result.runId = runId;
@@ -339,31 +381,47 @@ async function deployPackage(
 }
 
 /** A full disk as one line that says what to do; any other error as it is. */
-function storageError(error: unknown, what: string): unknown {
-  if (!isDiskFull(error)) return error;
+function storageError(error: unknown, what: string, state = "nothing changed"): unknown {
+  return isDiskFull(error) ? diskFull(what, state, error) : error;
+}
+
+function diskFull(what: string, state: string, cause: unknown): PrisnError {
   return new PrisnError(
     "UNAVAILABLE",
     `cannot ${what}: the disk under PRISN_HOME is full; free some space and deploy again ` +
-      `(nothing changed)`,
-    { cause: error },
+      `(${state})`,
+    { cause },
   );
 }
 
 /**
- * A test hook, inert unless the agent runs with PRISN_TEST_HOOKS=1: when the file
- * PRISN_HOME/state/test-hold-after names `step`, the deploy stops right after it for good (and
- * writes state/test-held), so a test can kill the agent at exactly that point.
+ * A record of a failure (a version marked failed) that must not hide the failure itself: on a
+ * full disk it cannot be written, and the deploy's own error is the one to show.
  */
-async function holdForTest(ctx: AgentContext, step: Step): Promise<void> {
+async function bestEffort(write: Promise<unknown>): Promise<void> {
+  await write.catch((e) => {
+    if (!isDiskFull(e)) throw e;
+  });
+}
+
+/**
+ * A test hook, inert unless the agent runs with PRISN_TEST_HOOKS=1: when the file
+ * PRISN_HOME/state/test-hold-after names `point` (a step, or "RolledOut": a service's rollout
+ * done, its activation not yet recorded), the deploy stops right after it (and writes
+ * state/test-held), so a test can kill the agent, or fill the disk, at exactly that point. It goes
+ * on once the file no longer names the point.
+ */
+async function holdForTest(ctx: AgentContext, point: Step | "RolledOut"): Promise<void> {
   try {
     if (Deno.env.get("PRISN_TEST_HOOKS") !== "1") return;
   } catch {
     return; // no env permission: no hooks
   }
-  const wanted = await Deno.readTextFile(join(ctx.paths.state, "test-hold-after")).catch(() => "");
-  if (wanted.trim() !== step) return;
-  await Deno.writeTextFile(join(ctx.paths.state, "test-held"), step);
-  await new Promise<never>(() => {}); // until the agent is killed
+  const wanted = () =>
+    Deno.readTextFile(join(ctx.paths.state, "test-hold-after")).then((t) => t.trim(), () => "");
+  if (await wanted() !== point) return;
+  await Deno.writeTextFile(join(ctx.paths.state, "test-held"), point);
+  while (await wanted() === point) await new Promise((r) => setTimeout(r, 100));
 }
 
 async function activateRecord(
@@ -421,7 +479,21 @@ export async function rollback(
   if (d.type === "service") {
     await supervisor.rolloutService(to.spec, to.version, d.replicas);
   }
-  await activateRecord(ctx, to.spec, to.version, d.replicas, to.source, d.revision);
+  try {
+    await activateRecord(ctx, to.spec, to.version, d.replicas, to.source, d.revision);
+  } catch (e) {
+    if (!isDiskFull(e)) throw e;
+    if (d.type === "service") { // as in a deploy: what runs is what the records say
+      const from = ctx.desired.getVersion(name, d.version)!;
+      await supervisor.rolloutService(from.spec, d.version, d.replicas);
+    }
+    throw new PrisnError(
+      "UNAVAILABLE",
+      `cannot roll ${name} back to ${to.version}: the disk under PRISN_HOME is full; free some ` +
+        `space and try again (${d.version} stays active)`,
+      { cause: e },
+    );
+  }
   ctx.event(name, "RolledBack", `rolled back from ${d.version} to ${to.version}`);
   return {
     name,

@@ -1,13 +1,14 @@
 /**
  * Whether the agent's writes under PRISN_HOME are failing for want of space: what `status` shows
- * as "disk full since …". Each write site (the records, the logs) says when a write failed and
- * when one worked again; the disk is full while any site's last write failed.
+ * as "disk full since …". Each write site (the records, the logs, `current` and metadata.json)
+ * says when a write failed and when one worked again; the disk is full while any site's last
+ * write failed.
  *
  * @module
  */
 
 /** Where a write failed. */
-export type WriteSite = "records" | "logs";
+export type WriteSite = "records" | "logs" | "files";
 
 /** A write site that holds failed writes and retries them. */
 export interface WriteHolder {

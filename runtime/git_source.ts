@@ -301,7 +301,12 @@ class GitRunner {
   }
 
   unreachable(result: GitResult): PrisnError {
-    const reason = result.timedOut ? "timed out" : gitReason(result.stderr);
+    // git names the full disk in one of several lines (a write error, index-pack, a temp file).
+    const reason = result.timedOut
+      ? "timed out"
+      : /No space left on device/i.test(result.stderr)
+      ? "No space left on device"
+      : gitReason(result.stderr);
     return new PrisnError(
       "UNAVAILABLE",
       redactText(`cannot reach git repository ${this.shown}: ${reason}`, this.url, this.shown),

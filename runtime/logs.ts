@@ -240,7 +240,7 @@ export class LogWriter implements LogSink {
 
   /** Lines not written since a write first failed (a full disk), told in the log once it works. */
   #lost?: { lines: number; bytes: number; since: Date; error: string };
-  /** A failed write may have left half a line in the file. */
+  /** A failed write left half a line in the file (it could not be taken back). */
   #torn = false;
 
   /**
@@ -281,8 +281,15 @@ export class LogWriter implements LogSink {
       while (written < data.byteLength) written += this.#file.writeSync(data.subarray(written));
       this.#size += data.byteLength;
     } catch (e) {
+      // Half a write is taken back (shrinking a file needs no space), so no line is half logged.
+      if (written > 0) {
+        try {
+          this.#file!.truncateSync(this.#size);
+        } catch {
+          this.#torn = true; // the note that follows starts on a line of its own
+        }
+      }
       this.#closeFile();
-      if (written > 0) this.#torn = true;
       const message = ((e as Error).message ?? String(e)).split("\n")[0];
       this.#lost ??= { lines: 0, bytes: 0, since: now, error: message };
       this.#lost.lines += lines;

@@ -126,6 +126,17 @@ export class TestHome {
     };
   }
 
+  /** Starts the CLI in the background (e.g. a deploy a test hook holds); its output is piped. */
+  spawn(...args: string[]): Deno.ChildProcess {
+    return new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", join(root, "main.ts"), ...args],
+      env: { ...this.env, PRISN_HOME: this.home },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  }
+
   /** Runs the CLI and fails the test unless it exits 0. */
   async ok(...args: string[]): Promise<string> {
     const r = await this.cli(...args);
@@ -247,5 +258,54 @@ export class Scope {
         await undo();
       } catch { /* already gone */ }
     }
+  }
+}
+
+/** Mounts a tmpfs of `size` at `dir`; the reason it cannot when it cannot (not root, no mount). */
+export async function mountTmpfs(dir: string, size: string): Promise<string | undefined> {
+  if (Deno.uid() !== 0) return "not root";
+  await Deno.mkdir(dir, { recursive: true });
+  const out = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
+    stderr: "piped",
+  }).output();
+  return out.success ? undefined : `mount -t tmpfs failed: ${new TextDecoder().decode(out.stderr)}`;
+}
+
+/** Writes zeros into `file` until the file system is full; returns the bytes written. */
+export async function fill(file: string): Promise<number> {
+  using f = await Deno.open(file, { write: true, create: true });
+  const chunk = new Uint8Array(64 * 1024);
+  let total = 0;
+  let size = chunk.byteLength;
+  while (size >= 512) {
+    try {
+      total += await f.write(chunk.subarray(0, size));
+    } catch {
+      size /= 2; // the last blocks: smaller writes take what is left
+    }
+  }
+  return total;
+}
+
+/**
+ * Runs `fn` with a small tmpfs of `size` mounted at a new temp folder, unmounted and removed
+ * afterwards; prints why and skips `fn` where it cannot mount (not root).
+ */
+export async function withTmpfs(size: string, fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "prisn-tmpfs-" });
+  try {
+    const why = await mountTmpfs(dir, size);
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    try {
+      await fn(dir);
+    } finally {
+      await new Deno.Command("umount", { args: ["-l", dir] }).output();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 }

@@ -8,6 +8,7 @@
 import { dirname, isAbsolute, join } from "node:path";
 import { PrisnError } from "../../core/errors.ts";
 import { removeIfPresent } from "../../core/fs.ts";
+import { isDiskFull } from "../disk_health.ts";
 import { InstallError } from "./errors.ts";
 import type { NodePlan, Plan, PythonPlan } from "./_plan.ts";
 import { clip, lastLine, run, tail } from "./_process.ts";
@@ -22,6 +23,24 @@ export interface BuildTarget {
   environment: Record<string, string>;
   /** How long one install command may run: `options.timeoutMs`, else the default. */
   timeoutMs: number;
+}
+
+/** About what a venv with pip takes (ensurepip's wheels unpacked). */
+const VENV_ROOM = 16 * 1024 * 1024;
+
+/** Whether `bytes` more fit under `dir`: written as a probe file and removed again. */
+async function hasRoom(dir: string, bytes: number): Promise<boolean> {
+  const probe = join(dir, `.room-${crypto.randomUUID().slice(0, 8)}`);
+  try {
+    using file = await Deno.open(probe, { write: true, createNew: true });
+    const chunk = new Uint8Array(1024 * 1024);
+    for (let written = 0; written < bytes;) written += await file.write(chunk);
+    return true;
+  } catch (e) {
+    return !isDiskFull(e);
+  } finally {
+    await Deno.remove(probe).catch(() => {});
+  }
 }
 
 /**
@@ -40,6 +59,11 @@ export async function buildPython(plan: PythonPlan, target: BuildTarget): Promis
   });
   if (venv.code !== 0) {
     const text = venv.tail.join("\n");
+    // ensurepip fails on a nearly full disk too (it needs some 10 MiB), saying only that it
+    // failed: that is no missing venv module.
+    if (isDiskFull({ message: text }) || !(await hasRoom(options.envsDir, VENV_ROOM))) {
+      throw new InstallError("creating a python venv failed: No space left on device", text);
+    }
     if (/ensurepip|python3-venv|No module named venv/.test(text)) {
       throw new PrisnError(
         "UNAVAILABLE",

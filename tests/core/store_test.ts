@@ -9,6 +9,7 @@ import {
   writeMetadata,
 } from "../../core/store.ts";
 import { collectPackage, type Package } from "../../core/version.ts";
+import { fill, withTmpfs } from "../_helpers.ts";
 
 interface Fixture {
   p: Paths;
@@ -241,5 +242,23 @@ Deno.test("removeDeploymentFiles() removes everything of a deployment and ignore
     await removeDeploymentFiles(p, "api");
     await removeDeploymentFiles(p, "api");
     assert.deepEqual(await names(p.deployments), ["web"]);
+  });
+});
+
+Deno.test("writeMetadata on a full disk (a small tmpfs) fails and leaves the old metadata.json whole, with no temp file", async () => {
+  await withTmpfs("1m", async (dir) => {
+    const p = paths(dir);
+    await Deno.mkdir(deploymentDir(p, "api"), { recursive: true });
+    await writeMetadata(p, "api", { version: "v-1" });
+    await fill(join(dir, "filler"));
+    const big = { version: "v-2", padding: "x".repeat(256 * 1024) };
+    await assert.rejects(writeMetadata(p, "api", big), /No space left on device|os error 28/);
+    const names = [];
+    for await (const e of Deno.readDir(deploymentDir(p, "api"))) names.push(e.name);
+    assert.deepEqual(names, ["metadata.json"], "no half temp file");
+    assert.deepEqual(
+      JSON.parse(await Deno.readTextFile(join(deploymentDir(p, "api"), "metadata.json"))),
+      { version: "v-1" },
+    );
   });
 });

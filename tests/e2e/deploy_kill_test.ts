@@ -33,21 +33,7 @@ Deno.test({
         await Deno.writeTextFile(join(dir, "main.py"), SERVER("two"));
         const hold = join(t.home, "state", "test-hold-after");
         await Deno.writeTextFile(hold, step);
-        cli = new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "--quiet",
-            new URL("../../main.ts", import.meta.url).pathname,
-            "deploy",
-            dir,
-            "--port",
-            String(port),
-          ],
-          env: { ...t.env, PRISN_HOME: t.home },
-          stdout: "null",
-          stderr: "null",
-        }).spawn();
+        cli = t.spawn("deploy", dir, "--port", String(port));
         await waitFor(() => Deno.stat(join(t.home, "state", "test-held")).then(() => true), {
           what: `the deploy to hold after ${step}`,
           timeoutMs: 30_000,
@@ -55,7 +41,7 @@ Deno.test({
         const killed = t.agentPid()!;
         Deno.kill(killed, "SIGKILL");
         await waitFor(() => !alive(killed), { what: "the agent to die" });
-        await cli.status;
+        await cli.output();
         cli = undefined;
         await Deno.remove(hold);
 
@@ -91,7 +77,7 @@ Deno.test({
       } finally {
         try {
           cli?.kill("SIGKILL");
-          await cli?.status;
+          await cli?.output();
         } catch { /* gone */ }
         await t.close();
       }

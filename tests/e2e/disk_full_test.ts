@@ -2,42 +2,19 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import type { StatusView } from "../../runtime/api_types.ts";
+import { buildWheel } from "../fixtures/envs_wheel.ts";
+import { makeTestRepo } from "../fixtures/git_repos.ts";
 import {
   alive,
+  fill,
   freePort,
   httpGet,
   killProcessesUnder,
+  mountTmpfs,
   Scope,
   TestHome,
   waitFor,
 } from "../_helpers.ts";
-
-/** Mounts a tmpfs of `size` at `dir`; the reason it cannot when it cannot (not root, no mount). */
-async function mountTmpfs(dir: string, size: string): Promise<string | undefined> {
-  if (Deno.uid() !== 0) return "not root";
-  await Deno.mkdir(dir, { recursive: true });
-  const out = await new Deno.Command("mount", {
-    args: ["-t", "tmpfs", "-o", `size=${size},mode=0700`, "tmpfs", dir],
-    stderr: "piped",
-  }).output();
-  return out.success ? undefined : `mount -t tmpfs failed: ${new TextDecoder().decode(out.stderr)}`;
-}
-
-/** Writes zeros into `file` until the file system is full; returns the bytes written. */
-async function fill(file: string): Promise<number> {
-  using f = await Deno.open(file, { write: true, create: true });
-  const chunk = new Uint8Array(64 * 1024);
-  let total = 0;
-  let size = chunk.byteLength;
-  while (size >= 512) {
-    try {
-      total += await f.write(chunk.subarray(0, size));
-    } catch {
-      size /= 2; // the last blocks: smaller writes take what is left
-    }
-  }
-  return total;
-}
 
 const CHATTY = `import http.server, os, sys, threading, time
 def chatter():
@@ -55,27 +32,68 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
 `;
 
+/**
+ * Runs `fn` with a test home (test hooks on) on a tmpfs of `size`; afterwards stops what ran on it
+ * and unmounts it. Prints why and skips `fn` where it cannot mount (not root).
+ */
+async function onTmpfsHome(size: string, fn: (t: TestHome, scope: Scope) => Promise<void>) {
+  const t = new TestHome({ env: { PRISN_TEST_HOOKS: "1" } });
+  const scope = new Scope();
+  scope.defer(() => t.close());
+  try {
+    const why = await mountTmpfs(t.home, size);
+    if (why) {
+      console.log(`skipped: ${why}`);
+      return;
+    }
+    scope.defer(async () => {
+      await t.cli("agent", "stop").catch(() => {});
+      const pid = t.agentPid();
+      if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+      await killProcessesUnder(t.home); // before the unmount hides where they run
+      await new Deno.Command("umount", { args: ["-l", t.home] }).output();
+    });
+    await fn(t, scope);
+  } finally {
+    await scope.close();
+  }
+}
+
+/**
+ * Starts `prisn deploy ARGS` held after `point` (the PRISN_TEST_HOOKS hook in runtime/deploy.ts)
+ * and waits until it holds there; `release()` lets it go on and resolves with how it ended.
+ */
+async function heldDeploy(t: TestHome, scope: Scope, point: string, ...args: string[]) {
+  const hold = join(t.home, "state", "test-hold-after");
+  await Deno.writeTextFile(hold, point);
+  await Deno.remove(join(t.home, "state", "test-held")).catch(() => {});
+  const cli = t.spawn("deploy", ...args);
+  const output = cli.output();
+  scope.defer(async () => {
+    try {
+      cli.kill("SIGKILL");
+    } catch { /* ended */ }
+    await output.catch(() => {});
+  });
+  await waitFor(() => Deno.stat(join(t.home, "state", "test-held")).then(() => true), {
+    what: `the deploy to hold after ${point}`,
+    timeoutMs: 30_000,
+  });
+  return {
+    async release(): Promise<{ code: number; stderr: string }> {
+      await Deno.remove(hold);
+      const out = await output;
+      return { code: out.code, stderr: new TextDecoder().decode(out.stderr).trim() };
+    },
+  };
+}
+
 Deno.test({
   name:
     "a full disk: the agent and its replicas keep running, status says since when, writes are retried and logging resumes once space is back",
   sanitizeResources: false,
-  async fn() {
-    const t = new TestHome();
-    const scope = new Scope();
-    scope.defer(() => t.close());
-    try {
-      const why = await mountTmpfs(t.home, "24m");
-      if (why) {
-        console.log(`skipped: ${why}`);
-        return;
-      }
-      scope.defer(async () => {
-        await t.cli("agent", "stop").catch(() => {});
-        const pid = t.agentPid();
-        if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
-        await killProcessesUnder(t.home); // before the unmount hides where they run
-        await new Deno.Command("umount", { args: ["-l", t.home] }).output();
-      });
+  fn: () =>
+    onTmpfsHome("24m", async (t) => {
       const port = freePort();
       const chatty = t.project("chatty", { "main.py": CHATTY });
       await t.ok("deploy", chatty, "--port", String(port), "--replicas", "1");
@@ -174,8 +192,152 @@ Deno.test({
       } finally {
         db.close();
       }
-    } finally {
-      await scope.close();
-    }
-  },
+    }),
+});
+
+const SERVER = (tag: string) =>
+  `import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"${tag}")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+`;
+
+/** Deploys a service answering "one" on a free port; its folder, port and version. */
+async function deployOne(t: TestHome) {
+  const port = freePort();
+  const dir = t.project("api", { "main.py": SERVER("one") });
+  const first = /v-[0-9a-f]{8}/.exec(await t.ok("deploy", dir, "--port", String(port)))![0];
+  await waitFor(() => httpGet(port).then((b) => b === "one"), { what: "v1 to serve" });
+  return { port, dir, first };
+}
+
+Deno.test({
+  name:
+    "a disk that fills between a rollout and its activation record: the old version serves again, the deploy fails in one line, and a restart keeps the old one",
+  sanitizeResources: false,
+  fn: () =>
+    onTmpfsHome("16m", async (t, scope) => {
+      const { port, dir, first } = await deployOne(t);
+
+      await Deno.writeTextFile(join(dir, "main.py"), SERVER("two"));
+      const deploy = await heldDeploy(t, scope, "RolledOut", dir, "--port", String(port));
+      assert.equal(await httpGet(port), "two", "the new version serves before its activation");
+      const filler = join(t.home, "filler");
+      await fill(filler);
+      const { code, stderr } = await deploy.release(); // it goes on, onto a full disk
+      assert.notEqual(code, 0, `the deploy fails: ${stderr}`);
+      assert.equal(
+        stderr,
+        `prisn: cannot activate ${
+          /v-[0-9a-f]{8}/.exec(stderr)?.[0]
+        }: the disk under PRISN_HOME is full; free some space and deploy again (${first} serves again)`,
+      );
+      assert.equal(await httpGet(port), "one", "the old version serves again");
+      const d = await t.json<{ version: string; replicas: { items: { version: string }[] } }>(
+        "get",
+        "api",
+      );
+      assert.equal(d.version, first);
+      assert.deepEqual(d.replicas.items.map((r) => r.version), [first], "no replica of the new");
+
+      // Space back, the agent restarted: still the old version (the records said so all along),
+      // and the same deploy now goes through.
+      await Deno.remove(filler);
+      await t.ok("agent", "stop");
+      await t.ok("status"); // starts an agent
+      await waitFor(() => httpGet(port).then((b) => b === "one"), {
+        what: "the old version after a restart",
+        timeoutMs: 20_000,
+      });
+      assert.equal((await t.json<{ version: string }>("get", "api")).version, first);
+      await t.ok("deploy", dir, "--port", String(port));
+      assert.equal(await httpGet(port), "two");
+    }),
+});
+
+/** Every name under `dir`, relative, folders included. */
+async function tree(dir: string, prefix = ""): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    names.push(prefix + e.name);
+    if (e.isDirectory) names.push(...await tree(join(dir, e.name), `${prefix}${e.name}/`));
+  }
+  return names;
+}
+
+Deno.test({
+  name:
+    "a full disk at an env build and at a git fetch, each on its own: one line, no half env or checkout left, the running version untouched, and both work once space is back",
+  sanitizeResources: false,
+  fn: () =>
+    onTmpfsHome("64m", async (t, scope) => {
+      const { port, dir, first } = await deployOne(t);
+      const filler = join(t.home, "filler");
+      const envs = join(t.home, "envs");
+
+      // An env build (venv and pip into the env cache) on a full disk: the deploy is held after
+      // Record (stored and recorded while there was room), then the disk fills.
+      await Deno.writeTextFile(
+        join(dir, "main.py"),
+        SERVER("two").replace("import http.server, os", "import http.server, os, greet"),
+      );
+      await Deno.writeTextFile(join(dir, "requirements.txt"), "greet\n");
+      await Deno.mkdir(join(dir, "wheels"));
+      await buildWheel(join(dir, "wheels"), { name: "greet" });
+      const deploy = await heldDeploy(t, scope, "Record", dir, "--port", String(port));
+      await fill(filler);
+      const { code, stderr } = await deploy.release();
+      assert.notEqual(code, 0);
+      assert.match(
+        stderr,
+        new RegExp(
+          `^prisn: cannot build the environment of v-[0-9a-f]{8}: the disk under PRISN_HOME is ` +
+            `full; free some space and deploy again \\(${first} runs as before\\)$`,
+        ),
+      );
+      assert.deepEqual(
+        (await tree(envs)).filter((n) => !n.startsWith(".locks")),
+        [],
+        "no half-built env is left to be taken for a built one",
+      );
+      assert.equal(await httpGet(port), "one", "the running version is untouched");
+
+      // A git fetch on a full disk: one line, no half checkout left in state/.
+      const repo = await makeTestRepo(await Deno.makeTempDir({ prefix: "prisn-disk-git-" }));
+      scope.defer(() => Deno.remove(repo.root, { recursive: true }));
+      const url = `file://${repo.bare}`;
+      const fetched = await t.cli("deploy", url, "--name", "fromgit", "--type", "job");
+      assert.notEqual(fetched.code, 0);
+      assert.equal(
+        fetched.stderr.trim(),
+        `prisn: cannot fetch ${url}: the disk under PRISN_HOME is full; free some space and ` +
+          `deploy again (nothing changed)`,
+      );
+      assert.deepEqual(
+        (await tree(join(t.home, "state"))).filter((n) => n.startsWith("git-")),
+        [],
+        "no half checkout left",
+      );
+      assert.equal((await t.cli("get", "fromgit")).code, 1, "nothing deployed");
+      assert.equal(await httpGet(port), "one");
+
+      // Space back: both deploys go through, the env is built whole, and nothing is left over.
+      await Deno.remove(filler);
+      await t.ok("deploy", dir, "--port", String(port));
+      await waitFor(() => httpGet(port).then((b) => b === "two"), { what: "v2 with its env" });
+      const built2 = (await tree(envs)).filter((n) => /^python3-[0-9a-f]{12}$/.test(n));
+      assert.equal(built2.length, 1);
+      await Deno.stat(join(envs, built2[0], ".prisn-env.json"));
+      await t.ok("deploy", url, "--name", "fromgit", "--type", "job");
+      const metadata = JSON.parse(
+        await Deno.readTextFile(join(t.home, "deployments", "api", "metadata.json")),
+      );
+      assert.equal(metadata.version, (await t.json<{ version: string }>("get", "api")).version);
+      const leftovers = (await tree(join(t.home, "deployments"))).filter((n) =>
+        /(metadata\.json|current)\.[0-9a-f]{8}$/.test(n)
+      );
+      assert.deepEqual(leftovers, [], "no temp metadata or link files");
+    }),
 });

@@ -12,7 +12,7 @@ import {
   tailLines,
   tailMerged,
 } from "../../runtime/logs.ts";
-import { waitFor } from "../_helpers.ts";
+import { fill, waitFor, withTmpfs } from "../_helpers.ts";
 
 const encoder = new TextEncoder();
 const STAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
@@ -828,5 +828,48 @@ Deno.test("LogWriter counts a flood's lines exactly on its fast path, partial li
       "5 line(s) (51) dropped: output over the log rate limit of 1/s",
       "kept 2",
     ]);
+  });
+});
+
+Deno.test("LogWriter rotating on a full disk (a small tmpfs): lines are dropped and counted, no line is left half written, and rotation goes on once space is back", async () => {
+  await withTmpfs("2m", async (dir) => {
+    const p = paths(join(dir, "home"));
+    const failed: number[] = [];
+    const keep = 3;
+    const maxBytes = 64 * 1024;
+    const log = new LogWriter(p, "api", "api-0", {
+      maxBytes,
+      keep,
+      onWriteFailed: (_e, lines) => failed.push(lines),
+    });
+    const line = (i: number) => `line ${i} ${"x".repeat(997 - String(i).length)}\n`;
+    for (let i = 0; i < 150; i++) log.feed(encoder.encode(line(i)));
+    const filler = join(dir, "filler");
+    await fill(filler);
+    // Line by line, across the size limit: rotations happen while nothing can be written.
+    for (let i = 150; i < 400; i++) log.feed(encoder.encode(line(i)));
+    const lost = failed.reduce((a, b) => a + b, 0);
+    assert.ok(lost > 0, "writes failed on the full disk");
+    await Deno.remove(filler);
+    for (let i = 400; i < 600; i++) log.feed(encoder.encode(line(i)));
+    log.close();
+
+    const file = logFile(p, "api", "api-0");
+    const files = (await listLogFiles(p, "api")).map((f) => basename(f));
+    assert.ok(files.length <= keep + 1, `${files} (at most ${keep} rotated)`);
+    const lines = await logLines(p, "api");
+    const notes = lines.filter((l) => / \[prisn\] \d+ line\(s\) .* not logged from /.test(l));
+    assert.equal(notes.length, 1, "one note once writes work again");
+    assert.match(notes[0], new RegExp(` \\[prisn\\] ${lost} line\\(s\\) `));
+    for (const l of lines) {
+      if (notes.includes(l)) continue;
+      assert.match(l, /^\S+Z line (\d+) x+$/, "whole lines only");
+      assert.equal(l.length, 25 + 1003, `a half-written line: ${l.slice(0, 40)}…`);
+    }
+    assert.ok(lines.at(-1)!.includes("line 599 "), "the last line is logged");
+    for (const f of await listLogFiles(p, "api")) {
+      assert.ok((await Deno.stat(f)).size <= maxBytes + 1100, `${f} rotated at its limit`);
+    }
+    assert.ok(files.includes(basename(file)));
   });
 });
