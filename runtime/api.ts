@@ -38,6 +38,7 @@ import type {
   TokenRevoked,
 } from "./api_types.ts";
 import type { Progress } from "./deploy.ts";
+import { isDiskFull } from "./disk_health.ts";
 import type { TokenGrant, TokenInfo } from "./tokens.ts";
 
 /** What `logs` hands the route: the backlog, and with `follow` a way to keep reading. */
@@ -349,6 +350,15 @@ const STATUS: Record<string, number> = {
 /** What an error looks like on the wire; anything but a PrisnError is an internal error. */
 export function errorBody(e: unknown): ErrorBody {
   if (e instanceof PrisnError) return { error: { code: e.code, message: e.message } };
+  if (isDiskFull(e)) { // a change the records could not take (scale, delete, suspend…)
+    return {
+      error: {
+        code: "UNAVAILABLE",
+        message: "the disk under PRISN_HOME is full: free some space and try again " +
+          "(nothing changed)",
+      },
+    };
+  }
   return {
     error: { code: "FAILED", message: `internal error: ${(e as Error)?.message ?? String(e)}` },
   };

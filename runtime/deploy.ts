@@ -385,11 +385,10 @@ function storageError(error: unknown, what: string, state = "nothing changed"): 
   return isDiskFull(error) ? diskFull(what, state, error) : error;
 }
 
-function diskFull(what: string, state: string, cause: unknown): PrisnError {
+function diskFull(what: string, state: string, cause: unknown, retry = "deploy again"): PrisnError {
   return new PrisnError(
     "UNAVAILABLE",
-    `cannot ${what}: the disk under PRISN_HOME is full; free some space and deploy again ` +
-      `(${state})`,
+    `cannot ${what}: the disk under PRISN_HOME is full; free some space and ${retry} (${state})`,
     { cause },
   );
 }
@@ -487,11 +486,11 @@ export async function rollback(
       const from = ctx.desired.getVersion(name, d.version)!;
       await supervisor.rolloutService(from.spec, d.version, d.replicas);
     }
-    throw new PrisnError(
-      "UNAVAILABLE",
-      `cannot roll ${name} back to ${to.version}: the disk under PRISN_HOME is full; free some ` +
-        `space and try again (${d.version} stays active)`,
-      { cause: e },
+    throw diskFull(
+      `roll ${name} back to ${to.version}`,
+      `${d.version} stays active`,
+      e,
+      "try again",
     );
   }
   ctx.event(name, "RolledBack", `rolled back from ${d.version} to ${to.version}`);

@@ -292,8 +292,10 @@ export class AgentOperations implements Operations {
     const { ctx, supervisor } = this.#parts;
     this.#mustExist(name);
     await supervisor.exclusive(name, async () => {
-      await supervisor.remove(name);
+      // The record first: if it cannot be written (a full disk), everything still runs as the
+      // records say, instead of stopped replicas that a restart would bring back.
       await ctx.desired.deleteDeployment(name);
+      await supervisor.remove(name);
       await ctx.artifacts.remove(name);
       if (options.purge) await ctx.logs.remove(name);
     });

@@ -242,6 +242,23 @@ Deno.test({
       assert.equal(d.version, first);
       assert.deepEqual(d.replicas.items.map((r) => r.version), [first], "no replica of the new");
 
+      // The other changes on the still full disk: each refused in one line, nothing changed.
+      const second = /v-[0-9a-f]{8}/.exec(stderr)![0];
+      const rolled = await t.cli("rollback", "api", second);
+      assert.equal(
+        rolled.stderr.trim(),
+        `prisn: cannot roll api back to ${second}: the disk under PRISN_HOME is full; free some ` +
+          `space and try again (${first} stays active)`,
+      );
+      const refused = "prisn: the disk under PRISN_HOME is full: free some space and try again " +
+        "(nothing changed)";
+      assert.equal((await t.cli("scale", "api", "2")).stderr.trim(), refused);
+      assert.equal((await t.cli("delete", "api")).stderr.trim(), refused);
+      assert.equal(await httpGet(port), "one", "still the old version, still deployed");
+      const still = await t.json<typeof d>("get", "api");
+      assert.equal(still.version, first);
+      assert.equal(still.replicas.items.length, 1);
+
       // Space back, the agent restarted: still the old version (the records said so all along),
       // and the same deploy now goes through.
       await Deno.remove(filler);
