@@ -13,8 +13,9 @@ import {
   removeEnv,
 } from "../../runtime/envs.ts";
 import { PrisnError } from "../../core/errors.ts";
+import { isDiskFull } from "../../runtime/disk_health.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
-import { freePort } from "../_helpers.ts";
+import { fill, freePort, withTmpfs } from "../_helpers.ts";
 
 const PY_VERSION = await outputOf("python3", [
   "-c",
@@ -613,5 +614,66 @@ Deno.test("environmentOf() puts every env's executables first on PATH, in order,
     VIRTUAL_ENV: "/envs/python3-a",
     NODE_PATH: "/envs/node-b/nm",
     PATH: "/envs/node-b/node_modules/.bin:/envs/python3-a/bin:/usr/bin:/bin",
+  });
+});
+
+Deno.test("prepareEnv() on a full disk (a small tmpfs): npm's failure says so and no half node_modules is left", async () => {
+  await withTemp(async (dir) => {
+    // A local tarball dependency with 512 KiB to unpack: more than the full disk has.
+    const pkgDir = join(dir, "big");
+    await Deno.mkdir(pkgDir);
+    await Deno.writeTextFile(
+      join(pkgDir, "package.json"),
+      JSON.stringify({ name: "prisn-big", version: "1.0.0" }),
+    );
+    await Deno.writeFile(join(pkgDir, "data.bin"), crypto.getRandomValues(new Uint8Array(65536)));
+    for (let i = 1; i < 8; i++) {
+      await Deno.copyFile(join(pkgDir, "data.bin"), join(pkgDir, `d${i}`));
+    }
+    const tarball = join(
+      dir,
+      await outputOf("npm", ["pack", "--silent", "--pack-destination", dir], { cwd: pkgDir }),
+    );
+    const src = join(dir, "src");
+    await Deno.mkdir(src);
+    await Deno.writeTextFile(
+      join(src, "package.json"),
+      JSON.stringify({ name: "app", dependencies: { "prisn-big": `file:${tarball}` } }),
+    );
+    await withTmpfs("1m", async (envsDir) => {
+      await Deno.mkdir(join(envsDir, ".locks"));
+      const filled = await fill(join(envsDir, "filler"));
+      await Deno.truncate(join(envsDir, "filler"), filled - 128 * 1024); // room for package.json
+      const error = await prepareEnv({
+        envsDir,
+        sourceDir: src,
+        interpreter: NODE,
+        environment: agentEnv({ npm_config_cache: join(dir, "npm-cache") }),
+      }).then(() => undefined, (e) => e);
+      assert.ok(error instanceof InstallError, String(error));
+      assert.ok(isDiskFull({ message: error.detail }), `names the full disk: ${error.detail}`);
+      assert.deepEqual((await entries(envsDir)).sort(), [".locks", "filler"]);
+      assert.deepEqual(await listEnvs(envsDir), []);
+    });
+  });
+});
+
+Deno.test("prepareEnv() on a nearly full disk (a small tmpfs): a venv ensurepip cannot unpack is a full disk, not a missing venv module, and nothing is left", async () => {
+  await withTemp(async (dir) => {
+    const src = await pythonProject(join(dir, "src"), "greet\n", { name: "greet", value: "hi" });
+    await withTmpfs("4m", async (envsDir) => {
+      await Deno.mkdir(join(envsDir, ".locks"));
+      const filled = await fill(join(envsDir, "filler"));
+      await Deno.truncate(join(envsDir, "filler"), filled - 1024 * 1024); // 1 MiB left
+      const error = await prepareEnv({
+        envsDir,
+        sourceDir: src,
+        interpreter: PYTHON,
+        environment: agentEnv(),
+      }).then(() => undefined, (e) => e);
+      assert.ok(error instanceof InstallError, String(error));
+      assert.equal(error.message, "creating a python venv failed: No space left on device");
+      assert.deepEqual(await entries(envsDir), [".locks", "filler"]);
+    });
   });
 });
