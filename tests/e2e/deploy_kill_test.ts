@@ -2,7 +2,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { alive, freePort, httpGet, processesUnder, TestHome, waitFor } from "../_helpers.ts";
 
-const STEPS = ["Package", "Version", "Store", "Record", "Prepare", "Activate"] as const;
+// "RolledOut": the new replicas are up, their activation not yet recorded.
+const STEPS = [
+  "Package",
+  "Version",
+  "Store",
+  "Record",
+  "Prepare",
+  "RolledOut",
+  "Activate",
+] as const;
 
 const SERVER = (tag: string) =>
   `import http.server, os
@@ -56,7 +65,7 @@ Deno.test({
           `killed after ${step}: ${second === first ? "the old" : "the new"} version runs`,
         );
         if (step === "Activate") assert.notEqual(second, first, "activated: the new version");
-        if (["Package", "Version", "Store", "Record"].includes(step)) {
+        if (["Package", "Version", "Store", "Record", "RolledOut"].includes(step)) {
           assert.equal(second, first, `killed at ${step}: the old version`);
         }
         assert.deepEqual(d.replicas.items.map((r) => r.version), [second], `${step}: a mix`);

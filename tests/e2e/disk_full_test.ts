@@ -11,6 +11,7 @@ import {
   httpGet,
   killProcessesUnder,
   mountTmpfs,
+  processesUnder,
   Scope,
   TestHome,
   waitFor,
@@ -215,7 +216,7 @@ async function deployOne(t: TestHome) {
 
 Deno.test({
   name:
-    "a disk that fills between a rollout and its activation record: the old version serves again, the deploy fails in one line, and a restart keeps the old one",
+    "a disk that fills between a rollout and its activation record: the old version serves again (a first deploy leaves nothing), the deploy fails in one line, a restart keeps the old one; rollback, scale and delete are refused with nothing changed",
   sanitizeResources: false,
   fn: () =>
     onTmpfsHome("16m", async (t, scope) => {
@@ -271,6 +272,23 @@ Deno.test({
       assert.equal((await t.json<{ version: string }>("get", "api")).version, first);
       await t.ok("deploy", dir, "--port", String(port));
       assert.equal(await httpGet(port), "two");
+
+      // A first deploy whose activation cannot be recorded: its replicas stop, nothing is left.
+      const freshPort = freePort();
+      const fresh = t.project("fresh", { "main.py": SERVER("fresh") });
+      const held = await heldDeploy(t, scope, "RolledOut", fresh, "--port", String(freshPort));
+      assert.equal(await httpGet(freshPort), "fresh");
+      await fill(filler);
+      const ended = await held.release();
+      assert.match(
+        ended.stderr,
+        /^prisn: cannot activate v-[0-9a-f]{8}: the disk under PRISN_HOME is full; free some space and deploy again \(fresh is not deployed\)$/,
+      );
+      assert.equal((await t.cli("get", "fresh")).code, 1, "not deployed");
+      assert.equal(await httpGet(freshPort), undefined, "its replica stopped");
+      assert.deepEqual(await processesUnder(join(t.home, "deployments", "fresh")), []);
+      assert.equal(await httpGet(port), "two", "the other service untouched");
+      await Deno.remove(filler);
     }),
 });
 
