@@ -157,10 +157,26 @@ export async function ensureWritable(home: string): Promise<void> {
   }
 }
 
-/** Writes a file only its owner can read (tokens, contexts): a 0600 temp file renamed into place. */
+/** Writes a file only its owner can read (tokens, contexts), atomically. */
 export async function writePrivate(path: string, text: string): Promise<void> {
-  const temp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(temp, text, { mode: 0o600 });
-  await Deno.chmod(temp, 0o600); // an existing temp file keeps its mode otherwise
-  await Deno.rename(temp, path);
+  await writeFileAtomic(path, text, { mode: 0o600 });
+}
+
+/**
+ * Writes `text` to a temp file beside `path` and renames it into place, so `path` is never seen
+ * half written; when a write fails (a full disk) the temp file is removed, not left behind.
+ */
+export async function writeFileAtomic(
+  path: string,
+  text: string,
+  options: { mode?: number } = {},
+): Promise<void> {
+  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    await Deno.writeTextFile(temp, text, { mode: options.mode, createNew: true });
+    await Deno.rename(temp, path);
+  } catch (e) {
+    await Deno.remove(temp).catch(() => {});
+    throw e;
+  }
 }

@@ -1,5 +1,5 @@
 import { dirname, join } from "node:path";
-import { exists, removeIfPresent } from "./fs.ts";
+import { exists, removeIfPresent, writeFileAtomic } from "./fs.ts";
 import { deploymentDir, type Paths, versionDir } from "./paths.ts";
 import type { Package } from "./version.ts";
 
@@ -68,29 +68,16 @@ export async function setCurrent(p: Paths, name: string, version: string): Promi
   const link = join(deploymentDir(p, name), "current");
   const temp = `${link}.${crypto.randomUUID().slice(0, 8)}`;
   await Deno.symlink(version, temp);
-  await renameOrRemove(temp, link);
+  await Deno.rename(temp, link).catch(async (e) => {
+    await Deno.remove(temp).catch(() => {});
+    throw e;
+  });
 }
 
 /** Writes deployments/NAME/metadata.json atomically. */
 export async function writeMetadata(p: Paths, name: string, data: unknown): Promise<void> {
   const file = join(deploymentDir(p, name), "metadata.json");
-  const temp = `${file}.${crypto.randomUUID().slice(0, 8)}`;
-  try {
-    await Deno.writeTextFile(temp, JSON.stringify(data, null, 2) + "\n");
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {}); // a full disk: no half file is left behind
-    throw e;
-  }
-  await renameOrRemove(temp, file);
-}
-
-async function renameOrRemove(temp: string, to: string): Promise<void> {
-  try {
-    await Deno.rename(temp, to);
-  } catch (e) {
-    await Deno.remove(temp).catch(() => {});
-    throw e;
-  }
+  await writeFileAtomic(file, JSON.stringify(data, null, 2) + "\n");
 }
 
 /** Removes a deployment's stored versions (read-only files included). */
