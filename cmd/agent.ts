@@ -91,9 +91,8 @@ export function register(program: Command, app: App): void {
       let log: ((line: string) => void) | undefined;
       if (opts.background) {
         await Deno.mkdir(app.paths.state, { recursive: true });
-        const file = join(app.paths.state, "agent.log");
-        log = (line) =>
-          Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
+        const { agentLog } = await import("../runtime/logs.ts");
+        log = agentLog(join(app.paths.state, "agent.log"));
       }
       // The agent's module graph loads only here: the CLI's other paths stay light.
       const { Agent, lockHome } = await import("../runtime/agent.ts");

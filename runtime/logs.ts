@@ -310,6 +310,19 @@ export class LogWriter implements LogSink {
   }
 }
 
+/**
+ * The background agent's own log (state/agent.log): each line appended, stamped. A line that
+ * cannot be written (a full disk) is dropped: the agent's log never stops the agent, not even
+ * its stop.
+ */
+export function agentLog(file: string): (line: string) => void {
+  return (line) => {
+    try {
+      Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
+    } catch { /* dropped: nowhere better to say so */ }
+  };
+}
+
 /** "12 line(s) (1.2Mi) dropped: output over the log rate limit of 1Mi/s". */
 export function describeDropped(d: Dropped): string {
   return `${d.lines} line(s) (${formatMemory(d.bytes)}) dropped: output over the log rate limit ` +

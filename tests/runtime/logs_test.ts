@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { basename, dirname, join } from "node:path";
 import { logFile, type Paths, paths } from "../../core/paths.ts";
 import {
+  agentLog,
   FileLogs,
   follow,
   listLogFiles,
@@ -871,5 +872,16 @@ Deno.test("LogWriter rotating on a full disk (a small tmpfs): lines are dropped 
       assert.ok((await Deno.stat(f)).size <= maxBytes + 1100, `${f} rotated at its limit`);
     }
     assert.ok(files.includes(basename(file)));
+  });
+});
+
+Deno.test("agentLog() appends stamped lines and drops one a full disk refuses, without throwing", async () => {
+  await withHome(async (_p, dir) => {
+    const file = join(dir, "agent.log");
+    agentLog(file)("prisn agent 1 serving");
+    assert.match(await Deno.readTextFile(file), /^\S+Z prisn agent 1 serving\n$/);
+    const full = join(dir, "full.log");
+    await Deno.symlink("/dev/full", full); // every write fails with ENOSPC
+    agentLog(full)("prisn agent 1 stopped"); // must not throw: the agent's stop goes on
   });
 });
