@@ -30,7 +30,10 @@ export async function main(args: string[]): Promise<number> {
   const program = new Command("prisn")
     .description("deploy scripts and keep them running: services, cronjobs and jobs")
     .option("-v, --version", "print the version and git commit")
-    .option("--server <url>", "a remote agent's API: https://HOST:PORT (env PRISN_SERVER)")
+    .option(
+      "--server <url>",
+      "a remote agent's API: https://HOST:PORT (env PRISN_SERVER; its CA: env PRISN_CA)",
+    )
     .option("--token <token>", "the remote agent's API token (env PRISN_TOKEN)")
     .option("--context <name>", "talk to this context's agent (see prisn context ls)")
     .hook("preAction", (cmd) => {

@@ -34,6 +34,8 @@ export class App {
   /**
    * Which agent: `--context NAME`, else `--server`/`--token` (or PRISN_SERVER/PRISN_TOKEN), else
    * the current context, else the local one. `--server`/`--token` also override a context's.
+   * The CA that signed a remote agent's certificate: PRISN_CA (a file, as `context add --ca`),
+   * else the context's; like PRISN_TOKEN, it does not override `--context NAME`.
    */
   async target(): Promise<Target> {
     const g = this.globals;
@@ -48,12 +50,17 @@ export class App {
       return { kind: "local", paths: this.paths };
     }
     const token = g.token ?? (g.context ? undefined : envToken) ?? context?.token;
-    const caFile = context?.ca;
+    const envCa = g.context ? undefined : Deno.env.get("PRISN_CA") || undefined;
+    const caFile = envCa ?? context?.ca;
     const ca = caFile === undefined
       ? undefined
       : await readConfigFile(caFile, { label: `CA file ${caFile}` });
     if (caFile !== undefined && ca === undefined) {
-      throw invalid(`context "${name}": its CA file ${caFile} does not exist`);
+      throw invalid(
+        envCa !== undefined
+          ? `PRISN_CA names ${caFile}, which does not exist: give the CA file that signed the agent's certificate`
+          : `context "${name}": its CA file ${caFile} does not exist`,
+      );
     }
     return { kind: "remote", context: name, remote: { server: validateServer(server), token, ca } };
   }

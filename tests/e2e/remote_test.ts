@@ -269,7 +269,7 @@ Deno.test("an upload over the agent's --max-upload is refused with a clear error
   }
 });
 
-Deno.test("a context with --ca reaches an HTTPS agent whose certificate that CA signed", async () => {
+Deno.test("a context with --ca, or PRISN_CA, reaches an HTTPS agent whose certificate that CA signed", async () => {
   const server = new TestHome();
   const t = laptop();
   try {
@@ -308,6 +308,19 @@ Deno.test("a context with --ca reaches an HTTPS agent whose certificate that CA 
       join(server.dir, "ca.pem"),
     );
     assert.match(await t.ok("--context", "prod", "ls"), /^No deployments/);
+    // PRISN_CA is --ca for PRISN_SERVER/PRISN_TOKEN (and --server), without a context.
+    await t.ok("context", "rm", "prod");
+    Object.assign(t.env, { PRISN_SERVER: base, PRISN_TOKEN: admin });
+    assertOneLineError(await t.cli("ls"), /certificate/i, "PRISN_SERVER without PRISN_CA");
+    t.env.PRISN_CA = join(server.dir, "ca.pem");
+    assert.match(await t.ok("ls"), /^No deployments/);
+    assert.match(await t.ok("status"), new RegExp(`^Talking to server ${base}$`, "m"));
+    t.env.PRISN_CA = join(server.dir, "missing.pem");
+    assertOneLineError(
+      await t.cli("ls"),
+      /^prisn: PRISN_CA names \S+missing\.pem, which does not exist: give the CA file that signed the agent's certificate$/,
+      "a missing PRISN_CA file",
+    );
   } finally {
     await t.close();
     await server.close();
