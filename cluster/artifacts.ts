@@ -13,7 +13,7 @@ import type { ObjectInfo, ObjectStore } from "@nats-io/obj";
 import type { Artifacts } from "../core/artifacts.ts";
 import { archiveDigest, DEFAULT_MAX_ARCHIVE_BYTES, unpackVersion } from "../core/archive.ts";
 import { PrisnError } from "../core/errors.ts";
-import { exists, removeIfPresent } from "../core/fs.ts";
+import { exists, ownerOnlyFolder, removeIfPresent } from "../core/fs.ts";
 import type { LocalArtifacts } from "../core/local_artifacts.ts";
 import { deploymentDir, versionDir } from "../core/paths.ts";
 import type { Package } from "../core/version.ts";
@@ -161,8 +161,8 @@ export class ClusterArtifacts implements Artifacts {
             `object store: deploy it again`,
         );
       }
-      await Deno.mkdir(parent, { recursive: true });
-      await Deno.chmod(parent, 0o700); // a version may hold secrets (prisn.toml [env]): owner only
+      await Deno.mkdir(parent, { recursive: true, mode: 0o700 });
+      await ownerOnlyFolder(parent);
       const temp = await Deno.makeTempFile({ dir: parent, prefix: `.download-${version}-` });
       try {
         await this.#download(deployment, version, info, temp);

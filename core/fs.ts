@@ -157,6 +157,17 @@ export async function ensureWritable(home: string): Promise<void> {
   }
 }
 
+/**
+ * Makes a deployment's folder owner-only, but keeps the traverse bits it was given for a
+ * deployment run as another user (0711, see runtime/run_as.ts): a version may hold secrets
+ * (prisn.toml [env]), and a version being stored must not cut off one that runs.
+ */
+export async function ownerOnlyFolder(dir: string): Promise<void> {
+  const mode = (await Deno.stat(dir)).mode! & 0o777;
+  const wanted = 0o700 | (mode & 0o011);
+  if (mode !== wanted) await Deno.chmod(dir, wanted);
+}
+
 /** Writes a file only its owner can read (tokens, contexts), atomically. */
 export async function writePrivate(path: string, text: string): Promise<void> {
   await writeFileAtomic(path, text, { mode: 0o600 });

@@ -1,5 +1,5 @@
 import { dirname, join } from "node:path";
-import { exists, removeIfPresent, writeFileAtomic } from "./fs.ts";
+import { exists, ownerOnlyFolder, removeIfPresent, writeFileAtomic } from "./fs.ts";
 import { deploymentDir, type Paths, versionDir } from "./paths.ts";
 import type { Package } from "./version.ts";
 
@@ -30,8 +30,8 @@ export async function storeVersion(
   const finalDir = versionDir(p, name, version);
   if (await exists(finalDir)) return false;
   const parent = deploymentDir(p, name);
-  await Deno.mkdir(parent, { recursive: true });
-  await Deno.chmod(parent, 0o700); // a version may hold secrets (prisn.toml [env]): owner only
+  await Deno.mkdir(parent, { recursive: true, mode: 0o700 });
+  await ownerOnlyFolder(parent);
   const temp = await Deno.makeTempDir({ dir: parent, prefix: `.tmp-${version}-` });
   try {
     const dirs = new Set<string>();
@@ -74,10 +74,10 @@ export async function setCurrent(p: Paths, name: string, version: string): Promi
   });
 }
 
-/** Writes deployments/NAME/metadata.json atomically. */
+/** Writes deployments/NAME/metadata.json atomically, owner-only (it holds the spec's env). */
 export async function writeMetadata(p: Paths, name: string, data: unknown): Promise<void> {
   const file = join(deploymentDir(p, name), "metadata.json");
-  await writeFileAtomic(file, JSON.stringify(data, null, 2) + "\n");
+  await writeFileAtomic(file, JSON.stringify(data, null, 2) + "\n", { mode: 0o600 });
 }
 
 /** Removes a deployment's stored versions (read-only files included). */

@@ -275,6 +275,7 @@ async function openRecords(
 export async function lockHome(paths: Paths, log?: (line: string) => void): Promise<Deno.FsFile> {
   await ensureWritable(paths.home);
   await Deno.mkdir(paths.state, { recursive: true });
+  await Deno.chmod(paths.state, 0o700); // its log names the admin token once
   const lock = await Deno.open(join(paths.state, "agent.lock"), { create: true, write: true });
   const locked = await Promise.race([
     lock.lock(true).then(() => true),

@@ -22,6 +22,7 @@ import type { Launch } from "./launch.ts";
 import { NotReadyError } from "./service.ts";
 import { InstallError } from "./envs.ts";
 import { fetchGit, isGitUrl, redactUrl } from "./git_source.ts";
+import { checkHomeReachable, resolveRunAs } from "./run_as.ts";
 import type { Supervisor } from "./supervisor.ts";
 import { settingsOf } from "../core/settings.ts";
 
@@ -195,6 +196,9 @@ async function deployPackage(
     spec.timezone ??= Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
     validateSchedule(spec.schedule!, spec.timezone);
   }
+  // Refused before anything is stored: prepare checks again on every node that runs it.
+  const runAs = await resolveRunAs(spec);
+  if (runAs) await checkHomeReachable(runAs, ctx.paths.home);
   // From here on, one change per deployment at a time (deploy, rollback, scale, delete).
   return await supervisor.exclusive(spec.name, async () => {
     const version = versionId(pkg.files, runSpecOf(spec));

@@ -7,6 +7,7 @@ import { dependencies } from "./dependencies.ts";
 import { environmentOf, type EnvKind, linkNodeModules, prepareEnv } from "./envs.ts";
 import { findOnPath, type Interpreter, resolveInterpreter } from "./interpreters.ts";
 import type { ProcessSpec } from "./process.ts";
+import { openTo, resolveRunAs, runAsEnv } from "./run_as.ts";
 
 /** A dependency env a launch runs in. */
 export interface LaunchEnv {
@@ -35,14 +36,16 @@ export interface Launch extends ProcessSpec {
  * Resolves the interpreter and the dependency envs (each built once per content hash, then
  * reused) for a stored version, and returns how to start it: the entrypoint with its interpreter,
  * or the `command`'s program found in the project or on the run's PATH (envs' executables first).
+ * With prisn.toml `user`, the version and its envs are opened to that user (runtime/run_as.ts).
  * @throws {PrisnError} INVALID when the command's program is not found or it refers to a variable
- *   no run will have; what `dependencies` and `prepareEnv` throw.
+ *   no run will have; what `dependencies`, `prepareEnv`, `resolveRunAs` and `openTo` throw.
  */
 export async function prepareLaunch(
   ctx: AgentContext,
   spec: DeploySpec,
   version: string,
 ): Promise<Launch> {
+  const runAs = await resolveRunAs(spec); // before anything slow: an unknown user fails at once
   const dir = await ctx.artifacts.ensureLocal(spec.name, version);
   const interp = spec.runtime ? await resolveInterpreter(spec.runtime) : undefined;
   const environment = Deno.env.toObject();
@@ -63,9 +66,17 @@ export async function prepareLaunch(
     prepared.push(env);
     envs.push({ id: env.id, kind: env.kind, reused: env.reused, ms: Date.now() - started });
   }
+  if (runAs) {
+    await openTo(runAs, {
+      paths: ctx.paths,
+      version: dir,
+      envs: prepared.map((e) => e.dir),
+    });
+  }
   const env: Record<string, string> = {
     PYTHONUNBUFFERED: "1",
     ...(prepared.length ? environmentOf(prepared, environment) : {}),
+    ...(runAs ? runAsEnv(runAs) : {}),
     ...spec.env,
     PRISN_DEPLOYMENT: spec.name,
     PRISN_VERSION: version,
@@ -82,6 +93,7 @@ export async function prepareLaunch(
     envs,
     skipped: needed.skipped,
     redact: (spec.secrets ?? []).map((k) => spec.env[k]).filter((v) => v !== undefined),
+    runAs,
   };
 }
 

@@ -1,6 +1,7 @@
 import type { LimitGroup } from "./limits.ts";
 import type { LogSink } from "../core/log_store.ts";
 import type { OutputFifos } from "./output_fifos.ts";
+import { type RunAs, runAsCommand } from "./run_as.ts";
 
 export interface ExitInfo {
   code: number;
@@ -19,6 +20,12 @@ export interface ProcessSpec {
    * @default false
    */
   expand?: boolean;
+  /**
+   * Who the program runs as (prisn.toml `user`): it is started through setpriv, innermost, after
+   * the wrappers that join its limit group and open its output (see runtime/run_as.ts).
+   * @default the agent's own user
+   */
+  runAs?: RunAs;
 }
 
 /**
@@ -128,8 +135,8 @@ export interface SpawnLimitedOptions {
 
 /**
  * Starts one process for a replica or a run: creates its limit group (when `limits` gives one),
- * wraps the command into it and spawns it in its own process group. When any step fails the new
- * limit group is destroyed again and the error is thrown.
+ * wraps the command into it (run as `spec.runAs`, when set) and spawns it in its own process
+ * group. When any step fails the new limit group is destroyed again and the error is thrown.
  */
 export async function spawnLimited(
   spec: ProcessSpec,
@@ -138,7 +145,8 @@ export async function spawnLimited(
   let group: LimitGroup | undefined;
   try {
     group = await options.limits?.(options.name);
-    const { command, args } = group ? group.wrap(spec.command, spec.args) : spec;
+    const program = spec.runAs ? runAsCommand(spec.runAs, spec.command, spec.args) : spec;
+    const { command, args } = group ? group.wrap(program.command, program.args) : program;
     const proc = new GroupProcess({ command, args, cwd: spec.cwd, env: spec.env }, options.output);
     return { proc, group };
   } catch (error) {

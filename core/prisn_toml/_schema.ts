@@ -186,6 +186,11 @@ const DEPS = z.strictObject({
   ], { error: DEPS_NODE }).optional(),
 }, { error: 'must be a table like { python = "requirements.txt", node = false }' });
 
+/** A user or group name as useradd takes it (never starting with "-": it is passed to tools). */
+function account(error: string) {
+  return str(error).regex(/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/, { error });
+}
+
 const COMMAND = 'must be a list of strings like ["gunicorn", "--bind", "127.0.0.1:$PORT"] ' +
   "(a shell string is not run: prisn starts the program itself, without a shell)";
 
@@ -272,6 +277,8 @@ export const TOP = z.strictObject({
     str("must be a string").superRefine(checkedBy((name) => validateEnvName("secret", name))),
     { error: 'must be a list of env key names like ["API_KEY"]' },
   ).optional(),
+  user: account('must be a user name like "app"').optional(),
+  group: account('must be a group name like "app"').optional(),
 });
 
 /** The tables of prisn.toml whose keys are fixed (env's keys are the user's own). */

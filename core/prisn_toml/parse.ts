@@ -92,6 +92,12 @@ function conflicts(toml: PrisnToml): { path: string[]; message: string } | undef
       message: "args only apply to an entrypoint: put the arguments into command",
     };
   }
+  if (toml.group !== undefined && toml.user === undefined) {
+    return {
+      path: ["group"],
+      message: `group = "${toml.group}" needs user: set the user the processes run as too`,
+    };
+  }
   const { backoff_initial, backoff_max } = toml.restart ?? {};
   if (backoff_initial !== undefined || backoff_max !== undefined) {
     const defaults = PRISN_TOML_DEFAULTS.restart;

@@ -149,4 +149,11 @@ export interface PrisnToml {
   deps?: Deps;
   /** Names of `env` keys whose values are secret: never printed, never logged. */
   secrets?: string[];
+  /**
+   * The user every process of the deployment runs as (the agent must run as root); see
+   * runtime/run_as.ts.
+   */
+  user?: string;
+  /** The group it runs as, then its only group (absent: the user's own groups); needs `user`. */
+  group?: string;
 }

@@ -329,11 +329,11 @@ Deno.test("parsePrisnToml() lists the allowed keys when none is near", () => {
   );
   assertRejects(
     "dependencies = []",
-    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
+    'prisn.toml:1: unknown key "dependencies": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets, user, group',
   );
   assertRejects(
     '[databse]\nurl = "x"',
-    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets',
+    'prisn.toml:1: unknown key "databse": prisn.toml takes name, type, runtime, entrypoint, command, args, env, port, balancer, address, replicas, schedule, timezone, health, resources, timeout, retries, retry_backoff, concurrency, catchup, starting_deadline, restart, stop_grace, drain_grace, readiness_timeout, history, logs, rollout, placement, deps, secrets, user, group',
   );
 });
 
@@ -448,6 +448,32 @@ Deno.test("PRISN_TOML_DEFAULTS are themselves valid prisn.toml values", () => {
   assert.deepEqual(toml.logs, { rate_limit: "1Mi" });
   assert.equal(toml.stop_grace, "10s");
   assert.deepEqual(toml.history, { successful: 100, failed: 10, versions: 5 });
+});
+
+Deno.test("parsePrisnToml() takes user and group as account names; group needs user", () => {
+  assert.deepEqual(parsePrisnToml('user = "app"'), { user: "app" });
+  const both = parsePrisnToml('user = "svc_web.1"\ngroup = "web-data"');
+  assert.deepEqual([both.user, both.group], ["svc_web.1", "web-data"]);
+  assertRejects(
+    'user = "-r"',
+    'prisn.toml:1: user must be a user name like "app" (got "-r")',
+  );
+  assertRejects(
+    "user = 1000",
+    'prisn.toml:1: user must be a user name like "app" (got 1000)',
+  );
+  assertRejects(
+    'name = "x"\nuser = "app"\ngroup = "a b"',
+    'prisn.toml:3: group must be a group name like "app" (got "a b")',
+  );
+  assertRejects(
+    'user = "' + "a".repeat(33) + '"',
+    `prisn.toml:1: user must be a user name like "app" (got "${"a".repeat(33)}")`,
+  );
+  assertRejects(
+    'name = "x"\ngroup = "app"',
+    'prisn.toml:2: group = "app" needs user: set the user the processes run as too',
+  );
 });
 
 Deno.test("parsePrisnToml() takes logs.rate_limit as a byte quantity or false, and rollout.max_parallel", () => {

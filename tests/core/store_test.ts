@@ -59,6 +59,23 @@ Deno.test("storeVersion() copies every file, read-only, keeping exec bits", asyn
   });
 });
 
+Deno.test("storeVersion() keeps the deployment's folder owner-only, and traverse-only once opened to a user", async () => {
+  await withStore(async ({ p, pkg }) => {
+    await storeVersion(p, "api", "v-1", pkg);
+    const folder = deploymentDir(p, "api");
+    assert.equal(await mode(folder), 0o700);
+    assert.equal(await mode(versionDir(p, "api", "v-1")), 0o700);
+    await Deno.chmod(folder, 0o755); // as an older prisn or a hand left it
+    await storeVersion(p, "api", "v-2", pkg);
+    assert.equal(await mode(folder), 0o711, "no listing; a running user's version stays reachable");
+    await Deno.chmod(folder, 0o711); // runtime/run_as.ts opened it for a version run as a user
+    await storeVersion(p, "api", "v-3", pkg);
+    assert.equal(await mode(folder), 0o711, "storing another version does not cut it off");
+    await writeMetadata(p, "api", { version: "v-3" });
+    assert.equal(await mode(join(folder, "metadata.json")), 0o600, "metadata holds the env");
+  });
+});
+
 Deno.test("storeVersion() stores a link inside the package as the same link", async () => {
   await withStore(async ({ p, project }) => {
     await Deno.symlink("lib/util.py", join(project, "util.py"));
