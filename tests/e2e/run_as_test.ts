@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { RunRecord } from "../../core/types.ts";
 import { buildWheel } from "../fixtures/envs_wheel.ts";
 import {
+  alive,
   assertOneLineError,
   finished,
   freePort,
@@ -25,6 +26,8 @@ const skip = Deno.uid() !== 0
   ? "python3 with venv is not installed"
   : undefined;
 if (skip) console.log(`e2e/run_as_test: skipped: ${skip}`);
+
+const repo = new URL("../..", import.meta.url).pathname;
 
 async function run(command: string, ...args: string[]): Promise<string> {
   const out = await new Deno.Command(command, { args, stdout: "piped", stderr: "piped" }).output();
@@ -243,9 +246,73 @@ Deno.test({
         const root = await ranAs("rooted");
         assert.match(root.log, /uid=0 gid=0 /, 'user = "root" runs as root');
         assert.doesNotMatch(root.log, /db closed/);
+
+        await refusedByNonRootAgent(u);
       } finally {
         await h.close();
       }
     });
   },
 });
+
+/**
+ * The user's own CLI and the agent it starts, not root: `user` is refused, nothing deployed. Deno
+ * and its npm cache sit in root's folders, so the test gives the user a hard link to the binary
+ * and a hard-linked copy of the cache (no bytes copied).
+ */
+async function refusedByNonRootAgent(u: { name: string; uid: number; gid: number }) {
+  const dir = await Deno.makeTempDir({ prefix: "prisn-runas-agent-" });
+  const env = {
+    PATH: "/usr/bin:/bin",
+    HOME: "/nonexistent",
+    PRISN_HOME: join(dir, "home"),
+    DENO_DIR: join(dir, "deno-dir"),
+  };
+  const cli = (...args: string[]) =>
+    new Deno.Command("setpriv", {
+      args: [`--reuid=${u.uid}`, `--regid=${u.gid}`, "--init-groups", "--", join(dir, "deno")]
+        .concat(["run", "-A", "--quiet", join(repo, "main.ts"), ...args]),
+      env,
+      clearEnv: true,
+      stdin: "null",
+    }).output().then((o) => ({
+      code: o.code,
+      stdout: new TextDecoder().decode(o.stdout),
+      stderr: new TextDecoder().decode(o.stderr),
+    }));
+  try {
+    await Deno.chmod(dir, 0o711);
+    try {
+      await Deno.link(Deno.execPath(), join(dir, "deno"));
+    } catch (e) {
+      console.log(`skipped the non-root agent: cannot hard-link deno into /tmp (${e})`);
+      return;
+    }
+    const info = JSON.parse(await run(Deno.execPath(), "info", "--json"));
+    await Deno.mkdir(env.DENO_DIR);
+    await run("cp", "-al", join(info.denoDir, "npm"), env.DENO_DIR);
+    await run("find", env.DENO_DIR, "-type", "d", "-exec", "chown", u.name, "{}", "+");
+    await Deno.mkdir(env.PRISN_HOME);
+    await Deno.chown(env.PRISN_HOME, u.uid, u.gid);
+    const project = join(dir, "project");
+    await Deno.mkdir(project, { mode: 0o755 });
+    await Deno.writeTextFile(join(project, "main.sh"), "#!/bin/bash\necho hi\n", { mode: 0o755 });
+    await Deno.writeTextFile(join(project, "prisn.toml"), `user = "${u.name}"\n`, { mode: 0o644 });
+    assertOneLineError(
+      await cli("deploy", project),
+      new RegExp(
+        `^prisn: user = "${u.name}" needs an agent running as root \\(this one runs as uid ${u.uid}\\): run the agent as root, or remove user from prisn\\.toml$`,
+      ),
+      "user on a non-root agent",
+    );
+    const listed = await cli("ls", "-o", "json");
+    assert.deepEqual(JSON.parse(listed.stdout), [], `nothing deployed (${listed.stderr})`);
+  } finally {
+    await cli("agent", "stop").catch(() => {});
+    const pid = Number(
+      await Deno.readTextFile(join(env.PRISN_HOME, "state", "agent.pid")).catch(() => ""),
+    );
+    if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+    await Deno.remove(dir, { recursive: true });
+  }
+}
