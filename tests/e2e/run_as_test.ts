@@ -173,7 +173,8 @@ Deno.test({
           [u.uid, u.uid, u.gid, u.gid, groups],
           "the replica runs as the user, with its own groups",
         );
-        assert.deepEqual([answer.home, answer.user], [`/home/${u.name}`, u.name]);
+        const userHome = (await run("getent", "passwd", u.name)).split(":")[5];
+        assert.deepEqual([answer.home, answer.user], [userHome, u.name], "HOME and USER");
         assert.equal(answer.secret, "s3cret-value", "secrets come as env");
         assert.equal(answer.greet, "from-venv", "the venv prepare built as root is usable");
         const closed = Object.keys(targets).filter((k) => !k.startsWith("own"));
