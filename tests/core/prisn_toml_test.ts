@@ -413,6 +413,14 @@ Deno.test("validateName() rejects anything else with one line saying what is all
       name,
     );
   }
+  const rest = " is not valid: use 1-63 lowercase letters, digits or '-', starting and ending " +
+    "with a letter or digit";
+  assert.throws(
+    () => validateName("x".repeat(5000)),
+    isPrisnError("INVALID", `name "${"x".repeat(67)}..."${rest}`),
+    "a long name is cut",
+  );
+  assert.throws(() => validateName("a\nb"), isPrisnError("INVALID", `name "a\\nb"${rest}`));
 });
 
 Deno.test("PRISN_TOML_KEYS lists every key once, tables' keys dotted", () => {
