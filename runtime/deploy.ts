@@ -307,35 +307,16 @@ async function deployPackage(
       port: spec.port,
       replicas,
     };
-    if (spec.type === "service") {
-      try {
-        await supervisor.rolloutService(spec, version, replicas);
-      } catch (e) {
-        if (e instanceof NotReadyError && e.lines.length) {
-          progress(
-            "Activate",
-            `${e.replica} not ready; its last stderr lines:\n${e.lines.join("\n")}`,
-          );
-        }
-        if (existing) {
-          await bestEffort(ctx.desired.setVersionStatus(spec.name, version, "failed"));
-          ctx.event(spec.name, "RolloutFailed", (e as Error).message);
-        } else if (e instanceof PrisnError && e.code === "FAILED") {
-          // The first version: it stays, restarting.
-          await activateRecord(ctx, spec, version, replicas, source, 0);
-          ctx.event(spec.name, "NotReady", (e as Error).message);
-        } else {
-          await ctx.desired.deleteDeployment(spec.name);
-          await ctx.artifacts.remove(spec.name);
-        }
-        throw e;
-      }
+    /**
+     * Records a rolled-out service's activation. On a full disk the rollout is undone first: the
+     * new replicas serve but the records could not say so, so the old version comes back (a
+     * first deploy stops), and what runs is what the records say, now and after a restart.
+     */
+    const activateOrUndo = async () => {
       await holdForTest(ctx, "RolledOut");
       try {
         await activateRecord(ctx, spec, version, replicas, source, existing?.revision ?? 0);
       } catch (e) {
-        // The new replicas serve but the records could not say so (a full disk): the old
-        // version comes back, so what runs is what the records say, now and after a restart.
         if (!isDiskFull(e)) throw e;
         if (existing) {
           const old = ctx.desired.getVersion(spec.name, existing.version)!;
@@ -360,6 +341,31 @@ async function deployPackage(
           existing ? `${existing.version} serves again` : `${spec.name} is not deployed`,
         );
       }
+    };
+    if (spec.type === "service") {
+      try {
+        await supervisor.rolloutService(spec, version, replicas);
+      } catch (e) {
+        if (e instanceof NotReadyError && e.lines.length) {
+          progress(
+            "Activate",
+            `${e.replica} not ready; its last stderr lines:\n${e.lines.join("\n")}`,
+          );
+        }
+        if (existing) {
+          await bestEffort(ctx.desired.setVersionStatus(spec.name, version, "failed"));
+          ctx.event(spec.name, "RolloutFailed", (e as Error).message);
+        } else if (e instanceof PrisnError && e.code === "FAILED") {
+          // The first version: it stays, restarting.
+          await activateOrUndo();
+          ctx.event(spec.name, "NotReady", (e as Error).message);
+        } else {
+          await ctx.desired.deleteDeployment(spec.name);
+          await ctx.artifacts.remove(spec.name);
+        }
+        throw e;
+      }
+      await activateOrUndo();
       await report("Activate", await readyEverywhere(ctx, supervisor, spec, version, replicas));
     } else {
       try {

@@ -216,7 +216,7 @@ async function deployOne(t: TestHome) {
 
 Deno.test({
   name:
-    "a disk that fills between a rollout and its activation record: the old version serves again (a first deploy leaves nothing), the deploy fails in one line, a restart keeps the old one; rollback, scale and delete are refused with nothing changed",
+    "a disk that fills between a rollout and its activation record: the old version serves again (a first deploy, ready or not, leaves nothing), the deploy fails in one line, a restart keeps the old one; rollback, scale and delete are refused with nothing changed",
   sanitizeResources: false,
   fn: () =>
     onTmpfsHome("16m", async (t, scope) => {
@@ -273,22 +273,36 @@ Deno.test({
       await t.ok("deploy", dir, "--port", String(port));
       assert.equal(await httpGet(port), "two");
 
-      // A first deploy whose activation cannot be recorded: its replicas stop, nothing is left.
-      const freshPort = freePort();
-      const fresh = t.project("fresh", { "main.py": SERVER("fresh") });
-      const held = await heldDeploy(t, scope, "RolledOut", fresh, "--port", String(freshPort));
-      assert.equal(await httpGet(freshPort), "fresh");
-      await fill(filler);
-      const ended = await held.release();
-      assert.match(
-        ended.stderr,
-        /^prisn: cannot activate v-[0-9a-f]{8}: the disk under PRISN_HOME is full; free some space and deploy again \(fresh is not deployed\)$/,
-      );
-      assert.equal((await t.cli("get", "fresh")).code, 1, "not deployed");
-      assert.equal(await httpGet(freshPort), undefined, "its replica stopped");
-      assert.deepEqual(await processesUnder(join(t.home, "deployments", "fresh")), []);
-      assert.equal(await httpGet(port), "two", "the other service untouched");
-      await Deno.remove(filler);
+      // A first deploy whose activation cannot be recorded stops, and nothing is left of it:
+      // one that serves, and one that never gets ready (once recorded it would stay, restarting).
+      const firstOnFullDisk = async (name: string, files: Record<string, string>) => {
+        const itsPort = freePort();
+        const held = await heldDeploy(
+          t,
+          scope,
+          "RolledOut",
+          t.project(name, files),
+          "--port",
+          String(itsPort),
+        );
+        await fill(filler);
+        const { stderr } = await held.release();
+        assert.equal(
+          stderr.replace(/v-[0-9a-f]{8}/, "v-…"),
+          `prisn: cannot activate v-…: the disk under PRISN_HOME is full; free some space and ` +
+            `deploy again (${name} is not deployed)`,
+        );
+        assert.equal((await t.cli("get", name)).code, 1, "not deployed");
+        assert.equal(await httpGet(itsPort), undefined, "its replica stopped");
+        assert.deepEqual(await processesUnder(join(t.home, "deployments", name)), []);
+        assert.equal(await httpGet(port), "two", "the other service untouched");
+        await Deno.remove(filler);
+      };
+      await firstOnFullDisk("fresh", { "main.py": SERVER("fresh") });
+      await firstOnFullDisk("slow", {
+        "main.py": "import time\ntime.sleep(3600)\n",
+        "prisn.toml": 'readiness_timeout = "2s"\n',
+      });
     }),
 });
 
