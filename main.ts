@@ -36,6 +36,12 @@ export async function main(args: string[]): Promise<number> {
     )
     .option("--token <token>", "the remote agent's API token (env PRISN_TOKEN)")
     .option("--context <name>", "talk to this context's agent (see prisn context ls)")
+    .option(
+      "-n, --namespace <name>",
+      "the namespace to address (default: the context's, else default)",
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
+    .option("-A, --all-namespaces", "ls, get deploy, get jobs: every namespace")
     .hook("preAction", (cmd) => {
       app.globals = cmd.opts();
     })

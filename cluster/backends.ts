@@ -191,7 +191,10 @@ export async function clusterBackends(
             const [what, address] = r.split("@");
             const [idVersion, state] = what.split(":");
             const [id, version] = idVersion.split("#");
-            const [deployment, name] = id.split("/");
+            // DEPLOYMENT is a key, NAMESPACE/NAME: the replica is after the last '/'.
+            const slash = id.lastIndexOf("/");
+            const deployment = id.slice(0, slash);
+            const name = id.slice(slash + 1);
             const at = address?.lastIndexOf(":") ?? -1;
             return {
               node: n.node,

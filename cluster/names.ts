@@ -16,8 +16,11 @@ import type { ClusterNames } from "./types.ts";
 export const DEFAULT_CLUSTER = "prisn";
 
 const CLUSTER_RE = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
-/** A subject token prisn puts there: a deployment, a replica or a run id. */
-const TOKEN_RE = /^[A-Za-z0-9_-]+$/;
+/**
+ * A subject token prisn puts there: a deployment's key (NAMESPACE/NAME: '/' is no separator in
+ * NATS), a replica or a run id.
+ */
+const TOKEN_RE = /^[A-Za-z0-9_/-]+$/;
 
 /**
  * Throws a one-line INVALID error unless `name` is a cluster name: 1-32 lowercase letters,
@@ -34,7 +37,7 @@ export function validateClusterName(name: string): void {
 function token(what: string, value: string): string {
   if (!TOKEN_RE.test(value)) {
     throw invalid(
-      `${what} "${value}" cannot be part of a NATS subject: use letters, digits, '-' or '_'`,
+      `${what} "${value}" cannot be part of a NATS subject: use letters, digits, '-', '_' or '/'`,
     );
   }
   return value;

@@ -1,6 +1,7 @@
 import { type Paths, paths as defaultPaths } from "../core/paths.ts";
 import { Contexts } from "../core/contexts.ts";
-import { invalid } from "../core/errors.ts";
+import { invalid, PrisnError } from "../core/errors.ts";
+import { validateNamespace } from "../core/namespace.ts";
 import { readConfigFile } from "../core/fs.ts";
 import { validateServer } from "../core/contexts.ts";
 import { AgentClient, type RemoteTarget } from "../runtime/client.ts";
@@ -10,6 +11,10 @@ export interface Globals {
   server?: string;
   token?: string;
   context?: string;
+  /** -n/--namespace, as given (repeatable for token create). */
+  namespace?: string[];
+  /** -A/--all-namespaces */
+  allNamespaces?: boolean;
 }
 
 /** What the CLI talks to: the local agent, or a remote one (through a context or not). */
@@ -37,12 +42,13 @@ export class App {
    * The CA that signed a remote agent's certificate: PRISN_CA (a file, as `context add --ca`),
    * else the context's; like PRISN_TOKEN, it does not override `--context NAME`.
    */
-  async target(): Promise<Target> {
+  async target(options: { current?: boolean } = {}): Promise<Target> {
     const g = this.globals;
     const envServer = Deno.env.get("PRISN_SERVER") || undefined;
     const envToken = Deno.env.get("PRISN_TOKEN") || undefined;
     const contexts = await Contexts.open();
-    const name = g.context ?? (g.server ?? envServer ? undefined : contexts.current);
+    const current = options.current === false ? undefined : contexts.current;
+    const name = g.context ?? (g.server ?? envServer ? undefined : current);
     const context = name === undefined ? undefined : contexts.get(name);
     const server = g.server ?? (g.context ? undefined : envServer) ?? context?.server;
     if (server === undefined) {
@@ -62,17 +68,53 @@ export class App {
           : `context "${name}": its CA file ${caFile} does not exist`,
       );
     }
+    this.#contextNamespace = context?.namespace;
     return { kind: "remote", context: name, remote: { server: validateServer(server), token, ca } };
   }
 
-  /** The agent: a remote one, or the local one started in the background when none runs. */
-  async agent(): Promise<AgentClient> {
+  /**
+   * The namespace commands address: -n, else the context's; undefined: none said (the agent
+   * takes "default", or for `ls` a scoped token's namespaces).
+   */
+  namespace(): string | undefined {
+    const given = this.globals.namespace ?? [];
+    if (given.length > 1) {
+      throw invalid(
+        `give one -n/--namespace (only token create takes several): got ${given.join(", ")}`,
+      );
+    }
+    return given[0] === undefined ? this.#contextNamespace : validateNamespace(given[0]);
+  }
+
+  #contextNamespace?: string;
+
+  /**
+   * The agent: a remote one, or the local one started in the background when none runs. With
+   * `admin` (the token commands): the machine's own agent, whose socket owner is admin, unless
+   * --context, --server or PRISN_SERVER name another; the current context is not taken, and no
+   * local agent is started for it.
+   */
+  async agent(options: { admin?: boolean } = {}): Promise<AgentClient> {
     if (!this.#client) {
-      const target = await this.target();
+      const target = await this.target({ current: !options.admin });
+      if (options.admin && target.kind === "local") {
+        const client = await AgentClient.existing(this.paths);
+        if (!client) {
+          throw new PrisnError(
+            "UNAVAILABLE",
+            `no agent runs for ${this.paths.home}: tokens are managed on the agent's machine, ` +
+              `or give --context/--server with the admin token`,
+          );
+        }
+        this.#target = target;
+        return this.#client = client;
+      }
       this.#target = target;
+      const namespace = this.namespace(); // a bad one is refused before an agent is started
       this.#client = target.kind === "remote"
         ? new AgentClient(target.remote)
         : await AgentClient.connect(this.paths);
+      this.#client.namespace = namespace;
     }
     return this.#client;
   }

@@ -10,16 +10,17 @@ export function register(program: Command, app: App): void {
 
   context.command("add")
     .description(
-      "add (or replace) a context: --server URL --token T [--ca FILE]; the first is current",
+      "add (or replace) a context: --server URL --token T [--ca FILE] [-n NAMESPACE]; the first is current",
     )
     .argument("<name>")
     .option("--ca <file>", "PEM CA file the server's certificate is checked against")
     .action(async (name: string, opts) => {
-      // --server and --token are every command's options: commander hands them to the program.
+      // --server, --token and -n are every command's options: commander hands them to the program.
       const { server, token } = app.globals;
       if (!server || !token) throw invalid("context add needs --server URL and --token T");
+      const namespace = app.namespace();
       const contexts = await Contexts.open();
-      await contexts.add(name, { server, token, ca: opts.ca });
+      await contexts.add(name, { server, token, ca: opts.ca, namespace });
       app.out(
         `context ${name} added (${contexts.get(name).server})` +
           (contexts.current === name ? ", in use" : ""),
@@ -42,8 +43,14 @@ export function register(program: Command, app: App): void {
       const list = (await Contexts.open()).list().map(({ token: _, ...c }) => c);
       if (format !== "table") return app.out(formatData(list, format));
       app.out(table(
-        ["", "NAME", "SERVER", "CA"],
-        list.map((c) => [c.current ? "*" : "", c.name, c.server, c.ca ?? "-"]),
+        ["", "NAME", "SERVER", "NAMESPACE", "CA"],
+        list.map((c) => [
+          c.current ? "*" : "",
+          c.name,
+          c.server,
+          c.namespace ?? "default",
+          c.ca ?? "-",
+        ]),
       ));
     });
 

@@ -57,12 +57,27 @@ async function listRuns(
   if (!/^\d+$/.test(opts.limit) || Number(opts.limit) < 1) {
     throw invalid(`--limit "${opts.limit}" is not valid: give a whole number of 1 or more`);
   }
-  const runs = await (await app.agent()).runs({ deployment: name, limit: Number(opts.limit) });
+  const allNamespaces = app.globals.allNamespaces === true;
+  if (allNamespaces && name) throw invalid("-A lists every namespace's runs: give no NAME with it");
+  const runs = await (await app.agent()).runs({
+    deployment: name,
+    limit: Number(opts.limit),
+    allNamespaces,
+  });
   if (format !== "table") return app.out(formatData(runs, format));
   if (runs.length === 0) return app.out("No runs.");
   app.out(table(
-    ["ID", "DEPLOYMENT", "STATUS", "STARTED", "DURATION", "EXIT"],
+    [
+      ...allNamespaces ? ["NAMESPACE"] : [],
+      "ID",
+      "DEPLOYMENT",
+      "STATUS",
+      "STARTED",
+      "DURATION",
+      "EXIT",
+    ],
     runs.map((r) => [
+      ...allNamespaces ? [r.namespace ?? "default"] : [],
       r.id,
       r.replica ?? r.deployment,
       runStatus(r),
@@ -84,6 +99,7 @@ async function describe(app: App, name: string, output?: string) {
   }
   const lines = [fields([
     ["Name", d.name],
+    ["Namespace", d.namespace],
     ["Type", d.type + (d.suspended ? " (suspended)" : "")],
     ["Version", `${d.version} (deployed ${formatAge(d.deployedAt)} ago)`],
     ["Source", describeSource(d.source as SourceInfo)],

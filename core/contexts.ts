@@ -9,6 +9,7 @@ import { parse, stringify } from "smol-toml";
 import { invalid, notFound } from "./errors.ts";
 import { readConfigFile, writePrivate } from "./fs.ts";
 import { validateName } from "./prisn_toml.ts";
+import { validateNamespace } from "./namespace.ts";
 
 /** One remote agent. */
 export interface Context {
@@ -17,6 +18,8 @@ export interface Context {
   token: string;
   /** A PEM CA file the server's certificate is checked against. @default the system's roots */
   ca?: string;
+  /** The namespace commands address when they are given no -n. @default "default" */
+  namespace?: string;
 }
 
 interface ContextsFile {
@@ -96,6 +99,7 @@ export class Contexts {
     const entry: Context = { server: validateServer(context.server), token: context.token };
     if (!context.token) throw invalid("give the context a token: --token T");
     if (context.ca) entry.ca = context.ca;
+    if (context.namespace) entry.namespace = validateNamespace(context.namespace);
     this.data.contexts[name] = entry;
     this.data.current ??= name;
     await this.#save();

@@ -1,3 +1,5 @@
+import { DEFAULT_NAMESPACE, splitKey } from "./namespace.ts";
+
 /** Error codes callers branch on; main.ts maps them to exit codes. */
 export type ErrorCode =
   | "INVALID" // bad input from the user: flags, names, prisn.toml, paths
@@ -30,7 +32,15 @@ export function notFound(message: string): PrisnError {
   return new PrisnError("NOT_FOUND", message);
 }
 
-/** The one wording for a deployment name that is not deployed. */
-export function deploymentNotFound(name: string): PrisnError {
-  return notFound(`deployment "${name}" not found: see prisn ls`);
+/**
+ * The one wording for a deployment key (core/namespace.ts) that is not deployed; a namespace the
+ * caller may not see reads the same, so the answer tells nothing about what exists there.
+ */
+export function deploymentNotFound(key: string): PrisnError {
+  const { namespace, name } = splitKey(key);
+  return notFound(
+    namespace === DEFAULT_NAMESPACE
+      ? `deployment "${name}" not found: see prisn ls`
+      : `deployment "${name}" not found in namespace "${namespace}": see prisn ls -n ${namespace}`,
+  );
 }

@@ -51,6 +51,17 @@ const MIGRATIONS: string[] = [
   // Runs of service replicas (one per process lifetime), and the last stderr line of every run.
   `ALTER TABLE runs ADD COLUMN replica TEXT;
    ALTER TABLE runs ADD COLUMN last_error TEXT;`,
+  // Namespaces: a deployment is known by its key NAMESPACE/NAME (core/namespace.ts); everything
+  // recorded before is in "default". A replica's process id is KEY/REPLICA, a run's stays its id.
+  `UPDATE deployments SET name = 'default/' || name WHERE instr(name, '/') = 0;
+   UPDATE versions SET deployment = 'default/' || deployment,
+     spec = json_set(spec, '$.name', 'default/' || json_extract(spec, '$.name'))
+     WHERE instr(deployment, '/') = 0;
+   UPDATE runs SET deployment = 'default/' || deployment WHERE instr(deployment, '/') = 0;
+   UPDATE events SET deployment = 'default/' || deployment WHERE instr(deployment, '/') = 0;
+   UPDATE processes SET deployment = 'default/' || deployment,
+     id = CASE WHEN instr(id, '/') > 0 THEN 'default/' || id ELSE id END
+     WHERE instr(deployment, '/') = 0;`,
 ];
 
 type Row = Record<string, SQLInputValue>;
@@ -499,6 +510,12 @@ export class Records implements RunHistory, ProcessLedger {
     if (options.deployment) {
       where.push("deployment = ?");
       args.push(options.deployment);
+    }
+    if (options.namespaces) {
+      where.push(
+        "substr(deployment, 1, instr(deployment, '/') - 1) IN (SELECT value FROM json_each(?))",
+      );
+      args.push(JSON.stringify(options.namespaces));
     }
     if (options.replica) {
       where.push("replica = ?");

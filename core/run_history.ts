@@ -13,6 +13,8 @@ export interface RunsFilter {
   deployment?: string;
   /** Only the runs of one service replica, e.g. "api-0". */
   replica?: string;
+  /** Only the runs of deployments in these namespaces. */
+  namespaces?: string[];
   /** @default 20 */
   limit?: number;
   statuses?: RunStatus[];

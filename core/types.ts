@@ -47,7 +47,10 @@ export interface VersionRecord {
 
 export interface RunRecord {
   id: string;
+  /** The deployment's key (core/namespace.ts); on the API's wire its bare name. */
   deployment: string;
+  /** On the API's wire: the deployment's namespace. */
+  namespace?: string;
   version: string;
   status: RunStatus;
   trigger: RunTrigger;

@@ -1,6 +1,7 @@
 import { PrisnError } from "../core/errors.ts";
 import { type Paths, paths as defaultPaths } from "../core/paths.ts";
 import { Records } from "../core/records.ts";
+import { migrateLayout } from "../core/layout.ts";
 import { apiRoutes, errorResponse, router } from "./api.ts";
 import { type AgentContext, createContext } from "./context.ts";
 import { Ballast, isDiskFull } from "./disk_health.ts";
@@ -124,6 +125,10 @@ export class Agent {
     raiseFileLimit(); // 1,000 replicas need ~3,000 descriptors; systemd's default soft limit is 1024
     const lock = options.lock ?? await lockHome(paths, options.log);
     const ballast = new Ballast(join(paths.state, "ballast"));
+    // A home from before namespaces: its folders move under "default" (records: a migration).
+    for (const dir of await migrateLayout(paths)) {
+      (options.log ?? console.error)(`moved ${dir} to the namespaced layout (namespace default)`);
+    }
     const records = await openRecords(paths.db, ballast, options.log);
     for (const suffix of ["", "-wal", "-shm"]) {
       await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them

@@ -4,7 +4,8 @@
  * method answers 405 with an Allow header, an unknown path 404, both as `{ error: { code, message } }`.
  * @module
  */
-import { PrisnError } from "../core/errors.ts";
+import { deploymentNotFound, PrisnError } from "../core/errors.ts";
+import { DEFAULT_NAMESPACE, deploymentKey, validateNamespace } from "../core/namespace.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type {
   DeleteResponse,
@@ -26,7 +27,6 @@ import type {
   RollbackRequest,
   RunRecord,
   RunRequest,
-  RunsQuery,
   RunStarted,
   ScaleRequest,
   ScaleResponse,
@@ -39,7 +39,7 @@ import type {
 } from "./api_types.ts";
 import type { Progress } from "./deploy.ts";
 import { isDiskFull } from "./disk_health.ts";
-import type { TokenGrant, TokenInfo } from "./tokens.ts";
+import { reaches, type TokenGrant, type TokenInfo } from "./tokens.ts";
 
 /** What `logs` hands the route: the backlog, and with `follow` a way to keep reading. */
 export interface LogsReply {
@@ -52,7 +52,8 @@ export interface LogsReply {
 /** Everything the API can do; the route table only translates HTTP to these calls. */
 export interface Operations {
   ping(): PingResponse;
-  status(): Promise<StatusView>;
+  /** `namespaces`: whose deployments it shows. @default every namespace */
+  status(namespaces?: string[]): Promise<StatusView>;
   nodes(): Promise<NodeSummary[]>;
   /** Marks a cluster node draining (its replicas move elsewhere) or ready again. */
   drain(node: string, draining: boolean): Promise<DrainResponse>;
@@ -68,9 +69,13 @@ export interface Operations {
     signal?: AbortSignal,
   ): Promise<DeployResult>;
   gc(request: GcRequest): Promise<GcResult>;
-  runs(query: RunsQuery): RunRecord[];
-  run(id: string): RunRecord;
-  deployments(): DeploymentSummary[];
+  /** `deployment` is a key (core/namespace.ts); without it, the runs of `namespaces`. */
+  runs(query: { deployment?: string; namespaces?: string[]; limit?: number }): RunRecord[];
+  /** A run of a deployment in `namespaces` (@default every namespace); else NOT_FOUND. */
+  run(id: string, namespaces?: string[]): RunRecord;
+  /** The deployments of `namespaces`. @default every namespace */
+  deployments(namespaces?: string[]): DeploymentSummary[];
+  // From here on, `name` is a deployment's key: NAMESPACE/NAME.
   deployment(name: string): Promise<DeploymentDetail>;
   env(name: string): EnvEntry[];
   history(name: string): HistoryRow[];
@@ -92,6 +97,8 @@ export type Method = "GET" | "POST" | "DELETE";
 export interface RouteContext {
   params: Record<string, string>;
   url: URL;
+  /** The TCP API's token; none over the unix socket (its owner reaches everything). */
+  grant?: TokenGrant;
 }
 
 /**
@@ -149,14 +156,53 @@ export function apiRoutes(ops: Operations, options: ApiOptions = {}): Route[] {
     access: Access = method === "GET" ? "read" : "write",
   ): Route => ({ method, pattern: path(pathname), access, handler });
   const name = (ctx: RouteContext) => ctx.params.name;
+  /**
+   * A route about one deployment (`?namespace=`, @default "default"): its key. A namespace the
+   * token does not reach reads as a deployment not found, so nothing there shows it exists.
+   */
+  const key = (ctx: RouteContext) => {
+    const namespace = namespaceParam(ctx);
+    const key = deploymentKey(namespace, name(ctx));
+    if (!reaches(ctx.grant, namespace)) throw deploymentNotFound(key);
+    return key;
+  };
+  /** The namespace a deploy or a list addresses; one the token does not reach is refused. */
+  const reachable = (ctx: RouteContext) => {
+    const namespace = namespaceParam(ctx);
+    if (!reaches(ctx.grant, namespace)) throw outOfReach(ctx.grant!, namespace);
+    return namespace;
+  };
+  /**
+   * The namespaces a list shows: `?all=true` every one the token reaches, `?namespace=` that
+   * one; neither: "default", or for a token of some namespaces, those.
+   */
+  const listed = (ctx: RouteContext): string[] | undefined => {
+    const q = ctx.url.searchParams;
+    if (q.get("all") === "true") return ctx.grant?.namespaces;
+    if (q.has("namespace")) return [reachable(ctx)];
+    return ctx.grant?.namespaces ?? [DEFAULT_NAMESPACE];
+  };
+  /** Routes about the whole node or cluster (gc, drain) take a token of every namespace. */
+  const everyNamespace = (ctx: RouteContext) => {
+    if (ctx.grant?.namespaces) {
+      throw new PrisnError(
+        "FORBIDDEN",
+        `token "${ctx.grant.name}" reaches only namespace(s) ${
+          ctx.grant.namespaces.join(", ")
+        }: this needs a token of every namespace`,
+      );
+    }
+  };
   return [
     route("GET", "/v1/ping", () => json(ops.ping())),
-    route("GET", "/v1/status", async () => json(await ops.status())),
+    route("GET", "/v1/status", async (_req, ctx) => json(await ops.status(ctx.grant?.namespaces))),
     route("GET", "/v1/nodes", async () => json(await ops.nodes())),
     route("POST", "/v1/nodes/:node/drain", async (_req, ctx) => {
+      everyNamespace(ctx);
       return json(await ops.drain(ctx.params.node, true));
     }),
     route("POST", "/v1/nodes/:node/undrain", async (_req, ctx) => {
+      everyNamespace(ctx);
       return json(await ops.drain(ctx.params.node, false));
     }),
     route("POST", "/v1/agent/stop", () => json(ops.stop()), "admin"),
@@ -167,44 +213,49 @@ export function apiRoutes(ops: Operations, options: ApiOptions = {}): Route[] {
     route("DELETE", "/v1/tokens/:name", async (_req, ctx) => {
       return json(await ops.revokeToken(name(ctx)));
     }, "admin"),
-    route("POST", "/v1/deploy", async (req) => {
-      const request = await readBody<DeployRequest>(req);
+    route("POST", "/v1/deploy", async (req, ctx) => {
+      const request = { ...await readBody<DeployRequest>(req), namespace: reachable(ctx) };
       return ndjson<DeployEvent>(async (send, gone) => {
         const progress: Progress = (step, detail) => send([{ step, detail }]);
         send([{ result: await ops.deploy(request, progress, gone) }]);
       });
     }),
-    route("POST", "/v1/deploy/upload", async (req) => {
-      const request = decodeDeployHeader(req);
+    route("POST", "/v1/deploy/upload", async (req, ctx) => {
+      const request = { ...decodeDeployHeader(req), namespace: reachable(ctx) };
       const archive = await readUpload(req, maxUpload);
       return ndjson<DeployEvent>(async (send, gone) => {
         const progress: Progress = (step, detail) => send([{ step, detail }]);
         send([{ result: await ops.deployUpload(request, archive, progress, gone) }]);
       });
     }),
-    route("POST", "/v1/gc", async (req) => json(await ops.gc(await readBody<GcRequest>(req)))),
-    route("GET", "/v1/runs", (_req, { url }) => {
-      const q = url.searchParams;
-      return json(ops.runs({
-        deployment: q.get("deployment") ?? undefined,
-        limit: Number(q.get("limit") ?? 20),
-      }));
+    route("POST", "/v1/gc", async (req, ctx) => {
+      everyNamespace(ctx);
+      return json(await ops.gc(await readBody<GcRequest>(req)));
     }),
-    route("GET", "/v1/runs/:id", (_req, ctx) => json(ops.run(ctx.params.id))),
-    route("GET", "/v1/deployments", () => json(ops.deployments())),
+    route("GET", "/v1/runs", (_req, ctx) => {
+      const q = ctx.url.searchParams;
+      const deployment = q.get("deployment") ?? undefined;
+      const limit = Number(q.get("limit") ?? 20);
+      if (deployment === undefined) return json(ops.runs({ namespaces: listed(ctx), limit }));
+      return json(ops.runs({ deployment: key({ ...ctx, params: { name: deployment } }), limit }));
+    }),
+    route("GET", "/v1/runs/:id", (_req, ctx) => {
+      return json(ops.run(ctx.params.id, ctx.grant?.namespaces));
+    }),
+    route("GET", "/v1/deployments", (_req, ctx) => json(ops.deployments(listed(ctx)))),
     route(
       "GET",
       "/v1/deployments/:name",
-      async (_req, ctx) => json(await ops.deployment(name(ctx))),
+      async (_req, ctx) => json(await ops.deployment(key(ctx))),
     ),
     route("DELETE", "/v1/deployments/:name", async (_req, ctx) => {
       const purge = ctx.url.searchParams.get("purge") === "true";
-      return json(await ops.delete(name(ctx), { purge }));
+      return json(await ops.delete(key(ctx), { purge }));
     }),
-    route("GET", "/v1/deployments/:name/env", (_req, ctx) => json(ops.env(name(ctx)))),
-    route("GET", "/v1/deployments/:name/history", (_req, ctx) => json(ops.history(name(ctx)))),
+    route("GET", "/v1/deployments/:name/env", (_req, ctx) => json(ops.env(key(ctx)))),
+    route("GET", "/v1/deployments/:name/history", (_req, ctx) => json(ops.history(key(ctx)))),
     route("GET", "/v1/deployments/:name/logs", async (_req, ctx) => {
-      const reply = await ops.logs(name(ctx), logsQuery(ctx.url.searchParams));
+      const reply = await ops.logs(key(ctx), logsQuery(ctx.url.searchParams));
       return ndjson<LogEvent>(async (send, signal) => {
         const lines = (lines: string[]) => send(lines.map((line) => ({ line })));
         lines(reply.lines);
@@ -212,19 +263,19 @@ export function apiRoutes(ops: Operations, options: ApiOptions = {}): Route[] {
       });
     }),
     route("POST", "/v1/deployments/:name/rollback", async (req, ctx) => {
-      return json(await ops.rollback(name(ctx), await readBody<RollbackRequest>(req)));
+      return json(await ops.rollback(key(ctx), await readBody<RollbackRequest>(req)));
     }),
     route("POST", "/v1/deployments/:name/scale", async (req, ctx) => {
-      return json(await ops.scale(name(ctx), await readBody<ScaleRequest>(req)));
+      return json(await ops.scale(key(ctx), await readBody<ScaleRequest>(req)));
     }),
     route("POST", "/v1/deployments/:name/run", async (req, ctx) => {
-      return json(await ops.startRun(name(ctx), await readBody<RunRequest>(req)));
+      return json(await ops.startRun(key(ctx), await readBody<RunRequest>(req)));
     }),
     route("POST", "/v1/deployments/:name/suspend", async (_req, ctx) => {
-      return json(await ops.setSuspended(name(ctx), true));
+      return json(await ops.setSuspended(key(ctx), true));
     }),
     route("POST", "/v1/deployments/:name/resume", async (_req, ctx) => {
-      return json(await ops.setSuspended(name(ctx), false));
+      return json(await ops.setSuspended(key(ctx), false));
     }),
   ];
 }
@@ -265,7 +316,7 @@ export function router(
         for (const [key, value] of Object.entries(match.pathname.groups)) {
           if (value !== undefined) params[key] = decodeURIComponent(value);
         }
-        return await r.handler(req, { params, url: new URL(req.url) });
+        return await r.handler(req, { params, url: new URL(req.url), grant });
       }
       if (allowed.size > 0) {
         const allow = [...allowed].join(", ");
@@ -282,6 +333,20 @@ export function router(
       return errorResponse(e);
     }
   };
+}
+
+/** `?namespace=`, validated. @default DEFAULT_NAMESPACE */
+function namespaceParam(ctx: RouteContext): string {
+  return validateNamespace(ctx.url.searchParams.get("namespace") ?? DEFAULT_NAMESPACE);
+}
+
+function outOfReach(grant: TokenGrant, namespace: string): PrisnError {
+  return new PrisnError(
+    "FORBIDDEN",
+    `token "${grant.name}" may not reach namespace "${namespace}" (it reaches ${
+      grant.namespaces!.join(", ")
+    })`,
+  );
 }
 
 function permits(grant: TokenGrant, access: Access): boolean {

@@ -40,6 +40,7 @@ export interface StopResponse {
 /** A row of `prisn ls` / `prisn status` (GET /v1/deployments). */
 export interface DeploymentSummary {
   name: string;
+  namespace: string;
   type: DeploymentRecord["type"];
   version: string;
   replicas: { desired: number; ready: number };
@@ -125,6 +126,10 @@ export interface GcRequest {
 export interface RunsQuery {
   /** The runs of a deployment, or of one of its replicas (`api-0`). @default all */
   deployment?: string;
+  /** The deployment's namespace; without `deployment`, whose runs. */
+  namespace?: string;
+  /** Without `deployment`: the runs of every namespace the caller may see. */
+  allNamespaces?: boolean;
   /** @default 20 */
   limit?: number;
 }
@@ -212,12 +217,15 @@ export type LogEvent = { line: string } | ErrorBody;
 export interface TokenRequest {
   name: string;
   readOnly?: boolean;
+  /** The namespaces it reaches. @default every namespace */
+  namespaces?: string[];
 }
 
 /** POST /v1/tokens: the secret, shown this once (the agent keeps only its hash). */
 export interface TokenCreated {
   name: string;
   readOnly: boolean;
+  namespaces?: string[];
   token: string;
 }
 

@@ -94,6 +94,11 @@ export class AgentClient {
   readonly where: string;
   /** The remote agent, when not the local socket. */
   readonly remote?: RemoteTarget;
+  /**
+   * The namespace every call addresses (`?namespace=` on each request). @default none: the agent
+   * takes "default" (a list: a scoped token's namespaces)
+   */
+  namespace?: string;
 
   constructor(target: Paths | RemoteTarget) {
     if ("server" in target) {
@@ -199,8 +204,9 @@ export class AgentClient {
     return this.call("POST", "/v1/agent/stop");
   }
 
-  deployments(): Promise<DeploymentSummary[]> {
-    return this.call("GET", "/v1/deployments");
+  /** The deployments of the namespace, or with `all` of every namespace the caller may see. */
+  deployments(options: { all?: boolean } = {}): Promise<DeploymentSummary[]> {
+    return this.call("GET", `/v1/deployments${options.all ? "?all=true" : ""}`);
   }
 
   deployment(name: string): Promise<DeploymentDetail> {
@@ -296,6 +302,7 @@ export class AgentClient {
     const q = new URLSearchParams();
     if (query.limit !== undefined) q.set("limit", String(query.limit));
     if (query.deployment) q.set("deployment", query.deployment);
+    if (query.allNamespaces) q.set("all", "true");
     return this.call("GET", `/v1/runs${q.size ? `?${q}` : ""}`);
   }
 
@@ -412,6 +419,9 @@ export class AgentClient {
     const binary = body instanceof Uint8Array;
     if (body !== undefined) {
       headers["content-type"] = binary ? "application/gzip" : "application/json";
+    }
+    if (this.namespace !== undefined) {
+      path += `${path.includes("?") ? "&" : "?"}namespace=${encodeURIComponent(this.namespace)}`;
     }
     try {
       return await fetch(`${this.#base}${path}`, {

@@ -25,6 +25,14 @@ import { fetchGit, isGitUrl, redactUrl } from "./git_source.ts";
 import { checkHomeReachable, resolveRunAs } from "./run_as.ts";
 import type { Supervisor } from "./supervisor.ts";
 import { settingsOf } from "../core/settings.ts";
+import {
+  DEFAULT_NAMESPACE,
+  deploymentKey,
+  displayKey,
+  nameOf,
+  namespaceOf,
+  validateNamespace,
+} from "../core/namespace.ts";
 
 export interface DeployRequest {
   /** An absolute path (folder or file) or a git URL. */
@@ -33,11 +41,16 @@ export interface DeployRequest {
   origin?: string;
   ref?: string;
   path?: string;
+  /** The namespace to deploy into. @default DEFAULT_NAMESPACE */
+  namespace?: string;
   flags: DeployFlags;
 }
 
 export interface DeployResult {
+  /** Inside the agent the deployment's key (core/namespace.ts); on the wire its bare name. */
   name: string;
+  /** On the wire: the deployment's namespace. */
+  namespace?: string;
   version: string;
   type: DeploySpec["type"];
   unchanged: boolean;
@@ -192,6 +205,11 @@ async function deployPackage(
     files: pkg.files.map((f) => f.path),
     defaultName: name,
   });
+  // From here on the spec's name is the deployment's key; its version does not depend on the
+  // namespace (the same folder is the same version in every namespace, and after the migration).
+  const bareName = spec.name;
+  spec.name = deploymentKey(validateNamespace(request.namespace ?? DEFAULT_NAMESPACE), bareName);
+  const shown = displayKey(spec.name);
   if (spec.type === "cronjob") {
     spec.timezone ??= Intl.DateTimeFormat().resolvedOptions().timeZone ?? "UTC";
     validateSchedule(spec.schedule!, spec.timezone);
@@ -201,15 +219,16 @@ async function deployPackage(
   if (runAs) await checkHomeReachable(runAs, ctx.paths.home);
   // From here on, one change per deployment at a time (deploy, rollback, scale, delete).
   return await supervisor.exclusive(spec.name, async () => {
-    const version = versionId(pkg.files, runSpecOf(spec));
+    const version = versionId(pkg.files, runSpecOf({ ...spec, name: bareName }));
     const existing = ctx.desired.getDeployment(spec.name);
     if (existing && existing.type !== spec.type) {
       throw new PrisnError(
         "CONFLICT",
-        `"${spec.name}" is deployed as a ${existing.type}, not a ${spec.type}: ` +
+        `"${shown}" is deployed as a ${existing.type}, not a ${spec.type}: ` +
           `delete it first or deploy under another --name`,
       );
     }
+    if (spec.port !== undefined) portFree(ctx, spec.name, spec.port);
     const replicas = request.flags.replicas !== undefined || toml?.replicas !== undefined
       ? spec.replicas
       : existing?.replicas ?? spec.replicas;
@@ -240,7 +259,7 @@ async function deployPackage(
       }
       if (!existing) await ctx.artifacts.remove(spec.name); // no record: nothing else is there
       else if (wrote) await ctx.artifacts.remove(spec.name, version);
-      throw new PrisnError("FAILED", `the deploy of ${spec.name} was cancelled: nothing changed`);
+      throw new PrisnError("FAILED", `the deploy of ${shown} was cancelled: nothing changed`);
     };
     await checkCancelled(false, false);
 
@@ -390,6 +409,24 @@ async function deployPackage(
   });
 }
 
+/**
+ * Refuses (CONFLICT, before anything is stored) a port another deployment's active version
+ * serves: ports are the node's, whatever the namespace. Another namespace's deployment is not
+ * named.
+ */
+function portFree(ctx: AgentContext, key: string, port: number): void {
+  for (const d of ctx.desired.listDeployments()) {
+    if (d.name === key || ctx.desired.getVersion(d.name, d.version)?.spec.port !== port) continue;
+    const holder = namespaceOf(d.name) === namespaceOf(key)
+      ? `deployment "${nameOf(d.name)}"`
+      : "a deployment in another namespace";
+    throw new PrisnError(
+      "CONFLICT",
+      `port ${port} is taken by ${holder}: pick another --port (nothing changed)`,
+    );
+  }
+}
+
 /** A full disk as one line that says what to do; any other error as it is. */
 function storageError(error: unknown, what: string, state = "nothing changed"): unknown {
   return isDiskFull(error) ? diskFull(what, state, error) : error;
@@ -471,8 +508,12 @@ export async function rollback(
     throw new PrisnError(
       "NOT_FOUND",
       target
-        ? `version "${target}" of ${name} not found: see prisn history ${name}`
-        : `${name} has no earlier version to roll back to: see prisn history ${name}`,
+        ? `version "${target}" of ${displayKey(name)} not found: see prisn history ${
+          displayKey(name)
+        }`
+        : `${displayKey(name)} has no earlier version to roll back to: see prisn history ${
+          displayKey(name)
+        }`,
     );
   }
   if (to.version === d.version) {
@@ -525,7 +566,10 @@ export async function scale(
   const d = ctx.desired.getDeployment(name);
   if (!d) throw deploymentNotFound(name);
   if (d.type !== "service") {
-    throw new PrisnError("INVALID", `${name} is a ${d.type}; only services have replicas to scale`);
+    throw new PrisnError(
+      "INVALID",
+      `${displayKey(name)} is a ${d.type}; only services have replicas to scale`,
+    );
   }
   await ctx.desired.setReplicas(name, replicas, { expect: d.revision });
   if (!supervisor.services.has(name)) {

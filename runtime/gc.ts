@@ -1,6 +1,7 @@
 import { join } from "node:path";
 import { settingsOf } from "../core/settings.ts";
 import { versionDir } from "../core/paths.ts";
+import { deploymentKey, displayKey } from "../core/namespace.ts";
 import type { AgentContext } from "./context.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import { envIdsOf } from "./dependencies.ts";
@@ -53,7 +54,7 @@ export async function collectGarbage(
         kept.push({ dir: versionDir(paths, d.name, v.version), spec: v.spec });
         continue;
       }
-      result.versions.push(`${d.name}/${v.version}`);
+      result.versions.push(`${displayKey(d.name)}/${v.version}`);
       if (!options.dryRun) {
         await ctx.desired.deleteVersion(d.name, v.version);
         await ctx.artifacts.remove(d.name, v.version);
@@ -81,20 +82,27 @@ export async function collectGarbage(
 async function removeUnrecorded(ctx: AgentContext, options: GcOptions): Promise<string[]> {
   const exclusive = options.exclusive ?? ((_name, fn) => fn());
   const removed: string[] = [];
-  for (const name of await folderNames(ctx.paths.deployments)) {
-    await exclusive(name, async () => {
-      const dir = join(ctx.paths.deployments, name);
-      if (!ctx.desired.getDeployment(name)) {
+  const keys: string[] = [];
+  for (const namespace of await folderNames(ctx.paths.deployments)) {
+    for (const name of await folderNames(join(ctx.paths.deployments, namespace))) {
+      keys.push(deploymentKey(namespace, name));
+    }
+  }
+  for (const key of keys) {
+    const shown = displayKey(key);
+    await exclusive(key, async () => {
+      const dir = join(ctx.paths.deployments, key);
+      if (!ctx.desired.getDeployment(key)) {
         const versions = (await folderNames(dir)).filter((v) => v.startsWith("v-"));
-        removed.push(...versions.map((v) => `${name}/${v}`));
-        if (!options.dryRun) await ctx.artifacts.remove(name);
+        removed.push(...versions.map((v) => `${shown}/${v}`));
+        if (!options.dryRun) await ctx.artifacts.remove(key);
         return;
       }
-      const recorded = new Set(ctx.desired.listVersions(name).map((v) => v.version));
+      const recorded = new Set(ctx.desired.listVersions(key).map((v) => v.version));
       for (const version of await folderNames(dir)) {
         if (!version.startsWith("v-") || recorded.has(version)) continue;
-        removed.push(`${name}/${version}`);
-        if (!options.dryRun) await ctx.artifacts.remove(name, version);
+        removed.push(`${shown}/${version}`);
+        if (!options.dryRun) await ctx.artifacts.remove(key, version);
       }
     });
   }

@@ -1,3 +1,4 @@
+import { nameOf, namespaceOf } from "../core/namespace.ts";
 import { isAbsolute, join, resolve } from "node:path";
 import { commandVariables, expandCommand } from "../core/command.ts";
 import { PrisnError } from "../core/errors.ts";
@@ -78,7 +79,8 @@ export async function prepareLaunch(
     ...(prepared.length ? environmentOf(prepared, environment) : {}),
     ...(runAs ? runAsEnv(runAs) : {}),
     ...spec.env,
-    PRISN_DEPLOYMENT: spec.name,
+    PRISN_DEPLOYMENT: nameOf(spec.name),
+    PRISN_NAMESPACE: namespaceOf(spec.name),
     PRISN_VERSION: version,
   };
   const program = spec.command

@@ -582,11 +582,15 @@ export async function pruneLogs(
 ): Promise<number> {
   const cutoff = new Date(now - maxAgeDays * 86_400_000).toISOString().slice(0, 10);
   let removed = 0;
-  for (const deployment of await readDirNames(paths.logs)) {
-    for (const day of await readDirNames(join(paths.logs, deployment))) {
-      if (/^\d{4}-\d{2}-\d{2}$/.test(day) && day < cutoff) {
-        await Deno.remove(join(paths.logs, deployment, day), { recursive: true });
-        removed++;
+  for (const namespace of await readDirNames(paths.logs)) {
+    if (namespace.startsWith(".")) continue; // the layout's marker
+    for (const name of await readDirNames(join(paths.logs, namespace))) {
+      const deployment = join(paths.logs, namespace, name);
+      for (const day of await readDirNames(deployment)) {
+        if (/^\d{4}-\d{2}-\d{2}$/.test(day) && day < cutoff) {
+          await Deno.remove(join(deployment, day), { recursive: true });
+          removed++;
+        }
       }
     }
   }

@@ -1,4 +1,5 @@
 import { deploymentNotFound, invalid, notFound } from "../core/errors.ts";
+import { deploymentKey, displayKey, nameOf, namespaceOf, splitKey } from "../core/namespace.ts";
 import { parseEnvPair } from "../core/values.ts";
 import type {
   DeleteResponse,
@@ -17,7 +18,6 @@ import type {
   RollbackRequest,
   RunRecord,
   RunRequest,
-  RunsQuery,
   RunStarted,
   ScaleRequest,
   ScaleResponse,
@@ -80,8 +80,8 @@ export class AgentOperations implements Operations {
     return { pid: Deno.pid, node: this.#parts.ctx.node };
   }
 
-  status(): Promise<StatusView> {
-    return this.#parts.views.status();
+  status(namespaces?: string[]): Promise<StatusView> {
+    return this.#parts.views.status(namespaces);
   }
 
   nodes(): Promise<NodeSummary[]> {
@@ -104,19 +104,23 @@ export class AgentOperations implements Operations {
     return { stopping: true, pid: Deno.pid };
   }
 
-  deploy(request: DeployRequest, progress: Progress, signal?: AbortSignal): Promise<DeployResult> {
+  async deploy(
+    request: DeployRequest,
+    progress: Progress,
+    signal?: AbortSignal,
+  ): Promise<DeployResult> {
     const { ctx, supervisor } = this.#parts;
-    return deploy(ctx, supervisor, request, progress, signal);
+    return shownResult(await deploy(ctx, supervisor, request, progress, signal));
   }
 
-  deployUpload(
+  async deployUpload(
     request: DeployRequest,
     archive: Uint8Array,
     progress: Progress,
     signal?: AbortSignal,
   ): Promise<DeployResult> {
     const { ctx, supervisor } = this.#parts;
-    return deployUpload(ctx, supervisor, request, archive, progress, signal);
+    return shownResult(await deployUpload(ctx, supervisor, request, archive, progress, signal));
   }
 
   gc(request: GcRequest): Promise<GcResult> {
@@ -124,29 +128,39 @@ export class AgentOperations implements Operations {
     return collectGarbage(ctx, { ...request, exclusive: (n, fn) => supervisor.exclusive(n, fn) });
   }
 
-  /** Runs, newest first: all, a deployment's, or one replica's (`api-0`). */
-  runs(query: RunsQuery): RunRecord[] {
+  /** Runs, newest first: of some namespaces, a deployment's, or one replica's (`api-0`). */
+  runs(query: { deployment?: string; namespaces?: string[]; limit?: number }): RunRecord[] {
     const limit = query.limit ?? 20;
-    if (!query.deployment) return this.#records.listRuns({ limit });
+    if (!query.deployment) {
+      return this.#records.listRuns({ namespaces: query.namespaces, limit }).map(shownRun);
+    }
     const target = this.#target(query.deployment);
     if (target.run) {
-      throw invalid(`"${query.deployment}" is a run: see prisn logs ${query.deployment}`);
+      const id = nameOf(query.deployment);
+      throw invalid(`"${id}" is a run: see prisn logs ${id}`);
     }
     return this.#records.listRuns({
       deployment: target.deployment,
       replica: target.replica,
       limit,
-    });
+    }).map(shownRun);
   }
 
-  run(id: string): RunRecord {
+  run(id: string, namespaces?: string[]): RunRecord {
+    return shownRun(this.#run(id, namespaces));
+  }
+
+  /** A run by id, if its deployment is in `namespaces` (@default any): else NOT_FOUND. */
+  #run(id: string, namespaces?: string[]): RunRecord {
     const run = this.#records.getRun(id);
-    if (!run) throw notFound(`run "${id}" not found: see prisn get jobs`);
+    if (!run || (namespaces && !namespaces.includes(namespaceOf(run.deployment)))) {
+      throw notFound(`run "${id}" not found: see prisn get jobs`);
+    }
     return run;
   }
 
-  deployments(): DeploymentSummary[] {
-    return this.#parts.views.summaries();
+  deployments(namespaces?: string[]): DeploymentSummary[] {
+    return this.#parts.views.summaries(namespaces);
   }
 
   async deployment(name: string): Promise<DeploymentDetail> {
@@ -180,16 +194,19 @@ export class AgentOperations implements Operations {
     if (query.run) {
       run = query.run === "latest"
         ? this.#records.listRuns({ deployment, limit: 1 })[0]
-        : this.run(query.run);
+        : this.#run(query.run, [namespaceOf(deployment)]);
       if (!run || run.deployment !== deployment) {
+        const shown = displayKey(deployment);
         throw notFound(
-          `${deployment} has ${
+          `${shown} has ${
             query.run === "latest" ? "no runs yet" : `no run ${query.run}`
-          }: see prisn get jobs ${deployment}`,
+          }: see prisn get jobs ${shown}`,
         );
       }
     } else if (query.replica) {
-      replica = /^\d+$/.test(query.replica) ? `${deployment}-${query.replica}` : query.replica;
+      replica = /^\d+$/.test(query.replica)
+        ? `${nameOf(deployment)}-${query.replica}`
+        : query.replica;
     }
     if (replica && !run) await this.#mustHaveReplica(deployment, replica);
     const options: TailOptions = {};
@@ -219,19 +236,23 @@ export class AgentOperations implements Operations {
   }
 
   /**
-   * What a name given to `logs` or `get jobs` stands for: a deployment; else a run (by id); else a
-   * replica, `NAME-N` of a deployment NAME.
+   * What a name given to `logs` or `get jobs` stands for, within its key's namespace: a
+   * deployment; else a run (by id); else a replica, `NAME-N` of a deployment NAME.
    */
-  #target(name: string): { deployment: string; replica?: string; run?: RunRecord } {
-    if (this.#parts.ctx.desired.getDeployment(name)) return { deployment: name };
+  #target(key: string): { deployment: string; replica?: string; run?: RunRecord } {
+    if (this.#parts.ctx.desired.getDeployment(key)) return { deployment: key };
+    const { namespace, name } = splitKey(key);
     const run = this.#records.getRun(name);
-    if (run) return { deployment: run.deployment, run };
+    if (run && namespaceOf(run.deployment) === namespace) {
+      return { deployment: run.deployment, run };
+    }
     const m = /^(.+)-\d+$/.exec(name);
-    if (m && this.#parts.ctx.desired.getDeployment(m[1])) {
-      return { deployment: m[1], replica: name };
+    const owner = m && deploymentKey(namespace, m[1]);
+    if (owner && this.#parts.ctx.desired.getDeployment(owner)) {
+      return { deployment: owner, replica: name };
     }
     if (/^run-/.test(name)) throw notFound(`run "${name}" not found: see prisn get jobs`);
-    throw deploymentNotFound(name);
+    throw deploymentNotFound(key);
   }
 
   async #mustHaveReplica(deployment: string, replica: string): Promise<void> {
@@ -239,9 +260,10 @@ export class AgentOperations implements Operations {
     const known = supervisor.services.get(deployment)?.status().some((r) => r.name === replica) ||
       await ctx.logs.has(deployment, replica);
     if (!known) {
+      const shown = displayKey(deployment);
       throw notFound(
-        `${deployment} has no replica ${replica.slice(deployment.length + 1)}: ` +
-          `see prisn get ${deployment}`,
+        `${shown} has no replica ${replica.slice(nameOf(deployment).length + 1)}: ` +
+          `see prisn get ${shown}`,
       );
     }
   }
@@ -249,9 +271,8 @@ export class AgentOperations implements Operations {
   async rollback(name: string, request: RollbackRequest): Promise<DeployResult> {
     const { ctx, supervisor } = this.#parts;
     this.#mustExist(name);
-    return await supervisor.exclusive(
-      name,
-      () => rollback(ctx, supervisor, name, request.version),
+    return shownResult(
+      await supervisor.exclusive(name, () => rollback(ctx, supervisor, name, request.version)),
     );
   }
 
@@ -268,7 +289,7 @@ export class AgentOperations implements Operations {
   async startRun(name: string, request: RunRequest): Promise<RunStarted> {
     const d = this.#mustExist(name);
     if (d.type === "service") {
-      throw invalid(`${name} is a service; prisn run starts jobs and cronjobs`);
+      throw invalid(`${displayKey(name)} is a service; prisn run starts jobs and cronjobs`);
     }
     const env = Object.fromEntries((request.env ?? []).map((p) => parseEnvPair(p)));
     const id = await this.#parts.supervisor.submitRun(name, { trigger: "manual", env });
@@ -280,11 +301,11 @@ export class AgentOperations implements Operations {
     const d = this.#mustExist(name);
     const done = suspended ? "suspended" : "resumed";
     if (d.type !== "cronjob") {
-      throw invalid(`${name} is a ${d.type}; only cronjobs can be ${done}`);
+      throw invalid(`${displayKey(name)} is a ${d.type}; only cronjobs can be ${done}`);
     }
     await ctx.desired.setSuspended(name, suspended, { expect: d.revision });
     ctx.event(name, suspended ? "Suspended" : "Resumed", `cronjob ${done}`);
-    return { name, suspended };
+    return { name: nameOf(name), suspended };
   }
 
   /** Stops everything of a deployment, removes its records and files, and with `purge` its logs. */
@@ -299,7 +320,7 @@ export class AgentOperations implements Operations {
       await ctx.artifacts.remove(name);
       if (options.purge) await ctx.logs.remove(name);
     });
-    return { deleted: name, purged: options.purge };
+    return { deleted: nameOf(name), purged: options.purge };
   }
 
   tokens(): TokenInfo[] {
@@ -309,8 +330,9 @@ export class AgentOperations implements Operations {
   async createToken(request: TokenRequest): Promise<TokenCreated> {
     if (typeof request.name !== "string") throw invalid("give the token a name");
     const readOnly = request.readOnly === true;
-    const token = await this.#parts.tokens.create(request.name, { readOnly });
-    return { name: request.name, readOnly, token };
+    const namespaces = request.namespaces?.length ? request.namespaces : undefined;
+    const token = await this.#parts.tokens.create(request.name, { readOnly, namespaces });
+    return { name: request.name, readOnly, ...(namespaces ? { namespaces } : {}), token };
   }
 
   async revokeToken(name: string): Promise<TokenRevoked> {
@@ -323,4 +345,15 @@ export class AgentOperations implements Operations {
     if (!d) throw deploymentNotFound(name);
     return d;
   }
+}
+
+/** A deploy's result as the API answers it: the bare name and the namespace apart. */
+function shownResult(result: DeployResult): DeployResult {
+  return { ...result, ...splitKey(result.name) };
+}
+
+/** A run as the API answers it: its deployment's bare name and namespace apart. */
+function shownRun(run: RunRecord): RunRecord {
+  const { namespace, name } = splitKey(run.deployment);
+  return { ...run, deployment: name, namespace };
 }

@@ -1,3 +1,4 @@
+import { flatKey } from "../core/namespace.ts";
 import { formatDuration } from "../core/duration.ts";
 import type { Settings } from "../core/settings.ts";
 import type { Resources } from "../core/prisn_toml.ts";
@@ -177,7 +178,7 @@ export class Replica {
       ? await OutputFifos.create(
         ctx.output,
         join(ctx.paths.state, "fifo"),
-        `${options.deployment}.${options.name}`,
+        `${flatKey(options.deployment)}.${options.name}`,
         log,
       ).catch((e) => {
         ctx.event(
@@ -225,7 +226,7 @@ export class Replica {
         request: {
           spec: { ...options.launch, env },
           output,
-          name: `${options.deployment}.${options.name}`,
+          name: `${flatKey(options.deployment)}.${options.name}`,
           resources: options.resources,
         },
         hooks: {

@@ -1,3 +1,4 @@
+import { flatKey } from "../core/namespace.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
 import type { RunRecord, RunTrigger } from "../core/types.ts";
@@ -82,7 +83,7 @@ export class Run {
       request: {
         spec: { ...request.launch, env },
         output: log,
-        name: `${request.deployment}.${this.id}`,
+        name: `${flatKey(request.deployment)}.${this.id}`,
         resources: request.spec.resources,
       },
       hooks: {

@@ -1,3 +1,4 @@
+import { nameOf } from "../core/namespace.ts";
 import { PrisnError } from "../core/errors.ts";
 import { settingsOf } from "../core/settings.ts";
 import type { DeploySpec } from "../core/spec.ts";
@@ -277,8 +278,11 @@ export class Service {
     const used = new Set(this.replicas.map((r) => r.name));
     const owns = target.ownsName ?? (() => true);
     let slot = 0;
-    while (used.has(`${this.name}-${slot}`) || !owns(slot)) slot++;
-    const name = `${this.name}-${slot}`;
+    // A replica is named after the deployment alone (api-0): its records and logs are its
+    // deployment's, so two namespaces' replicas of the same name never meet.
+    const bare = nameOf(this.name);
+    while (used.has(`${bare}-${slot}`) || !owns(slot)) slot++;
+    const name = `${bare}-${slot}`;
     const replica = new Replica(this.ctx, {
       deployment: this.name,
       name,

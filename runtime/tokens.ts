@@ -9,6 +9,12 @@ import { join } from "node:path";
 import { invalid, notFound, PrisnError } from "../core/errors.ts";
 import { validateName } from "../core/prisn_toml.ts";
 import { writePrivate } from "../core/fs.ts";
+import { validateNamespace } from "../core/namespace.ts";
+
+/** Whether `grant` (none: the unix socket's owner) reaches `namespace`. */
+export function reaches(grant: TokenGrant | undefined, namespace: string): boolean {
+  return !grant?.namespaces || grant.namespaces.includes(namespace);
+}
 
 /** What a token may do. */
 export interface TokenGrant {
@@ -17,6 +23,8 @@ export interface TokenGrant {
   readOnly: boolean;
   /** Manages tokens and stops the agent; only the admin token is. */
   admin: boolean;
+  /** The namespaces it reaches; absent: every namespace. */
+  namespaces?: string[];
 }
 
 /** A token as `prisn token ls` shows it: never the secret, never its hash. */
@@ -87,7 +95,12 @@ export class TokenStore {
     for (const t of this.#tokens) { // every hash compared, found or not: no early exit to time
       if (timingSafeEqual(presented, Buffer.from(t.sha256, "hex")) && !found) found = t;
     }
-    return found && { name: found.name, readOnly: found.readOnly, admin: found.admin };
+    return found && {
+      name: found.name,
+      readOnly: found.readOnly,
+      admin: found.admin,
+      ...(found.namespaces ? { namespaces: [...found.namespaces] } : {}),
+    };
   }
 
   list(): TokenInfo[] {
@@ -95,8 +108,14 @@ export class TokenStore {
   }
 
   /** Makes a token; answers its secret, which is stored nowhere. */
-  async create(name: string, options: { readOnly?: boolean } = {}): Promise<string> {
+  async create(
+    name: string,
+    options: { readOnly?: boolean; namespaces?: string[] } = {},
+  ): Promise<string> {
     validateName(name);
+    const namespaces = options.namespaces?.length
+      ? [...new Set(options.namespaces.map(validateNamespace))].sort()
+      : undefined;
     if (this.#tokens.some((t) => t.name === name)) {
       throw new PrisnError(
         "CONFLICT",
@@ -104,7 +123,12 @@ export class TokenStore {
       );
     }
     const secret = newSecret();
-    await this.#add({ name, readOnly: options.readOnly ?? false, admin: false }, secret);
+    await this.#add({
+      name,
+      readOnly: options.readOnly ?? false,
+      admin: false,
+      ...(namespaces ? { namespaces } : {}),
+    }, secret);
     return secret;
   }
 

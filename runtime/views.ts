@@ -16,6 +16,7 @@ import type {
   StatusView,
 } from "./api_types.ts";
 import { VERSION } from "../version.ts";
+import { namespaceOf, splitKey } from "../core/namespace.ts";
 import type { RemoteReplica } from "../core/backends.ts";
 
 export type { DeploymentDetail, DeploymentSummary, StatusView } from "./api_types.ts";
@@ -41,16 +42,21 @@ export class Views {
     readonly startedAt: number,
   ) {}
 
-  summaries(): DeploymentSummary[] {
+  /** The deployments of `namespaces` (@default every namespace), by namespace and name. */
+  summaries(namespaces?: string[]): DeploymentSummary[] {
     const latest = this.ctx.records.latestRuns();
-    return this.ctx.desired.listDeployments().map((d) => this.#summary(d, latest.get(d.name)));
+    return this.ctx.desired.listDeployments()
+      .filter((d) => !namespaces || namespaces.includes(namespaceOf(d.name)))
+      .map((d) => this.#summary(d, latest.get(d.name)));
   }
 
   #summary(d: DeploymentRecord, last?: RunRecord): DeploymentSummary {
     const spec = this.ctx.desired.getVersion(d.name, d.version)!.spec;
     const service = this.supervisor.services.get(d.name);
+    const { name, namespace } = splitKey(d.name);
     const s: DeploymentSummary = {
-      name: d.name,
+      name,
+      namespace,
       type: d.type,
       version: d.version,
       replicas: {
@@ -177,12 +183,12 @@ export class Views {
     }));
   }
 
-  async status(): Promise<StatusView> {
+  async status(namespaces?: string[]): Promise<StatusView> {
     const view: StatusView = {
       node: this.ctx.node,
       home: this.ctx.paths.home,
       agent: { pid: Deno.pid, startedAt: this.startedAt, memory: agentMemory() },
-      deployments: this.summaries(),
+      deployments: this.summaries(namespaces),
       runs: { lastHour: this.ctx.records.runCounts(Date.now() - 3_600_000) },
     };
     const disk = this.ctx.disk.state();

@@ -487,7 +487,7 @@ Deno.test("a bad schedule or time zone is refused at deploy with one line, nothi
     assert.deepEqual(await h.json("get", "jobs"), []);
     const stored: string[] = [];
     try {
-      for (const e of Deno.readDirSync(join(h.home, "deployments"))) stored.push(e.name);
+      for (const e of Deno.readDirSync(join(h.home, "deployments", "default"))) stored.push(e.name);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e; // no deployments folder: fine
     }
@@ -570,8 +570,10 @@ Deno.test("history limits keep the newest successful and failed runs and delete 
     assert.notEqual(gone.code, 0, `logs of pruned ${pruned[0]}: ${gone.stdout}`);
 
     const logs: string[] = [];
-    for (const day of Deno.readDirSync(join(h.home, "logs", "trim"))) {
-      for (const f of Deno.readDirSync(join(h.home, "logs", "trim", day.name))) logs.push(f.name);
+    for (const day of Deno.readDirSync(join(h.home, "logs", "default", "trim"))) {
+      for (const f of Deno.readDirSync(join(h.home, "logs", "default", "trim", day.name))) {
+        logs.push(f.name);
+      }
     }
     assert.deepEqual(logs.sort(), runs.map((r) => `${r.id}.log`).sort());
   } finally {

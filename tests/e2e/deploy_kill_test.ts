@@ -79,7 +79,7 @@ Deno.test({
           h.version
         );
         const stored = [];
-        for await (const e of Deno.readDir(join(t.home, "deployments", "api"))) {
+        for await (const e of Deno.readDir(join(t.home, "deployments", "default", "api"))) {
           if (e.name.startsWith("v-") || e.name.startsWith(".tmp-")) stored.push(e.name);
         }
         assert.deepEqual(stored.sort(), versions.sort(), `${step}: stored versions`);

@@ -25,7 +25,7 @@ Deno.test("deploy of a folder job runs it once, records the run and keeps its ou
     const logs = await t.ok("logs", "batch", "--run", "latest");
     assert.match(logs, /^\d{4}-\d{2}-\d{2}T[\d:.]+Z job-ran-ok$/m, "timestamped output line");
     const day = new Date().toISOString().slice(0, 10);
-    await Deno.stat(join(t.home, "logs", "batch", day, `${runs[0].id}.log`));
+    await Deno.stat(join(t.home, "logs", "default", "batch", day, `${runs[0].id}.log`));
     const table = await t.ok("get", "jobs");
     assert.match(table, /^ID\s+DEPLOYMENT\s+STATUS\s+STARTED\s+DURATION/m);
 
@@ -153,19 +153,21 @@ Deno.test("delete stops everything and removes records and files but keeps logs 
     });
     await t.ok("deploy", dir, "--port", String(port));
     assert.notEqual(await httpGet(port), undefined); // the request is logged by the service
-    await waitFor(() => Deno.stat(join(t.home, "logs", "gone")).then(() => true), { what: "log" });
+    await waitFor(() => Deno.stat(join(t.home, "logs", "default", "gone")).then(() => true), {
+      what: "log",
+    });
     const pid =
       (await t.json<{ replicas: { items: { pid: number }[] } }>("get", "gone")).replicas.items[0]
         .pid;
     await t.ok("delete", "gone");
     assert.equal(alive(pid), false);
     assert.notEqual((await t.cli("get", "gone")).code, 0);
-    await assert.rejects(Deno.stat(join(t.home, "deployments", "gone")));
-    await Deno.stat(join(t.home, "logs", "gone")); // kept
+    await assert.rejects(Deno.stat(join(t.home, "deployments", "default", "gone")));
+    await Deno.stat(join(t.home, "logs", "default", "gone")); // kept
 
     await t.ok("deploy", dir, "--port", String(freePort()));
     await t.ok("delete", "gone", "--purge");
-    await assert.rejects(Deno.stat(join(t.home, "logs", "gone")));
+    await assert.rejects(Deno.stat(join(t.home, "logs", "default", "gone")));
   } finally {
     await t.close();
   }

@@ -76,9 +76,11 @@ Deno.test("a secret from an --env-file, named in prisn.toml secrets, is masked e
       assert.ok(!logs.includes(part), `the log shows ${part}`);
     }
     const files = [];
-    for await (const day of Deno.readDir(join(t.home, "logs", "leaky"))) {
-      for await (const f of Deno.readDir(join(t.home, "logs", "leaky", day.name))) {
-        files.push(await Deno.readTextFile(join(t.home, "logs", "leaky", day.name, f.name)));
+    for await (const day of Deno.readDir(join(t.home, "logs", "default", "leaky"))) {
+      for await (const f of Deno.readDir(join(t.home, "logs", "default", "leaky", day.name))) {
+        files.push(
+          await Deno.readTextFile(join(t.home, "logs", "default", "leaky", day.name, f.name)),
+        );
       }
     }
     assert.ok(files.length > 0 && files.every((f) => !f.includes(secret.slice(0, 11))));
@@ -122,7 +124,7 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
     await Deno.symlink("v1.txt", join(dir, "conf/current.txt"));
     const out = await t.ok("deploy", dir);
     const version = /v-[0-9a-f]{8}/.exec(out)![0];
-    const stored = join(t.home, "deployments", "linky", version, "conf/current.txt");
+    const stored = join(t.home, "deployments", "default", "linky", version, "conf/current.txt");
     assert.equal(await Deno.readLink(stored), "v1.txt");
     await firstRunDone(t);
     assert.match(await t.ok("logs", "linky", "--run", "latest"), /config-one/);
@@ -146,7 +148,7 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
       ),
     );
     const second = /v-[0-9a-f]{8}/.exec(followed)![0];
-    const copied = join(t.home, "deployments", "linky", second, "shared.txt");
+    const copied = join(t.home, "deployments", "default", "linky", second, "shared.txt");
     assert.equal((await Deno.lstat(copied)).isFile, true, "stored as a file");
     assert.equal(await Deno.readTextFile(copied), "from-outside\n");
     await Deno.remove(join(dir, "shared.txt"));
@@ -154,7 +156,7 @@ Deno.test("deploy keeps a link inside the folder as a link and refuses one to /e
     assert.ok(fifo.success);
     assertRefused(await t.cli("deploy", dir), /cannot package "conf\/pipe": it is a FIFO;/);
     const versions = [];
-    for await (const e of Deno.readDir(join(t.home, "deployments", "linky"))) {
+    for await (const e of Deno.readDir(join(t.home, "deployments", "default", "linky"))) {
       if (e.name.startsWith("v-") || e.name.startsWith(".tmp-")) versions.push(e.name);
     }
     assert.deepEqual(versions.sort(), [version, second].sort(), "nothing new stored");

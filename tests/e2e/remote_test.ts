@@ -170,7 +170,10 @@ Deno.test("a laptop with a context deploys a folder, reads, follows logs, rolls 
     );
     const file = join(t.dir, "config", "prisn", "contexts.toml");
     assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600);
-    assert.match(await t.ok("context", "ls"), /^\*\s+dev\s+http:\/\/127\.0\.0\.1:\d+\s+-$/m);
+    assert.match(
+      await t.ok("context", "ls"),
+      /^\*\s+dev\s+http:\/\/127\.0\.0\.1:\d+\s+default\s+-$/m,
+    );
     assert.ok(!(await t.ok("context", "ls", "-o", "json")).includes(token), "ls shows no token");
 
     const out = await t.ok("deploy", dir, "--name", "chatty");
@@ -218,11 +221,64 @@ Deno.test("a laptop with a context deploys a folder, reads, follows logs, rolls 
     );
 
     await t.ok("context", "rm", "dev");
-    assert.match(await t.ok("context", "ls"), /^\s*NAME\s+SERVER\s+CA\s*$/);
+    assert.match(await t.ok("context", "ls"), /^\s*NAME\s+SERVER\s+NAMESPACE\s+CA\s*$/);
     assertOneLineError(
       await t.cli("context", "use", "dev"),
       /^prisn: context "dev" not found in .*contexts\.toml: see prisn context ls$/,
       "a removed context",
+    );
+  } finally {
+    await t.close();
+    await server.close();
+  }
+});
+
+Deno.test("a namespace-scoped token through the CLI: its namespaces only; get, logs and delete elsewhere read as not found", async () => {
+  const server = new TestHome();
+  const t = laptop();
+  try {
+    const base = await listeningAgent(server);
+    const dir = t.project("app", { "main.sh": "#!/bin/bash\necho hello from $PRISN_NAMESPACE\n" });
+    await server.ok("deploy", dir, "--name", "chatty", "-n", "team-b");
+    const created = await server.ok("token", "create", "team-a-ci", "--namespace", "team-a");
+    assert.match(created, /^token team-a-ci created for namespace\(s\) team-a; /m);
+    const token = created.trim().split("\n").pop()!;
+    assert.match(await server.ok("token", "ls"), /^team-a-ci\s+read-write\s+team-a\s/m);
+    assert.match(await server.ok("token", "ls"), /^admin\s+admin\s+\*\s/m);
+
+    // A context with a namespace: commands without -n address it.
+    await t.ok("context", "add", "ci", "--server", base, "--token", token, "-n", "team-a");
+    assert.match(await t.ok("context", "ls"), /^\*\s+ci\s+\S+\s+team-a\s/m);
+    await t.ok("deploy", dir, "--name", "mine");
+    assert.equal((await t.json<{ namespace: string }>("get", "mine")).namespace, "team-a");
+    assert.match(await t.ok("ls"), /^mine\s+job\s/m);
+    assert.deepEqual(
+      (await t.json<{ namespace: string; name: string }[]>("ls", "-A")).map((d) => d.name),
+      ["mine"],
+      "ls -A: its namespaces only",
+    );
+
+    assertOneLineError(
+      await t.cli("ls", "-n", "team-b"),
+      /^prisn: token "team-a-ci" may not reach namespace "team-b" \(it reaches team-a\)$/,
+      "ls of another namespace",
+    );
+    assertOneLineError(
+      await t.cli("deploy", dir, "--name", "chatty", "-n", "team-b"),
+      /^prisn: token "team-a-ci" may not reach namespace "team-b"/,
+      "deploy into another namespace",
+    );
+    const missing =
+      'prisn: deployment "chatty" not found in namespace "team-b": see prisn ls -n team-b';
+    for (const args of [["get", "chatty"], ["logs", "chatty"], ["delete", "chatty"]]) {
+      const r = await t.cli(...args, "-n", "team-b");
+      assertOneLineError(r, /not found/, args.join(" "));
+      assert.equal(r.stderr.trim(), missing, `${args[0]}: as if it did not exist`);
+    }
+    assert.equal(
+      (await server.json<{ namespace: string }>("get", "chatty", "-n", "team-b")).namespace,
+      "team-b",
+      "team-b's deployment is still there",
     );
   } finally {
     await t.close();

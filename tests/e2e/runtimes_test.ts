@@ -416,7 +416,7 @@ Deno.test("a bash cronjob runs every second and calls ./helper.sh: the executabl
     const log = await runLog(t, "tick");
     assert.match(log, /helper ran with payload$/m);
 
-    const current = join(t.home, "deployments", "tick", versionOf(out));
+    const current = join(t.home, "deployments", "default", "tick", versionOf(out));
     assert.ok((Deno.statSync(join(current, "helper.sh")).mode! & 0o111) !== 0, "helper.sh +x");
     assert.ok((Deno.statSync(join(current, "main.sh")).mode! & 0o111) !== 0, "main.sh +x");
     assert.equal(Deno.statSync(join(current, "data.txt")).mode! & 0o111, 0, "data.txt stays -x");
@@ -676,7 +676,7 @@ Deno.test({
       assert.ok(!dbText(t.home).includes(secret), "prisn.db holds no password");
       assert.ok(!readTree(join(t.home, "state")).includes(secret), "state/ holds no password");
       assert.deepEqual(list(join(t.home, "state"), "git-"), [], "no checkout left behind");
-      assert.deepEqual(list(join(t.home, "deployments")), ["g"]);
+      assert.deepEqual(list(join(t.home, "deployments", "default")), ["g"]);
     } finally {
       await t.close();
     }
@@ -874,7 +874,7 @@ Deno.test("gc keeps history.versions versions and removes envs no kept version u
       versions.push(versionOf(out));
       await runLog(t, "keeper", versions.at(-1));
     }
-    const folder = join(t.home, "deployments", "keeper");
+    const folder = join(t.home, "deployments", "default", "keeper");
     assert.deepEqual(list(folder, "v-"), [...versions].sort());
 
     const dry = await t.json<{ versions: string[]; envs: string[] }>("gc", "--dry-run");
@@ -993,7 +993,7 @@ Deno.test({
       assertOneLineError(await t.cli("deploy", dir), /python3\.99/, "missing interpreter");
       assert.deepEqual(await t.json("ls"), []);
       await t.ok("gc");
-      assert.deepEqual(list(join(t.home, "deployments")), [], "no folder left");
+      assert.deepEqual(list(join(t.home, "deployments", "default")), [], "no folder left");
     } finally {
       await t.close();
     }

@@ -420,7 +420,7 @@ Deno.test({
       assert.notEqual((await h.cli("get", "taken")).code, 0, "the refused deploy was recorded");
       assert.deepEqual(await h.json("ls"), []);
       assert.ok(
-        !existsSync(join(h.home, "deployments", "taken")),
+        !existsSync(join(h.home, "deployments", "default", "taken")),
         "files of a refused deploy left",
       );
       if (LINUX) assert.deepEqual(processesMentioning(join(h.home, "deployments")), []);
@@ -450,7 +450,7 @@ Deno.test({
       const before = await get(h, "keep");
       const oldPids = before.replicas.items.map((r) => r.pid!);
       assert.equal(oldPids.length, 2);
-      const versionDir = join(h.home, "deployments", "keep", before.version);
+      const versionDir = join(h.home, "deployments", "default", "keep", before.version);
       assert.deepEqual(processesMentioning(versionDir).sort(), [...oldPids].sort());
 
       const agent = h.agentPid();

@@ -30,7 +30,7 @@ class StubOperations implements Operations {
   }
 
   ping = () => this.#record("ping");
-  status = () => this.#record("status");
+  status = (namespaces?: string[]) => this.#record("status", namespaces);
   nodes = () => this.#record("nodes");
   drain = (node: string, d: boolean) => this.#record("drain", node, d);
   stop = () => this.#record("stop");
@@ -46,8 +46,8 @@ class StubOperations implements Operations {
     Promise.resolve(this.#record("deployUpload", request, archive.length));
   gc = (request: unknown) => Promise.resolve(this.#record("gc", request));
   runs = (query: unknown) => this.#record("runs", query);
-  run = (id: string) => this.#record("run", id);
-  deployments = () => this.#record("deployments");
+  run = (id: string, namespaces?: string[]) => this.#record("run", id, namespaces);
+  deployments = (namespaces?: string[]) => this.#record("deployments", namespaces);
   deployment = (name: string) => Promise.resolve(this.#record("deployment", name));
   env = (name: string) => this.#record("env", name);
   history = (name: string) => this.#record("history", name);
@@ -85,35 +85,50 @@ async function ndjsonLines(res: Response): Promise<unknown[]> {
 Deno.test("each route reaches its operation with the path's name, the query and the body", async () => {
   const cases: Array<[string, string, unknown, Call]> = [
     ["GET", "/v1/ping", undefined, ["ping"]],
-    ["GET", "/v1/status", undefined, ["status"]],
+    ["GET", "/v1/status", undefined, ["status", undefined]],
     ["GET", "/v1/nodes", undefined, ["nodes"]],
     ["POST", "/v1/nodes/node-2/drain", undefined, ["drain", "node-2", true]],
     ["POST", "/v1/nodes/node-2/undrain", undefined, ["drain", "node-2", false]],
     ["POST", "/v1/agent/stop", undefined, ["stop"]],
     ["POST", "/v1/gc", { dryRun: true }, ["gc", { dryRun: true }]],
     ["POST", "/v1/gc", undefined, ["gc", {}]],
-    ["GET", "/v1/runs", undefined, ["runs", { deployment: undefined, limit: 20 }]],
+    ["GET", "/v1/runs", undefined, ["runs", { namespaces: ["default"], limit: 20 }]],
     ["GET", "/v1/runs?deployment=api&limit=5", undefined, ["runs", {
-      deployment: "api",
+      deployment: "default/api",
       limit: 5,
     }]],
-    ["GET", "/v1/runs/api-20240101-abc", undefined, ["run", "api-20240101-abc"]],
-    ["GET", "/v1/deployments", undefined, ["deployments"]],
-    ["GET", "/v1/deployments/api", undefined, ["deployment", "api"]],
-    ["GET", "/v1/deployments/my%2Dapi", undefined, ["deployment", "my-api"]],
-    ["DELETE", "/v1/deployments/api", undefined, ["delete", "api", { purge: false }]],
-    ["DELETE", "/v1/deployments/api?purge=true", undefined, ["delete", "api", { purge: true }]],
-    ["GET", "/v1/deployments/api/env", undefined, ["env", "api"]],
-    ["GET", "/v1/deployments/api/history", undefined, ["history", "api"]],
+    ["GET", "/v1/runs/api-20240101-abc", undefined, ["run", "api-20240101-abc", undefined]],
+    ["GET", "/v1/deployments", undefined, ["deployments", ["default"]]],
+    ["GET", "/v1/deployments?namespace=team-b", undefined, ["deployments", ["team-b"]]],
+    ["GET", "/v1/deployments?all=true", undefined, ["deployments", undefined]],
+    ["GET", "/v1/runs?all=true", undefined, ["runs", { namespaces: undefined, limit: 20 }]],
+    ["GET", "/v1/deployments/api?namespace=team-b", undefined, ["deployment", "team-b/api"]],
+    ["DELETE", "/v1/deployments/api?namespace=team-b&purge=true", undefined, [
+      "delete",
+      "team-b/api",
+      { purge: true },
+    ]],
+    ["GET", "/v1/deployments/api", undefined, ["deployment", "default/api"]],
+    ["GET", "/v1/deployments/my%2Dapi", undefined, ["deployment", "default/my-api"]],
+    ["DELETE", "/v1/deployments/api", undefined, ["delete", "default/api", { purge: false }]],
+    ["DELETE", "/v1/deployments/api?purge=true", undefined, ["delete", "default/api", {
+      purge: true,
+    }]],
+    ["GET", "/v1/deployments/api/env", undefined, ["env", "default/api"]],
+    ["GET", "/v1/deployments/api/history", undefined, ["history", "default/api"]],
     ["POST", "/v1/deployments/api/rollback", { version: "v-1" }, [
       "rollback",
-      "api",
+      "default/api",
       { version: "v-1" },
     ]],
-    ["POST", "/v1/deployments/api/scale", { replicas: 3 }, ["scale", "api", { replicas: 3 }]],
-    ["POST", "/v1/deployments/api/run", { env: ["K=V"] }, ["startRun", "api", { env: ["K=V"] }]],
-    ["POST", "/v1/deployments/api/suspend", undefined, ["setSuspended", "api", true]],
-    ["POST", "/v1/deployments/api/resume", undefined, ["setSuspended", "api", false]],
+    ["POST", "/v1/deployments/api/scale", { replicas: 3 }, ["scale", "default/api", {
+      replicas: 3,
+    }]],
+    ["POST", "/v1/deployments/api/run", { env: ["K=V"] }, ["startRun", "default/api", {
+      env: ["K=V"],
+    }]],
+    ["POST", "/v1/deployments/api/suspend", undefined, ["setSuspended", "default/api", true]],
+    ["POST", "/v1/deployments/api/resume", undefined, ["setSuspended", "default/api", false]],
   ];
   for (const [method, path, body, call] of cases) {
     const { ops, request } = setup();
@@ -197,7 +212,7 @@ Deno.test("deploy answers NDJSON: its progress steps, then the result", async ()
     { step: "Version", detail: "v-1 (new)" },
     { result: { name: "x", version: "v-1", type: "job", unchanged: false, replicas: 0 } },
   ]);
-  assert.deepEqual(ops.calls, [["deploy", { source: "/x", flags: {} }]]);
+  assert.deepEqual(ops.calls, [["deploy", { source: "/x", flags: {}, namespace: "default" }]]);
 });
 
 Deno.test("logs answers NDJSON lines: the backlog, then followed lines", async () => {
@@ -214,7 +229,7 @@ Deno.test("logs answers NDJSON lines: the backlog, then followed lines", async (
   assert.equal(res.status, 200);
   assert.deepEqual(await ndjsonLines(res), ["a", "b", "c", "d", "e"].map((line) => ({ line })));
   assert.deepEqual(ops.calls, [
-    ["logs", "api", { tail: 2, replica: "1", run: undefined, follow: true }],
+    ["logs", "default/api", { tail: 2, replica: "1", run: undefined, follow: true }],
   ]);
 });
 
@@ -222,7 +237,7 @@ Deno.test("logs defaults to 200 lines, refuses a bad tail, and ends with an erro
   const { ops, request } = setup();
   await (await request("GET", "/v1/deployments/api/logs?run=latest")).body?.cancel();
   assert.deepEqual(ops.calls, [
-    ["logs", "api", { tail: 200, replica: undefined, run: "latest", follow: false }],
+    ["logs", "default/api", { tail: 200, replica: undefined, run: "latest", follow: false }],
   ]);
   const bad = await request("GET", "/v1/deployments/api/logs?tail=-1");
   assert.equal(bad.status, 400);

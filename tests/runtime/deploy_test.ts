@@ -110,10 +110,10 @@ Deno.test("a deploy whose client goes away during Store keeps nothing: no versio
   await withGatedAgent(async ({ agent, client, paths: p, dir, gate }) => {
     const source = await scriptProject(dir, "big", "#!/bin/bash\necho hi\n");
     assert.deepEqual(await interruptedDeploy(client, gate, source), ["Package", "Version"]);
-    await agent.supervisor.exclusive("big", () => Promise.resolve()); // the deploy has ended
-    assert.deepEqual(await entries(p.deployments), []);
-    assert.equal(agent.ctx.desired.getDeployment("big"), undefined);
-    assert.deepEqual(agent.ctx.desired.listVersions("big"), []);
+    await agent.supervisor.exclusive("default/big", () => Promise.resolve()); // the deploy has ended
+    assert.deepEqual(await entries(join(p.deployments, "default")), []);
+    assert.equal(agent.ctx.desired.getDeployment("default/big"), undefined);
+    assert.deepEqual(agent.ctx.desired.listVersions("default/big"), []);
     await assert.rejects(client.history("big"), isPrisnError("NOT_FOUND", /"big" not found/));
     assert.deepEqual(agent.ctx.desired.listDeployments(), []);
   });
@@ -125,11 +125,13 @@ Deno.test("an interrupted deploy of a new version leaves the running one as it w
     const first = await client.deploy({ source, flags: {} });
     await Deno.writeTextFile(join(source, "main.sh"), "#!/bin/bash\necho two\n");
     await interruptedDeploy(client, gate, source);
-    await agent.supervisor.exclusive("app", () => Promise.resolve()); // the deploy has ended
-    const folder = join(p.deployments, "app");
+    await agent.supervisor.exclusive("default/app", () => Promise.resolve()); // the deploy has ended
+    const folder = join(p.deployments, "default", "app");
     assert.deepEqual(await entries(folder), ["current", "metadata.json", first.version]);
-    assert.equal(agent.ctx.desired.getDeployment("app")?.version, first.version);
-    assert.deepEqual(agent.ctx.desired.listVersions("app").map((v) => v.version), [first.version]);
+    assert.equal(agent.ctx.desired.getDeployment("default/app")?.version, first.version);
+    assert.deepEqual(agent.ctx.desired.listVersions("default/app").map((v) => v.version), [
+      first.version,
+    ]);
     assert.equal(await Deno.readLink(join(folder, "current")), first.version);
   });
 });
@@ -139,17 +141,21 @@ Deno.test("gc removes version folders no record names and folders of deployments
     const source = await scriptProject(dir, "kept", "#!/bin/bash\necho kept\n");
     const deployed = await client.deploy({ source, flags: {} });
     // What a deploy killed between its Store and Record steps leaves behind.
-    await Deno.mkdir(join(p.deployments, "kept", "v-0rphan00"), { recursive: true });
-    await Deno.writeTextFile(join(p.deployments, "kept", "v-0rphan00", "main.sh"), "x");
-    await Deno.mkdir(join(p.deployments, "never", "v-12345678"), { recursive: true });
-    await Deno.mkdir(join(p.deployments, "kept", ".tmp-v-abc-1"), { recursive: true });
+    await Deno.mkdir(join(p.deployments, "default", "kept", "v-0rphan00"), { recursive: true });
+    await Deno.writeTextFile(join(p.deployments, "default", "kept", "v-0rphan00", "main.sh"), "x");
+    await Deno.mkdir(join(p.deployments, "default", "never", "v-12345678"), { recursive: true });
+    await Deno.mkdir(join(p.deployments, "default", "kept", ".tmp-v-abc-1"), { recursive: true });
     const dry = await client.gc({ dryRun: true });
     assert.deepEqual(dry.versions.sort(), ["kept/v-0rphan00", "never/v-12345678"]);
-    assert.deepEqual(await entries(p.deployments), ["kept", "never"], "a dry run removes nothing");
+    assert.deepEqual(
+      await entries(join(p.deployments, "default")),
+      ["kept", "never"],
+      "a dry run removes nothing",
+    );
     const result = await client.gc({});
     assert.deepEqual(result.versions.sort(), ["kept/v-0rphan00", "never/v-12345678"]);
-    assert.deepEqual(await entries(p.deployments), ["kept"]);
-    assert.deepEqual(await entries(join(p.deployments, "kept")), [
+    assert.deepEqual(await entries(join(p.deployments, "default")), ["kept"]);
+    assert.deepEqual(await entries(join(p.deployments, "default", "kept")), [
       "current",
       "metadata.json",
       deployed.version,
@@ -209,7 +215,7 @@ Deno.test("an agent's --max-package refuses a bigger package in one line, before
         /holds 2\.0 KiB of files, over the 1000 B package cap: .*--max-package/,
       ),
     );
-    assert.deepEqual(await entries(p.deployments), []);
+    assert.deepEqual(await entries(join(p.deployments, "default")), []);
     await Deno.remove(join(source, "data.bin"));
     await client.deploy({ source, flags: {} });
   } finally {

@@ -5,7 +5,7 @@ import { Agent } from "../../runtime/agent.ts";
 import { AgentClient } from "../../runtime/client.ts";
 import { isLoopback, type ListenOptions, parseListen } from "../../runtime/listen.ts";
 import { TokenStore } from "../../runtime/tokens.ts";
-import { assertInvalid, freePort, hasCommand } from "../_helpers.ts";
+import { assertInvalid, freePort, hasCommand, scriptProject, waitFor } from "../_helpers.ts";
 import { selfSignedCa } from "../_tls.ts";
 
 /** A real agent with a TCP API on loopback; stops it and removes its home afterwards. */
@@ -148,6 +148,17 @@ Deno.test("tokens are stored hashed in a 0600 file and survive a restart; the ad
     await assert.rejects(again.create("Bad Name"), /name "Bad Name" is not valid/);
     await assert.rejects(again.revoke("admin"), /cannot be revoked/);
     await assert.rejects(again.revoke("nobody"), /token "nobody" not found/);
+    const scoped = await again.create("team-ci", { namespaces: ["team-b", "team-a", "team-b"] });
+    assert.deepEqual((await TokenStore.open(home)).verify(scoped), {
+      name: "team-ci",
+      readOnly: false,
+      admin: false,
+      namespaces: ["team-a", "team-b"],
+    });
+    await assert.rejects(
+      again.create("bad-ci", { namespaces: ["Team_A"] }),
+      /namespace "Team_A" is not valid/,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
@@ -176,4 +187,81 @@ Deno.test("with --tls-cert/--tls-key the TCP API is HTTPS, trusted through the C
       await assert.rejects(fetch(`${base}/v1/ping`));
     });
   }, { tls: { cert: tls.cert, key: tls.key }, dir });
+});
+
+Deno.test("a namespace-scoped token: another namespace's deployments read as not found, lists and deploys there are refused", async () => {
+  await withListeningAgent(async ({ base, local, dir }) => {
+    const app = await scriptProject(dir, "app", "#!/bin/bash\necho hi\n");
+    local.namespace = "team-b";
+    await local.deploy({ source: app, flags: { name: "chatty" } });
+    const [run] = await waitFor(async () => {
+      const runs = await local.runs({ deployment: "chatty" });
+      return runs[0]?.status === "completed" ? runs : undefined;
+    }, { what: "chatty's run" });
+    const { token } = await local.createToken({ name: "team-a-ci", namespaces: ["team-a"] });
+    const call = async (method: string, path: string, body?: unknown) => {
+      const res = await get(base, path, token, {
+        method,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      return { status: res.status, text: await res.text() };
+    };
+
+    // Whatever the route about one deployment: the same 404 as for one that does not exist.
+    for (
+      const [method, action, body] of [
+        ["GET", "", undefined],
+        ["GET", "/logs", undefined],
+        ["GET", "/history", undefined],
+        ["GET", "/env", undefined],
+        ["DELETE", "", undefined],
+        ["POST", "/rollback", {}],
+        ["POST", "/scale", { replicas: 2 }],
+        ["POST", "/run", {}],
+      ] as const
+    ) {
+      const there = await call(method, `/v1/deployments/chatty${action}?namespace=team-b`, body);
+      const ghost = await call(method, `/v1/deployments/ghost${action}?namespace=team-b`, body);
+      assert.equal(there.status, 404, `${method} chatty${action}`);
+      assert.equal(there.text.replace("chatty", "ghost"), ghost.text, `${method} ${action}`);
+    }
+    for (const path of [`/v1/runs/${run.id}`, "/v1/runs?deployment=chatty&namespace=team-b"]) {
+      assert.equal((await call("GET", path)).status, 404, path);
+    }
+    // A list or a deploy in a namespace out of reach: 403; gc (every namespace's) too.
+    for (
+      const [method, path, body] of [
+        ["GET", "/v1/deployments?namespace=team-b", undefined],
+        ["GET", "/v1/runs?namespace=team-b", undefined],
+        ["POST", "/v1/deploy?namespace=team-b", { source: app, flags: { name: "x" } }],
+        ["POST", "/v1/gc", {}],
+      ] as const
+    ) {
+      const res = await call(method, path, body);
+      assert.equal(res.status, 403, `${method} ${path}`);
+      assert.match(JSON.parse(res.text).error.message, /^token "team-a-ci" /);
+    }
+    // Its own namespace works; lists without a namespace (or all of them) show its own only.
+    const deployed = await call("POST", "/v1/deploy?namespace=team-a", {
+      source: app,
+      flags: { name: "mine" },
+    });
+    assert.equal(deployed.status, 200);
+    const result = JSON.parse(deployed.text.trim().split("\n").pop()!).result;
+    assert.deepEqual([result.namespace, result.name], ["team-a", "mine"]);
+    for (const path of ["/v1/deployments", "/v1/deployments?all=true"]) {
+      const listed = JSON.parse((await call("GET", path)).text);
+      assert.deepEqual(listed.map((d: { namespace: string }) => d.namespace), ["team-a"], path);
+    }
+    const status = JSON.parse((await call("GET", "/v1/status")).text);
+    assert.deepEqual(status.deployments.map((d: { name: string }) => d.name), ["mine"]);
+    const runs = JSON.parse((await call("GET", "/v1/runs?all=true")).text);
+    assert.ok(runs.every((r: { namespace: string }) => r.namespace === "team-a"));
+
+    // Nothing of team-b changed, and token ls tells the token's namespaces.
+    assert.equal((await local.deployment("chatty")).namespace, "team-b");
+    assert.equal((await local.history("chatty")).length, 1);
+    const listed = (await local.tokens()).find((t) => t.name === "team-a-ci");
+    assert.deepEqual(listed?.namespaces, ["team-a"]);
+  });
 });
