@@ -157,6 +157,29 @@ Deno.test({
         }
       }
 
+      // The same name in another namespace: its own keys, runs and delete, on every node.
+      const ranB = join(n1.dir, "ran-b.txt");
+      const jobB = n1.project("once-b", { "main.sh": `echo "$PRISN_NAMESPACE" >> "${ranB}"\n` });
+      await n1.ok("deploy", jobB, "--name", "once", "-n", "team-b");
+      await waitFor(async () => {
+        const all = await n2.json<{ namespace: string; name: string }[]>("ls", "-A");
+        return all.filter((d) => d.name === "once").length === 2;
+      }, { what: "both onces in node 2's mirror" });
+      const runB = await waitFor(async () => {
+        const all = await n3.json<RunRecord[]>("get", "jobs", "once", "-n", "team-b");
+        return all.length === 1 && all[0].status === "completed" ? all[0] : undefined;
+      }, { what: "team-b's run, completed, in node 3's history" });
+      assert.equal(runB.namespace, "team-b");
+      assert.equal((await Deno.readTextFile(ranB)).trim(), "team-b");
+      assert.equal((await n3.json<RunRecord[]>("get", "jobs", "once")).length, 2, "default's own");
+      await n3.ok("delete", "once", "-n", "team-b");
+      for (const h of c.nodes) {
+        await waitFor(async () => (await h.json("ls", "-n", "team-b") as unknown[]).length === 0, {
+          what: "team-b's once gone on every node",
+        });
+        assert.match(await h.ok("ls"), /^once\s+job/m, "default's once stays");
+      }
+
       const port = 20_000 + Math.floor(Math.random() * 20_000);
       const svc = n2.project("web", {
         "main.py": [
