@@ -13,6 +13,7 @@ import { LeaderLease } from "./lease.ts";
 import { ClusterLogs } from "./logs.ts";
 import { ClusterPlacement } from "./placement.ts";
 import { ClusterRunHistory } from "./run_history.ts";
+import { ClusterTokens } from "./tokens.ts";
 import type { ClusterConnection } from "./types.ts";
 
 /** How often this node looks whether its replicas' readiness changed (then it beats at once). */
@@ -57,12 +58,13 @@ export async function clusterBackends(
 ): Promise<(inputs: BackendInputs) => Backends> {
   const { names } = conn;
   const kvm = new Kvm(conn.js);
-  const [desiredKv, leaseKv, heartbeatKv, runsKv, placementKv] = await Promise.all([
+  const [desiredKv, leaseKv, heartbeatKv, runsKv, placementKv, tokensKv] = await Promise.all([
     kvm.open(names.kv.desired),
     kvm.open(names.kv.lease),
     kvm.open(names.kv.heartbeats),
     kvm.open(names.kv.runs),
     kvm.open(names.kv.placement),
+    kvm.open(names.kv.tokens),
   ]);
   const store = await new Objm(conn.js).open(names.objectStore.artifacts);
   const log = options.log ?? (() => {});
@@ -265,6 +267,7 @@ export async function clusterBackends(
         log,
       }),
       history,
+      tokens: new ClusterTokens(tokensKv, names.kv.tokens, (line) => log(`tokens: ${line}`)),
       members: {
         remoteReplicas: () => remote,
         reportReplicas(report) {

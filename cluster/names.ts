@@ -56,6 +56,7 @@ export function clusterNames(cluster: string = DEFAULT_CLUSTER): ClusterNames {
       heartbeats: `${p}-heartbeats`,
       placement: `${p}-placement`,
       runs: `${p}-runs`,
+      tokens: `${p}-tokens`,
     },
     objectStore: { artifacts: `${p}-artifacts` },
     streams: { work: `${p}-work`, logs: `${p}-logs`, events: `${p}-events` },

@@ -125,6 +125,7 @@ export function resourceConfigs(
     kv(b.heartbeats, 1, o.heartbeatTtlMs),
     kv(b.placement, 1),
     kv(b.runs, 1),
+    kv(b.tokens, 1),
     {
       kind: "object store",
       name: objectStore.artifacts,

@@ -88,6 +88,8 @@ export interface ClusterNames {
     readonly placement: string;
     /** Run records of every node (status, node, attempt, exit), so `get jobs` works anywhere. */
     readonly runs: string;
+    /** The TCP API's tokens (hashes only), one key every node follows: a token opens every node. */
+    readonly tokens: string;
   };
   /** Object-store buckets (each is a stream named `OBJ_<bucket>`). */
   readonly objectStore: {

@@ -5,6 +5,7 @@ import type { LogStore } from "./log_store.ts";
 import type { Paths } from "./paths.ts";
 import type { Records } from "./records.ts";
 import type { ProcessLedger, RunHistory } from "./run_history.ts";
+import type { TokenStorage } from "./token_storage.ts";
 
 /**
  * The set of backends an agent runs on: one node's (runtime/backends.ts) or a cluster's (cluster/);
@@ -19,6 +20,8 @@ export interface Backends {
   members?: Members;
   /** Run history and process records. @default this node's SQLite records */
   history?: RunHistory & ProcessLedger;
+  /** The TCP API's tokens (hashes only). @default this home's tokens.json */
+  tokens?: TokenStorage;
   /** Starts what the backends run in the background (mirrors, lease, heartbeats), before use. */
   start?(): Promise<void>;
   /**

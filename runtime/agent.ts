@@ -62,6 +62,8 @@ export class Agent {
   /** What the API does; the route table is built over it. */
   readonly operations: AgentOperations;
   readonly startedAt = Date.now();
+  /** The TCP API's tokens: this home's, or the cluster's (opened once the backends started). */
+  tokens!: TokenStore;
   #server?: Deno.HttpServer;
   #tcp?: Deno.HttpServer;
   #lock?: Deno.FsFile;
@@ -78,7 +80,6 @@ export class Agent {
     records: Records,
     options: AgentOptions,
     balancer: NodeBalancer,
-    readonly tokens: TokenStore,
   ) {
     this.#records = records;
     this.paths = paths;
@@ -115,7 +116,7 @@ export class Agent {
       scheduler: this.scheduler,
       views: this.views,
       stop: () => this.stop(),
-      tokens,
+      tokens: () => this.tokens,
     });
   }
 
@@ -135,10 +136,11 @@ export class Agent {
     }
     // After the lock: the table is this home's, and an earlier agent's stale rules go now.
     const balancer = await openNodeBalancer(paths.home, options.balancer);
-    const tokens = await TokenStore.open(paths.home);
-    const agent = new Agent(paths, records, options, balancer, tokens);
+    const agent = new Agent(paths, records, options, balancer);
     agent.#lock = lock;
     await agent.#backends.start?.();
+    // This home's tokens, or in a cluster the cluster's (a token opens every node).
+    agent.tokens = await TokenStore.open(paths.home, agent.#backends.tokens);
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});
@@ -173,6 +175,7 @@ export class Agent {
       await this.ctx.balancer?.kernel?.close().catch((e) => this.#log((e as Error).message));
       await this.ctx.output?.close();
       this.operations.close(); // open `logs -f` answers end, or shutdown would wait for them
+      this.tokens?.close();
       await this.#server?.shutdown();
       await this.#tcp?.shutdown();
       await Deno.remove(this.paths.socket).catch(() => {});

@@ -46,8 +46,8 @@ export interface AgentParts {
   views: Views;
   /** Stops the agent (called shortly after `stop()` has answered). */
   stop: () => unknown;
-  /** The TCP API's tokens. */
-  tokens: TokenStore;
+  /** The TCP API's tokens (the agent opens them once its backends started). */
+  tokens: () => TokenStore;
 }
 
 /**
@@ -324,19 +324,19 @@ export class AgentOperations implements Operations {
   }
 
   tokens(): TokenInfo[] {
-    return this.#parts.tokens.list();
+    return this.#parts.tokens().list();
   }
 
   async createToken(request: TokenRequest): Promise<TokenCreated> {
     if (typeof request.name !== "string") throw invalid("give the token a name");
     const readOnly = request.readOnly === true;
     const namespaces = request.namespaces?.length ? request.namespaces : undefined;
-    const token = await this.#parts.tokens.create(request.name, { readOnly, namespaces });
+    const token = await this.#parts.tokens().create(request.name, { readOnly, namespaces });
     return { name: request.name, readOnly, ...(namespaces ? { namespaces } : {}), token };
   }
 
   async revokeToken(name: string): Promise<TokenRevoked> {
-    await this.#parts.tokens.revoke(name);
+    await this.#parts.tokens().revoke(name);
     return { name, revoked: true };
   }
 

@@ -1,7 +1,9 @@
 /**
- * API tokens of the agent's TCP API: bearer secrets kept only as sha256 hashes in
- * PRISN_HOME/tokens.json (0600), compared in constant time. The admin token is made at the first
- * start of the TCP API, written to PRISN_HOME/admin.token (0600) for the owner, and shown once.
+ * API tokens of the agent's TCP API: bearer secrets kept only as sha256 hashes, compared in
+ * constant time; on one node in PRISN_HOME/tokens.json (0600), in a cluster in the cluster's
+ * tokens bucket (core/token_storage.ts), so that a token opens every node. The admin token is made
+ * at the first start of the TCP API (in a cluster: of any node's), written to
+ * PRISN_HOME/admin.token (0600) for the owner, and shown once.
  * @module
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
@@ -10,6 +12,7 @@ import { invalid, notFound, PrisnError } from "../core/errors.ts";
 import { validateName } from "../core/prisn_toml.ts";
 import { writePrivate } from "../core/fs.ts";
 import { validateNamespace } from "../core/namespace.ts";
+import type { StoredToken, TokenStorage } from "../core/token_storage.ts";
 
 /** Whether `grant` (none: the unix socket's owner) reaches `namespace`. */
 export function reaches(grant: TokenGrant | undefined, namespace: string): boolean {
@@ -32,48 +35,78 @@ export interface TokenInfo extends TokenGrant {
   createdAt: number;
 }
 
-interface StoredToken extends TokenInfo {
-  /** sha256 of the secret, hex. */
-  sha256: string;
-}
-
 /** The admin token's name; `prisn token revoke admin` is refused (it would lock the owner out). */
 export const ADMIN_TOKEN = "admin";
 
-/** The tokens of one PRISN_HOME. Every change is written (temp file, rename) before it answers. */
-export class TokenStore {
-  readonly file: string;
-  readonly adminFile: string;
-  #tokens: StoredToken[];
+/** One node's tokens: PRISN_HOME/tokens.json, written whole (temp file, rename). */
+export class FileTokens implements TokenStorage {
+  readonly where: string;
 
-  private constructor(home: string, tokens: StoredToken[]) {
-    this.file = join(home, "tokens.json");
-    this.adminFile = join(home, "admin.token");
-    this.#tokens = tokens;
+  constructor(home: string) {
+    this.where = join(home, "tokens.json");
   }
 
-  /** Opens the home's tokens (none yet: an empty store). */
-  static async open(home: string): Promise<TokenStore> {
-    const file = join(home, "tokens.json");
-    const text = await Deno.readTextFile(file).catch((e) => {
+  async read(): Promise<StoredToken[]> {
+    const text = await Deno.readTextFile(this.where).catch((e) => {
       if (e instanceof Deno.errors.NotFound) return undefined;
       throw e;
     });
-    let tokens: StoredToken[] = [];
-    if (text !== undefined) {
-      try {
-        tokens = JSON.parse(text).tokens;
-        if (!Array.isArray(tokens)) throw new Error("no tokens list");
-      } catch (e) {
-        throw new PrisnError(
-          "INVALID",
-          `${file} is not a token file prisn wrote (${
-            (e as Error).message
-          }): move it away to start afresh`,
-        );
-      }
+    if (text === undefined) return [];
+    try {
+      const tokens = JSON.parse(text).tokens;
+      if (!Array.isArray(tokens)) throw new Error("no tokens list");
+      return tokens;
+    } catch (e) {
+      throw new PrisnError(
+        "INVALID",
+        `${this.where} is not a token file prisn wrote (${
+          (e as Error).message
+        }): move it away to start afresh`,
+      );
     }
-    return new TokenStore(home, tokens);
+  }
+
+  async update(change: (tokens: StoredToken[]) => StoredToken[]): Promise<StoredToken[]> {
+    const tokens = change(await this.read());
+    await writePrivate(this.where, JSON.stringify({ tokens }, null, 2) + "\n");
+    return tokens;
+  }
+}
+
+/** The tokens of one PRISN_HOME, or of its cluster. Every change is stored before it answers. */
+export class TokenStore {
+  readonly adminFile: string;
+  readonly storage: TokenStorage;
+  #tokens: StoredToken[];
+  readonly #following = new AbortController();
+
+  private constructor(home: string, storage: TokenStorage, tokens: StoredToken[]) {
+    this.adminFile = join(home, "admin.token");
+    this.storage = storage;
+    this.#tokens = tokens;
+  }
+
+  /** Where the tokens are kept (a file, or the cluster's bucket). */
+  get file(): string {
+    return this.storage.where;
+  }
+
+  /**
+   * Opens the tokens of `home` (none yet: an empty store), or those of `storage`, kept current
+   * as other nodes change them.
+   */
+  static async open(
+    home: string,
+    storage: TokenStorage = new FileTokens(home),
+  ): Promise<TokenStore> {
+    const store = new TokenStore(home, storage, await storage.read());
+    await storage.follow?.((tokens) => store.#tokens = tokens, store.#following.signal);
+    return store;
+  }
+
+  /** Stops following another node's changes. */
+  close(): void {
+    this.#following.abort();
   }
 
   /**
@@ -83,8 +116,15 @@ export class TokenStore {
   async ensureAdmin(): Promise<string | undefined> {
     if (this.#tokens.some((t) => t.admin)) return undefined;
     const secret = newSecret();
+    let made = false;
+    await this.#update((tokens) => {
+      made = !tokens.some((t) => t.admin); // another node may have made it meanwhile
+      return made
+        ? [...tokens, stored({ name: ADMIN_TOKEN, readOnly: false, admin: true }, secret)]
+        : tokens;
+    });
+    if (!made) return undefined;
     await writePrivate(this.adminFile, secret + "\n");
-    await this.#add({ name: ADMIN_TOKEN, readOnly: false, admin: true }, secret);
     return secret;
   }
 
@@ -116,19 +156,22 @@ export class TokenStore {
     const namespaces = options.namespaces?.length
       ? [...new Set(options.namespaces.map(validateNamespace))].sort()
       : undefined;
-    if (this.#tokens.some((t) => t.name === name)) {
-      throw new PrisnError(
-        "CONFLICT",
-        `a token named "${name}" exists: revoke it first or pick another name`,
-      );
-    }
     const secret = newSecret();
-    await this.#add({
+    const token = stored({
       name,
       readOnly: options.readOnly ?? false,
       admin: false,
       ...(namespaces ? { namespaces } : {}),
     }, secret);
+    await this.#update((tokens) => {
+      if (tokens.some((t) => t.name === name)) {
+        throw new PrisnError(
+          "CONFLICT",
+          `a token named "${name}" exists: revoke it first or pick another name`,
+        );
+      }
+      return [...tokens, token];
+    });
     return secret;
   }
 
@@ -138,21 +181,21 @@ export class TokenStore {
         `the admin token cannot be revoked: it is how this machine's owner reaches the API`,
       );
     }
-    if (!this.#tokens.some((t) => t.name === name)) {
-      throw notFound(`token "${name}" not found: see prisn token ls`);
-    }
-    await this.#save(this.#tokens.filter((t) => t.name !== name));
+    await this.#update((tokens) => {
+      if (!tokens.some((t) => t.name === name)) {
+        throw notFound(`token "${name}" not found: see prisn token ls`);
+      }
+      return tokens.filter((t) => t.name !== name);
+    });
   }
 
-  async #add(grant: TokenGrant, secret: string): Promise<void> {
-    const token = { ...grant, createdAt: Date.now(), sha256: sha256(secret).toString("hex") };
-    await this.#save([...this.#tokens, token]);
+  async #update(change: (tokens: StoredToken[]) => StoredToken[]): Promise<void> {
+    this.#tokens = await this.storage.update(change);
   }
+}
 
-  async #save(tokens: StoredToken[]): Promise<void> {
-    await writePrivate(this.file, JSON.stringify({ tokens }, null, 2) + "\n");
-    this.#tokens = tokens;
-  }
+function stored(grant: TokenGrant, secret: string): StoredToken {
+  return { ...grant, createdAt: Date.now(), sha256: sha256(secret).toString("hex") };
 }
 
 /** A new bearer secret: `prisn_` and 32 random bytes, base64url. */

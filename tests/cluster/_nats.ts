@@ -4,7 +4,7 @@
  * `stop()` kills what was started and removes its folders; always call it (try/finally).
  */
 import { join } from "node:path";
-import { freePort } from "../_helpers.ts";
+import { freePort, Scope } from "../_helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -173,4 +173,18 @@ export async function startNatsCluster(
     throw failed.reason;
   }
   return servers;
+}
+
+/** Runs `fn` with a fresh nats-server and a scope; the server and what `fn` deferred go after. */
+export async function withNats(
+  fn: (scope: Scope, server: NatsServer) => Promise<void>,
+): Promise<void> {
+  const scope = new Scope();
+  try {
+    const server = await startNats();
+    scope.defer(() => server.stop());
+    await fn(scope, server);
+  } finally {
+    await scope.close();
+  }
 }

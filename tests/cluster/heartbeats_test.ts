@@ -11,7 +11,7 @@ import {
   Heartbeats,
   type HeartbeatsOptions,
 } from "../../cluster/heartbeats.ts";
-import { type NatsServer, NO_NATS, startNats } from "./_nats.ts";
+import { NO_NATS, withNats } from "./_nats.ts";
 import { Scope, waitFor } from "../_helpers.ts";
 
 if (NO_NATS) console.log(`SKIP heartbeats tests: ${NO_NATS}`);
@@ -19,17 +19,6 @@ if (NO_NATS) console.log(`SKIP heartbeats tests: ${NO_NATS}`);
 const TTL = 1_500;
 const INTERVAL = 300;
 const BUCKET = "heartbeats";
-
-async function withNats(fn: (scope: Scope, server: NatsServer) => Promise<void>): Promise<void> {
-  const scope = new Scope();
-  try {
-    const server = await startNats();
-    scope.defer(() => server.stop());
-    await fn(scope, server);
-  } finally {
-    await scope.close();
-  }
-}
 
 /** One node's own connection and its handle on the heartbeat bucket. */
 async function openBucket(scope: Scope, url: string): Promise<{ nc: NatsConnection; kv: KV }> {

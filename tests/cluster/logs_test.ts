@@ -11,7 +11,7 @@ import type { ClusterConnection } from "../../cluster/types.ts";
 import { paths } from "../../core/paths.ts";
 import { FileLogs } from "../../runtime/logs.ts";
 import { Scope, waitFor } from "../_helpers.ts";
-import { type NatsServer, NO_NATS, startNats } from "./_nats.ts";
+import { type NatsServer, NO_NATS, withNats } from "./_nats.ts";
 
 if (NO_NATS) console.log(`skipping tests/cluster/logs_test.ts: ${NO_NATS}`);
 
@@ -39,16 +39,7 @@ function logsTest(name: string, fn: (scope: Scope, server: NatsServer) => Promis
   Deno.test({
     name,
     ignore: NO_NATS !== undefined,
-    async fn() {
-      const scope = new Scope();
-      try {
-        const server = await startNats();
-        scope.defer(() => server.stop());
-        await fn(scope, server);
-      } finally {
-        await scope.close();
-      }
-    },
+    fn: () => withNats(fn),
   });
 }
 

@@ -56,6 +56,7 @@ Deno.test("clusterNames() prefixes every bucket, stream and subject with the clu
     heartbeats: "blue-heartbeats",
     placement: "blue-placement",
     runs: "blue-runs",
+    tokens: "blue-tokens",
   });
   assert.deepEqual(n.objectStore, { artifacts: "blue-artifacts" });
   assert.deepEqual(n.streams, { work: "blue-work", logs: "blue-logs", events: "blue-events" });
@@ -69,6 +70,9 @@ Deno.test("clusterNames() prefixes every bucket, stream and subject with the clu
   assert.equal(n.logSubject("backup", "run-1a2b3c4d"), "blue.logs.backup.run-1a2b3c4d");
   assert.equal(n.logFilter("api"), "blue.logs.api.>");
   assert.equal(n.eventSubject("api"), "blue.events.api");
+  // A deployment's key (NAMESPACE/NAME) is one token: '/' splits nothing in NATS.
+  assert.equal(n.logSubject("team-b/api", "api-0"), "blue.logs.team-b/api.api-0");
+  assert.equal(n.workSubject("team-b/backup"), "blue.work.team-b/backup");
   assert.equal(clusterNames().cluster, "prisn");
   assert.equal(clusterNames().kv.lease, "prisn-lease");
 });
@@ -102,7 +106,7 @@ Deno.test({
   fn: () =>
     withServer(["prisn"], async ([conn]) => {
       const first = await ensureResources(conn);
-      assert.equal(first.length, 10);
+      assert.equal(first.length, 11);
       assert.deepEqual(first.filter((r) => r.action !== "created"), []);
       assert.deepEqual(first.map((r) => r.stream).sort(), streamsOf(conn.names).sort());
       const second = await ensureResources(conn);
@@ -141,8 +145,8 @@ Deno.test({
   fn: () =>
     withServer(["prisn", "prisn"], async ([a, b]) => {
       const [ra, rb] = await Promise.all([ensureResources(a), ensureResources(b)]);
-      assert.equal(ra.length, 10);
-      assert.equal(rb.length, 10);
+      assert.equal(ra.length, 11);
+      assert.equal(rb.length, 11);
       assert.deepEqual((await ensureResources(a)).filter((r) => r.action !== "unchanged"), []);
     }),
 });

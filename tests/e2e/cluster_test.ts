@@ -886,6 +886,68 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cluster: a token made on one node opens every node's API (its namespaces only); a revoke on another closes them all",
+  ignore: NO_NATS !== undefined,
+  fn: async () => {
+    const ports = [freePort(), freePort(), freePort()];
+    const api = (i: number) => `http://127.0.0.${i}:${ports[i - 1]}`;
+    const c = await cluster(undefined, (i) => ({ PRISN_LISTEN: `127.0.0.${i}:${ports[i - 1]}` }));
+    try {
+      const [n1, n2, n3] = c.nodes;
+      const status = async (i: number, path: string, token: string) => {
+        const res = await fetch(`${api(i)}${path}`, {
+          headers: { authorization: `Bearer ${token}` },
+        }).catch(() => undefined);
+        await res?.body?.cancel();
+        return res?.status;
+      };
+      // One admin token for the cluster, made by the node that started first, kept in its home.
+      const admins = c.nodes.filter((h) => {
+        try {
+          return Deno.statSync(join(h.home, "admin.token")).isFile;
+        } catch {
+          return false;
+        }
+      });
+      assert.equal(admins.length, 1, "one admin token for the cluster");
+      const admin = Deno.readTextFileSync(join(admins[0].home, "admin.token")).trim();
+      for (const i of [1, 2, 3]) assert.equal(await status(i, "/v1/status", admin), 200);
+
+      const created = await n1.ok("token", "create", "ci", "--namespace", "team-a");
+      const token = created.trim().split("\n").pop()!;
+      for (const i of [1, 2, 3]) {
+        await waitFor(
+          async () => await status(i, "/v1/deployments?namespace=team-a", token) === 200,
+          {
+            what: `node ${i} to take the token made on node 1`,
+          },
+        );
+        assert.equal(await status(i, "/v1/deployments?namespace=team-b", token), 403);
+      }
+      assert.match(await n3.ok("token", "ls"), /^ci\s+read-write\s+team-a\s/m);
+      // The bucket keeps hashes, never the secret.
+      const nc = await connect({ servers: c.nats.url });
+      try {
+        const kv = await new Kvm(nc).open("e2e-tokens");
+        const stored = (await kv.get("tokens"))!.string();
+        assert.ok(stored.includes('"ci"') && !stored.includes(token), "hashes only");
+      } finally {
+        await nc.close();
+      }
+      await n2.ok("token", "revoke", "ci");
+      for (const i of [1, 2, 3]) {
+        await waitFor(async () => await status(i, "/v1/status", token) === 401, {
+          what: `node ${i} to refuse the token revoked on node 2`,
+        });
+      }
+    } finally {
+      await c.close();
+    }
+  },
+});
+
 Deno.test("agent run refuses bad cluster flags and an unreachable NATS in one line, and starts nothing", async () => {
   const h = new TestHome();
   try {
