@@ -2,6 +2,7 @@ import { basename, join, resolve } from "node:path";
 import { packVersion } from "../core/archive.ts";
 import { defaultName } from "../core/spec.ts";
 import type { Command } from "commander";
+import { DEFAULT_NAMESPACE, deploymentKey, displayKey } from "../core/namespace.ts";
 import { invalid, PrisnError } from "../core/errors.ts";
 import { readConfigFile } from "../core/fs.ts";
 import type { DeployRequest, DeployResult } from "../runtime/api_types.ts";
@@ -103,9 +104,11 @@ async function readEnvFiles(files: string[]) {
 }
 
 function summary(r: DeployResult): string {
+  // Outside the default namespace, the namespace is said: NAMESPACE/NAME.
+  const name = displayKey(deploymentKey(r.namespace ?? DEFAULT_NAMESPACE, r.name));
   const what = r.unchanged
-    ? `${r.name} ${r.version} unchanged (nothing restarted)`
-    : `${r.name} ${r.version} deployed`;
+    ? `${name} ${r.version} unchanged (nothing restarted)`
+    : `${name} ${r.version} deployed`;
   if (r.type === "service") {
     return `${what}: service, ${r.replicas} replica(s)` +
       (r.port ? `, listening on :${r.port} (http://127.0.0.1:${r.port}/)` : "");

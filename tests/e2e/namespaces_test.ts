@@ -39,7 +39,10 @@ Deno.test("the same name in two namespaces: apart in ls, get, logs, runs, env an
       '#!/bin/bash\necho "in $PRISN_NAMESPACE $GREETING"\n',
     );
     await h.ok("deploy", app, "--name", "report", "--env", "GREETING=a");
-    await h.ok("deploy", app, "--name", "report", "-n", "team-b", "--env", "GREETING=b");
+    assert.match(
+      await h.ok("deploy", app, "--name", "report", "-n", "team-b", "--env", "GREETING=b"),
+      /^team-b\/report v-[0-9a-f]{8} deployed: job/m,
+    );
 
     // ls: the default namespace alone, as before; -n another; -A all, NAMESPACE first.
     const ls = await h.ok("ls");

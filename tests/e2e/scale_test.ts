@@ -244,7 +244,7 @@ Deno.test({
         "--port",
         String(freePort()),
       );
-      await waitFor(() => running("/deployments/big/").length >= 4, {
+      await waitFor(() => running("/deployments/default/big/").length >= 4, {
         what: "the big rollout under way",
       });
       const t0 = Date.now();

@@ -1,6 +1,6 @@
 /**
  * Run tickets end to end: a run is recorded before anything slow happens, survives an agent
- * killed with -9, and a cron tick's run id is derived from the tick.
+ * killed with -9, and a cron tick's run id is derived from the tick (and its deployment's key).
  *
  * @module
  */
@@ -51,7 +51,7 @@ Deno.test("a retry waiting for its backoff survives kill -9 of the agent and run
   }
 });
 
-Deno.test("a cron tick's run id is derived from NAME@scheduled-time", async () => {
+Deno.test("a cron tick's run id is derived from NAMESPACE/NAME@scheduled-time", async () => {
   const h = new TestHome();
   try {
     const dir = h.project("tick", {
@@ -66,7 +66,7 @@ Deno.test("a cron tick's run id is derived from NAME@scheduled-time", async () =
     await h.ok("suspend", "tick");
     for (const r of runs) {
       assert.equal(r.trigger, "schedule");
-      assert.equal(r.id, tickRunId("tick", r.scheduledAt!));
+      assert.equal(r.id, tickRunId("default/tick", r.scheduledAt!));
     }
   } finally {
     await h.close();

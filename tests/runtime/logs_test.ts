@@ -724,28 +724,29 @@ Deno.test("pruneLogs() removes day folders older than the cutoff and nothing els
   await withHome(async (p) => {
     for (
       const path of [
-        "api/2024-01-01/api-0.log",
-        "api/2024-01-02/api-0.log",
-        "api/2024-01-03/api-0.log",
-        "api/2024-01-10/api-0.log",
-        "api/keep-me/notes.txt",
-        "job/2023-12-25/run.log",
-        "job/2024-01-09/run.log",
+        "default/api/2024-01-01/api-0.log",
+        "default/api/2024-01-02/api-0.log",
+        "default/api/2024-01-03/api-0.log",
+        "default/api/2024-01-10/api-0.log",
+        "default/api/keep-me/notes.txt",
+        "team-b/job/2023-12-25/run.log",
+        "team-b/job/2024-01-09/run.log",
       ]
     ) await writeFile(join(p.logs, path), "x\n");
+    await writeFile(join(p.logs, ".namespaces"), "the layout's marker\n");
 
     const now = Date.parse("2024-01-10T12:00:00Z");
     assert.equal(await pruneLogs(p, 7, now), 3);
 
     const left: string[] = [];
-    for (const d of ["api", "job"]) {
+    for (const d of ["default/api", "team-b/job"]) {
       for await (const e of Deno.readDir(join(p.logs, d))) left.push(`${d}/${e.name}`);
     }
     assert.deepEqual(left.sort(), [
-      "api/2024-01-03",
-      "api/2024-01-10",
-      "api/keep-me",
-      "job/2024-01-09",
+      "default/api/2024-01-03",
+      "default/api/2024-01-10",
+      "default/api/keep-me",
+      "team-b/job/2024-01-09",
     ]);
     assert.equal(await pruneLogs(p, 7, now), 0, "a second prune has nothing to do");
   });
