@@ -6,6 +6,7 @@
  */
 import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import { DEFAULT_NAMESPACE, deploymentKey, validateNamespace } from "../core/namespace.ts";
+import { validateName } from "../core/prisn_toml.ts";
 import { formatBytes } from "../core/quantity.ts";
 import type {
   DeleteResponse,
@@ -162,6 +163,7 @@ export function apiRoutes(ops: Operations, options: ApiOptions = {}): Route[] {
    */
   const key = (ctx: RouteContext) => {
     const namespace = namespaceParam(ctx);
+    validateName(name(ctx)); // a deployment, replica or run: a DNS label, never a path
     const key = deploymentKey(namespace, name(ctx));
     if (!reaches(ctx.grant, namespace)) throw deploymentNotFound(key);
     return key;

@@ -192,6 +192,22 @@ Deno.test("an operation's error answers with its code's status and one error bod
   });
 });
 
+Deno.test("a deployment name or namespace that is no DNS label answers 400 and reaches no operation", async () => {
+  const { ops, request } = setup();
+  for (
+    const [path, message] of [
+      ["/v1/deployments/..%2Fteam-b%2Fchatty/logs", /^name "\.\.\/team-b\/chatty" is not valid/],
+      ["/v1/deployments/api?namespace=Team_B", /^namespace "Team_B" is not valid/],
+      ["/v1/deployments?namespace=a%2Fb", /^namespace "a\/b" is not valid/],
+    ] as const
+  ) {
+    const res = await request("GET", path);
+    assert.equal(res.status, 400, path);
+    assert.match((await res.json()).error.message, message);
+  }
+  assert.deepEqual(ops.calls, []);
+});
+
 Deno.test("a body that is not JSON answers 400 and reaches no operation", async () => {
   const { ops, handle } = setup();
   const res = await handle(
