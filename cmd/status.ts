@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { deploymentKey, displayKey } from "../core/namespace.ts";
 import { formatAge, formatDuration } from "../core/duration.ts";
 import type { DeploymentSummary, StatusView } from "../runtime/api_types.ts";
 import type { App } from "./_app.ts";
@@ -67,7 +68,13 @@ function render(s: StatusView): string {
   } else {
     lines.push(table(
       ["NAME", "TYPE", "VERSION", "STATE"],
-      s.deployments.map((d) => [d.name, d.type, d.version, stateOf(d)]),
+      // Every namespace's: outside default, NAMESPACE/NAME.
+      s.deployments.map((d) => [
+        displayKey(deploymentKey(d.namespace, d.name)),
+        d.type,
+        d.version,
+        stateOf(d),
+      ]),
     ));
   }
   const r = s.runs.lastHour;

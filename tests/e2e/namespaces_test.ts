@@ -60,6 +60,9 @@ Deno.test("the same name in two namespaces: apart in ls, get, logs, runs, env an
     ]);
     assert.match(await h.ok("get", "report", "-n", "team-b"), /^Namespace:\s+team-b$/m);
     assert.match(await h.ok("get", "report"), /^Namespace:\s+default$/m);
+    const status = await h.ok("status");
+    assert.match(status, /^report\s+job\s/m);
+    assert.match(status, /^team-b\/report\s+job\s/m, "status: every namespace's");
 
     // Runs, logs and env are each namespace's own.
     const runsB = await completedRuns(h, 1, "-n", "team-b");
