@@ -357,7 +357,7 @@ async function deployPackage(
         throw storageError(
           e,
           `activate ${version}`,
-          existing ? `${existing.version} serves again` : `${spec.name} is not deployed`,
+          existing ? `${existing.version} serves again` : `${shown} is not deployed`,
         );
       }
     };
@@ -538,7 +538,7 @@ export async function rollback(
       await supervisor.rolloutService(from.spec, d.version, d.replicas);
     }
     throw diskFull(
-      `roll ${name} back to ${to.version}`,
+      `roll ${displayKey(name)} back to ${to.version}`,
       `${d.version} stays active`,
       e,
       "try again",

@@ -294,7 +294,7 @@ Deno.test({
         );
         assert.equal((await t.cli("get", name)).code, 1, "not deployed");
         assert.equal(await httpGet(itsPort), undefined, "its replica stopped");
-        assert.deepEqual(await processesUnder(join(t.home, "deployments", name)), []);
+        assert.deepEqual(await processesUnder(join(t.home, "deployments", "default", name)), []);
         assert.equal(await httpGet(port), "two", "the other service untouched");
         await Deno.remove(filler);
       };
@@ -381,7 +381,7 @@ Deno.test({
       await Deno.stat(join(envs, built2[0], ".prisn-env.json"));
       await t.ok("deploy", url, "--name", "fromgit", "--type", "job");
       const metadata = JSON.parse(
-        await Deno.readTextFile(join(t.home, "deployments", "api", "metadata.json")),
+        await Deno.readTextFile(join(t.home, "deployments", "default", "api", "metadata.json")),
       );
       assert.equal(metadata.version, (await t.json<{ version: string }>("get", "api")).version);
       const leftovers = (await tree(join(t.home, "deployments"))).filter((n) =>
