@@ -1,10 +1,11 @@
 /**
  * The service port's balancer: wrk drives HTTP load at a Node upstream (1) directly, (2) through
  * prisn's kernel path (the nftables DNAT of runtime/kernel_balancer.ts, as a ServicePort sets it
- * up), (3) through prisn's userspace proxy (one accept loop, as the agent runs it), (4) through N
- * userspace proxies in worker threads sharing the port (SO_REUSEPORT) and (5) through nginx as an
- * L4 `stream` proxy with 1 and N worker processes (each target with its own, identical upstream
- * process), in interleaved rounds of the same run, for three
+ * up), (3) through prisn's userspace proxy as the agent runs it (the epoll engine: one worker
+ * thread, runtime/epoll_proxy.ts), (4) through the same with Deno's copy loop (runtime/proxy.ts,
+ * the engine where epoll is not available), (5) through N epoll proxies sharing the port
+ * (SO_REUSEPORT) and (6) through nginx as an L4 `stream` proxy with 1 and N worker processes (each
+ * target with its own, identical upstream process), in interleaved rounds of the same run, for three
  * loads: keep-alive with 16 connections, a new connection per request (`Connection: close`) and
  * keep-alive with 1,000 connections. It prints the median req/s, p50 and p99 latency, the proxy's
  * CPU per request and the whole host's CPU per request (the kernel path's work is the kernel's).
@@ -79,7 +80,8 @@ type Cleanup = () => Promise<void> | void;
 
 const DIRECT = "direct (Node upstream)";
 const KERNEL = "prisn kernel (nftables)";
-const USERSPACE = "prisn userspace (1 loop)";
+const USERSPACE = "prisn userspace (epoll)";
+const DENO_LOOP = "prisn userspace (Deno loop)";
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -145,19 +147,37 @@ async function main(): Promise<void> {
       targets.push({ name: KERNEL, port: port.port, cpuSeconds: ownCpuSeconds });
     }
 
-    const userspace = new ServicePort({ port: 0, host: HOST });
-    cleanups.push(() => userspace.close());
-    await userspace.listen();
-    userspace.add({ id: "upstream", port: await upstreamFor(), host: HOST });
-    targets.push({ name: USERSPACE, port: userspace.port, cpuSeconds: ownCpuSeconds });
-
-    if (workers > 1) {
-      const port = await startWorkerProxies(await upstreamFor(), workers, cleanups);
+    for (const engine of ["epoll", "deno"] as const) {
+      const port = new ServicePort({
+        port: 0,
+        host: HOST,
+        engine: engine === "epoll" ? "auto" : engine,
+      });
+      if (port.engine !== engine) {
+        console.log(`${USERSPACE} skipped: ${port.engineFallback}`);
+        continue;
+      }
+      cleanups.push(() => port.close());
+      await port.listen();
+      port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
       targets.push({
-        name: `prisn userspace (${workers} workers)`,
-        port,
+        name: engine === "epoll" ? USERSPACE : DENO_LOOP,
+        port: port.port,
         cpuSeconds: ownCpuSeconds,
       });
+    }
+
+    if (workers > 1 && targets.some((t) => t.name === USERSPACE)) {
+      // N epoll proxies (a worker thread each) sharing one port with SO_REUSEPORT.
+      const port = freePort();
+      const upstream = await upstreamFor();
+      for (let i = 0; i < workers; i++) {
+        const proxy = new ServicePort({ port, host: HOST, reusePort: true });
+        cleanups.push(() => proxy.close());
+        await proxy.listen();
+        proxy.add({ id: "upstream", port: upstream, host: HOST });
+      }
+      targets.push({ name: workersName(workers), port, cpuSeconds: ownCpuSeconds });
     }
 
     for (const n of new Set([1, workers])) {
@@ -249,12 +269,11 @@ function report(figures: Figures[], workers: number): void {
     `kernel/direct ${ratio(KERNEL, DIRECT)}`,
     `userspace/direct ${ratio(USERSPACE, DIRECT)}`,
     `userspace/nginx(1) ${ratio(USERSPACE, nginxName(1))}`,
+    `deno-loop/nginx(1) ${ratio(DENO_LOOP, nginxName(1))}`,
   ];
   if (workers > 1) {
     lines.push(
-      `userspace(${workers})/nginx(${workers}) ${
-        ratio(`prisn userspace (${workers} workers)`, nginxName(workers))
-      }`,
+      `userspace(${workers})/nginx(${workers}) ${ratio(workersName(workers), nginxName(workers))}`,
     );
   }
   console.log(`\n${lines.join("   ")}   (medians of the rounds)`);
@@ -381,31 +400,8 @@ async function startUpstream(cleanups: Cleanup[]): Promise<number> {
   return port;
 }
 
-/**
- * `workers` userspace proxies, one per worker thread (bench/_proxy_worker.ts), listening on the
- * same port with SO_REUSEPORT; resolves to the port.
- */
-async function startWorkerProxies(
-  upstream: number,
-  workers: number,
-  cleanups: Cleanup[],
-): Promise<number> {
-  const port = freePort();
-  for (let i = 0; i < workers; i++) {
-    const worker = new Worker(new URL("./_proxy_worker.ts", import.meta.url), { type: "module" });
-    cleanups.push(async () => {
-      const closed = new Promise((resolve) => worker.onmessage = resolve);
-      worker.postMessage({ close: true });
-      await Promise.race([closed, sleep(3000)]);
-      worker.terminate();
-    });
-    const listening = await new Promise<{ ok: boolean; error?: string }>((resolve) => {
-      worker.onmessage = (e) => resolve(e.data);
-      worker.postMessage({ port, upstream, host: HOST });
-    });
-    if (!listening.ok) throw new Error(`proxy worker ${i}: ${listening.error}`);
-  }
-  return port;
+function workersName(workers: number): string {
+  return `prisn userspace (epoll ×${workers})`;
 }
 
 function nginxName(workers: number): string {

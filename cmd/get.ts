@@ -151,7 +151,11 @@ async function describe(app: App, name: string, output?: string) {
 function describeBalancer(b: BalancerInfo): string {
   return b.kind === "kernel"
     ? `kernel (nftables DNAT, table ip ${b.table})`
-    : "userspace (prisn's TCP proxy)";
+    : b.engine === "epoll"
+    ? "userspace (prisn's TCP proxy, epoll engine)"
+    : `userspace (prisn's TCP proxy, Deno copy loop${
+      b.engineFallback ? `: ${b.engineFallback}` : ""
+    })`;
 }
 
 /** "failed (timed out) [attempt 2]", "running (service)", "failed (service, OOMKilled)". */

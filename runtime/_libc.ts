@@ -51,16 +51,21 @@ let cached: Libc | null | undefined;
 
 /** libc's symbols, or null where they are not to be had (not Linux, no FFI permission, musl…). */
 export function libc(): Libc | null {
-  if (cached !== undefined) return cached;
-  cached = null;
-  if (Deno.build.os !== "linux") return cached;
+  if (cached === undefined) cached = openLibc(SYMBOLS);
+  return cached;
+}
+
+/** `symbols` of the C library, or null (not Linux, no FFI permission, no such library). */
+export function openLibc<S extends Deno.ForeignLibraryInterface>(
+  symbols: S,
+): Deno.DynamicLibrary<S>["symbols"] | null {
+  if (Deno.build.os !== "linux") return null;
   for (const name of ["libc.so.6", "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1"]) {
     try {
-      cached = Deno.dlopen(name, SYMBOLS).symbols;
-      break;
+      return Deno.dlopen(name, symbols).symbols;
     } catch { /* not this one, or FFI not allowed */ }
   }
-  return cached;
+  return null;
 }
 
 const encoder = new TextEncoder();

@@ -76,6 +76,98 @@ export interface TcpProxyOptions {
   onError?: (error: unknown) => void;
 }
 
+/**
+ * The backends in rotation, as both engines keep them (this file's and epoll_proxy.ts):
+ * replaced (never mutated) on every change, which is told to `changed`.
+ */
+export class BackendList {
+  /** The backends in rotation. */
+  ready: readonly Required<Backend>[] = [];
+  /** The ones of `ready` new connections go to (see {@linkcode preferred}). */
+  rotation: readonly Required<Backend>[] = [];
+  readonly #changed: () => void;
+
+  constructor(changed: () => void) {
+    this.#changed = changed;
+  }
+
+  /** Replaces the backends in rotation. */
+  set(backends: Backend[]): void {
+    const byId = new Map<string, Required<Backend>>();
+    for (const backend of backends) byId.set(backend.id, normalize(backend));
+    this.#set([...byId.values()]);
+  }
+
+  /** Puts a backend in rotation, or updates the one with the same id. */
+  add(backend: Backend): void {
+    const added = normalize(backend);
+    const index = this.ready.findIndex((b) => b.id === added.id);
+    this.#set(
+      index === -1 ? [...this.ready, added] : this.ready.map((b, i) => i === index ? added : b),
+    );
+  }
+
+  /** Takes a backend out of rotation. */
+  remove(id: string): void {
+    if (!this.ready.some((b) => b.id === id)) return;
+    this.#set(this.ready.filter((b) => b.id !== id));
+  }
+
+  #set(ready: readonly Required<Backend>[]): void {
+    this.ready = ready;
+    this.rotation = preferred(ready);
+    this.#changed();
+  }
+}
+
+/**
+ * What both engines share: the backend set, and the calls that change and read it. `changed` is
+ * told of every change.
+ */
+export abstract class BackendProxy {
+  readonly #backends: BackendList;
+
+  constructor(changed: () => void) {
+    this.#backends = new BackendList(changed);
+  }
+
+  /** The backends in rotation and the ones new connections go to. */
+  protected get backendList(): BackendList {
+    return this.#backends;
+  }
+
+  /** Replaces the backends in rotation (the ready replicas). Open connections are untouched. */
+  setBackends(backends: Backend[]): void {
+    this.backendList.set(backends);
+  }
+
+  /** Puts a backend in rotation, or updates the one with the same id. */
+  add(backend: Backend): void {
+    this.backendList.add(backend);
+  }
+
+  /**
+   * Takes a backend out of rotation: it gets no new connections; its open ones go on (use
+   * `drain` to wait for them, or to end them).
+   */
+  remove(id: string): void {
+    this.backendList.remove(id);
+  }
+
+  /** Every backend in rotation, with where each listens. */
+  backendSet(): readonly Required<Backend>[] {
+    return this.backendList.ready;
+  }
+
+  /** The ids of the backends in rotation, in rotation order. */
+  backends(): string[] {
+    return this.backendList.ready.map((b) => b.id);
+  }
+}
+
+/** What a service port needs of a proxy, whichever engine (this file's, or epoll_proxy.ts). */
+export type PortProxy = { [K in keyof TcpProxy]: TcpProxy[K] };
+
 /** Pause between two rounds over backends that all failed to connect. */
 const RETRY_PAUSE_MS = 50;
 /** Pause after a failed `accept` before the next, so a lack of file descriptors does not spin. */
@@ -105,7 +197,7 @@ interface Link {
  * await proxy.close();
  * ```
  */
-export class TcpProxy {
+export class TcpProxy extends BackendProxy {
   readonly #port: number;
   readonly #host: string;
   readonly #waitForBackendMs: number;
@@ -119,10 +211,6 @@ export class TcpProxy {
   #closed = false;
   #closing?: Promise<void>;
 
-  /** The backends in rotation, replaced (never mutated) on every change. */
-  #ready: readonly Required<Backend>[] = [];
-  /** The ones of `#ready` new connections go to (see {@linkcode preferred}). */
-  #rotation: readonly Required<Backend>[] = [];
   #next = 0;
   /** Wakes connections that wait for the backend set to change. */
   #waiters = new Set<() => void>();
@@ -136,6 +224,7 @@ export class TcpProxy {
 
   /** Creates a proxy; nothing listens until {@linkcode TcpProxy.listen}. */
   constructor(options: TcpProxyOptions) {
+    super(() => this.#wake());
     checkPort(options.port, "proxy port", 0);
     this.#port = options.port;
     this.#host = options.host ?? "0.0.0.0";
@@ -178,47 +267,6 @@ export class TcpProxy {
     }
     this.#acceptLoop = this.#accept(this.#listener);
     return Promise.resolve();
-  }
-
-  /** Replaces the backends in rotation (the ready replicas). Open connections are untouched. */
-  setBackends(backends: Backend[]): void {
-    const byId = new Map<string, Required<Backend>>();
-    for (const backend of backends) byId.set(backend.id, normalize(backend));
-    this.#setReady([...byId.values()]);
-  }
-
-  /** Puts a backend in rotation, or updates the one with the same id. */
-  add(backend: Backend): void {
-    const added = normalize(backend);
-    const index = this.#ready.findIndex((b) => b.id === added.id);
-    this.#setReady(
-      index === -1 ? [...this.#ready, added] : this.#ready.map((b, i) => i === index ? added : b),
-    );
-  }
-
-  /**
-   * Takes a backend out of rotation: it gets no new connections; its open ones go on (use
-   * {@linkcode TcpProxy.drain} to wait for them, or to end them).
-   */
-  remove(id: string): void {
-    if (!this.#ready.some((b) => b.id === id)) return;
-    this.#setReady(this.#ready.filter((b) => b.id !== id));
-  }
-
-  /** Every backend in rotation, with where each listens. */
-  backendSet(): readonly Required<Backend>[] {
-    return this.#ready;
-  }
-
-  #setReady(ready: readonly Required<Backend>[]): void {
-    this.#ready = ready;
-    this.#rotation = preferred(ready);
-    this.#wake();
-  }
-
-  /** The ids of the backends in rotation, in rotation order. */
-  backends(): string[] {
-    return this.#ready.map((b) => b.id);
   }
 
   /** Open forwarded connections: to backend `id`, or to all backends. */
@@ -305,7 +353,7 @@ export class TcpProxy {
         found = await this.#connect(deadline);
         // No await from this check to `#links.add` below: a `drain` that takes the backend out
         // of rotation meanwhile either sees the link or is seen here (and the client moves on).
-        if (!found || inRotation(this.#ready, found.backend)) break;
+        if (!found || inRotation(this.backendList.ready, found.backend)) break;
         closeQuietly(found.conn);
         found = undefined;
       }
@@ -355,7 +403,7 @@ export class TcpProxy {
     deadline: number,
   ): Promise<{ backend: Required<Backend>; conn: Deno.TcpConn } | undefined> {
     while (!this.#closed) {
-      const candidates = this.#rotation;
+      const candidates = this.backendList.rotation;
       if (candidates.length === 0) {
         if (!await this.#waitForChange(deadline, Infinity)) return undefined;
         continue;
@@ -367,7 +415,7 @@ export class TcpProxy {
         const conn = await this.#dial(backend);
         if (!conn) continue;
         // Taken out of rotation (drained, removed) while connecting: nothing sent yet, move on.
-        if (this.#closed || !inRotation(this.#ready, backend)) {
+        if (this.#closed || !inRotation(this.backendList.ready, backend)) {
           closeQuietly(conn);
           continue;
         }
@@ -448,7 +496,10 @@ async function pump(from: Deno.Conn, to: Deno.Conn, buffer: Uint8Array, link: Li
 }
 
 /** Whether `backend` (same id, host and port: a replaced replica may reuse its id) is in rotation. */
-function inRotation(ready: readonly Required<Backend>[], backend: Required<Backend>): boolean {
+export function inRotation(
+  ready: readonly Required<Backend>[],
+  backend: Required<Backend>,
+): boolean {
   return ready.some((b) =>
     b.id === backend.id && b.port === backend.port && b.host === backend.host &&
     b.remote === backend.remote
@@ -481,13 +532,15 @@ function normalize(backend: Backend): Required<Backend> {
   };
 }
 
-function checkPort(port: number, what: string, min: number): void {
+/** Throws INVALID unless `port` is a whole number from `min` to 65535. */
+export function checkPort(port: number, what: string, min: number): void {
   if (!Number.isInteger(port) || port < min || port > 65535) {
     throw invalid(`${what} ${port} is not a port: use a whole number from ${min} to 65535`);
   }
 }
 
-function listenError(error: unknown, host: string, port: number): PrisnError {
+/** The error `listen` fails with for what `Deno.listen` threw. */
+export function listenError(error: unknown, host: string, port: number): PrisnError {
   if (error instanceof Deno.errors.AddrInUse) {
     return new PrisnError(
       "CONFLICT",

@@ -8,7 +8,8 @@
  */
 
 import { KernelBalancer, openConnections } from "./kernel_balancer.ts";
-import { type Backend, TcpProxy, type TcpProxyOptions } from "./proxy.ts";
+import { type Backend, type PortProxy, TcpProxy, type TcpProxyOptions } from "./proxy.ts";
+import { EpollProxy, EpollUnavailable, epollUnavailable, type ProxyEngine } from "./epoll_proxy.ts";
 
 /** Which balancer a service asks for (prisn.toml `balancer`, or the agent's `--balancer`). */
 export type BalancerChoice = "auto" | "kernel" | "userspace";
@@ -18,6 +19,13 @@ export interface BalancerInfo {
   kind: "kernel" | "userspace";
   /** The nftables table (`ip` family) of the kernel path. */
   table?: string;
+  /**
+   * The userspace proxy's engine (on the kernel path: the one that holds connections while no
+   * replica is ready): an epoll loop in a worker thread, or Deno's copy loop.
+   */
+  engine: ProxyEngine;
+  /** Why the epoll engine does not serve the port, when it does not. */
+  engineFallback?: string;
 }
 
 /** The agent's balancer setting: its default choice and the kernel path, if it has one. */
@@ -66,6 +74,13 @@ export async function openNodeBalancer(
 export interface ServicePortOptions extends TcpProxyOptions {
   /** The node's nftables table. @default none: the userspace proxy alone */
   kernel?: KernelBalancer;
+  /**
+   * The userspace proxy's engine: "auto" is epoll where available (Linux, FFI, an IPv4
+   * address), else Deno's copy loop. `PRISN_PROXY_ENGINE=deno` in the agent's environment
+   * forces the copy loop for "auto".
+   * @default "auto"
+   */
+  engine?: ProxyEngine | "auto";
 }
 
 /** Pause between two counts of a drained replica's connections on the kernel path. */
@@ -73,14 +88,26 @@ const DRAIN_POLL_MS = 50;
 
 /** One service port; same calls as {@linkcode TcpProxy}, whichever path carries the bytes. */
 export class ServicePort {
-  readonly #proxy: TcpProxy;
+  #proxy: PortProxy;
+  readonly #options: ServicePortOptions;
+  /** Why the epoll engine is not used (undefined: it is). */
+  #noEpoll?: string;
   readonly #address?: string;
   readonly #onError: (error: unknown) => void;
   #kernel?: KernelBalancer;
   #listening = false;
 
   constructor(options: ServicePortOptions) {
-    this.#proxy = new TcpProxy(options);
+    this.#options = options;
+    const engine = options.engine ?? "auto";
+    const forced = engine === "auto" && Deno.env.get("PRISN_PROXY_ENGINE") === "deno";
+    this.#noEpoll = engine === "deno"
+      ? "the Deno copy loop was asked for"
+      : forced
+      ? "PRISN_PROXY_ENGINE=deno"
+      : epollUnavailable(options.host);
+    if (this.#noEpoll && engine === "epoll") throw new EpollUnavailable(this.#noEpoll);
+    this.#proxy = this.#noEpoll ? new TcpProxy(options) : new EpollProxy(options);
     this.#address = options.host;
     this.#kernel = options.kernel;
     this.#onError = options.onError ?? (() => {});
@@ -97,12 +124,38 @@ export class ServicePort {
 
   /** Which path serves new connections. */
   get balancer(): BalancerInfo {
-    return this.#kernel ? { kind: "kernel", table: this.#kernel.table } : { kind: "userspace" };
+    const engine = this.engine;
+    const why = this.#noEpoll ? { engineFallback: this.#noEpoll } : {};
+    return this.#kernel
+      ? { kind: "kernel", table: this.#kernel.table, engine, ...why }
+      : { kind: "userspace", engine, ...why };
   }
 
-  /** Listens (see {@linkcode TcpProxy.listen}), then puts the port's rules in place. */
+  /** The userspace proxy's engine. */
+  get engine(): ProxyEngine {
+    return this.#noEpoll ? "deno" : "epoll";
+  }
+
+  /** Why the epoll engine does not serve this port; undefined when it does. */
+  get engineFallback(): string | undefined {
+    return this.#noEpoll;
+  }
+
+  /**
+   * Listens (see {@linkcode TcpProxy.listen}), then puts the port's rules in place. When the
+   * epoll worker cannot start, the Deno copy loop listens instead (`engineFallback` says why).
+   */
   async listen(): Promise<void> {
-    await this.#proxy.listen();
+    try {
+      await this.#proxy.listen();
+    } catch (error) {
+      if (!(error instanceof EpollUnavailable) || this.#options.engine === "epoll") throw error;
+      this.#noEpoll = error.message;
+      const backends = [...this.#proxy.backendSet()];
+      this.#proxy = new TcpProxy(this.#options);
+      this.#proxy.setBackends(backends);
+      await this.#proxy.listen();
+    }
     this.#listening = true;
     await this.#sync();
   }

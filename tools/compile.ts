@@ -298,6 +298,9 @@ async function compileTarget(target: Target, source: DenortSource, output: strin
       "--no-check",
       "--frozen-lockfile",
       "--quiet",
+      // The proxy's epoll engine runs in a worker, which deno compile only bundles when told.
+      "--include",
+      join(ROOT, "runtime/_epoll_worker.ts"),
       "--config",
       join(ROOT, "deno.json"),
       "--target",

@@ -9,6 +9,7 @@
  * @module
  */
 import assert from "node:assert/strict";
+import { epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { KernelBalancer, tableName } from "../../runtime/kernel_balancer.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import { alive, freePort, hasCommand, TestHome, waitFor } from "../_helpers.ts";
@@ -29,9 +30,13 @@ async function kernelUnavailable(): Promise<string | undefined> {
 const NO_KERNEL = await kernelUnavailable();
 if (NO_KERNEL) console.log(`balancer_test: skipping the kernel path tests: ${NO_KERNEL}`);
 
+/** The userspace engine an agent of this machine picks (the test runs with its permissions). */
+const NO_EPOLL = epollUnavailable();
+const ENGINE = NO_EPOLL ? { engine: "deno", engineFallback: NO_EPOLL } : { engine: "epoll" };
+
 interface Detail {
   version: string;
-  balancer?: { kind: string; table?: string };
+  balancer?: { kind: string; table?: string; engine: string; engineFallback?: string };
   replicas: { desired: number; ready: number; items: ReplicaStatus[] };
   events: Array<{ kind: string; message: string }>;
 }
@@ -115,7 +120,7 @@ Deno.test({
         h,
         "replicas = 2\nrollout = { max_parallel = 1 }\n",
         async (d, port) => {
-          assert.deepEqual(d.balancer, { kind: "kernel", table });
+          assert.deepEqual(d.balancer, { kind: "kernel", table, ...ENGINE });
           assert.match(await h.ok("get", "web"), new RegExp(`Balancer: +kernel .*${table}`));
           // The map holds exactly the ready replicas (it is written before a drain starts).
           await waitFor(async () => {
@@ -184,8 +189,13 @@ Deno.test({
     const table = tableName(h.home);
     try {
       await rolloutUnderLoad(h, 'replicas = 2\nbalancer = "userspace"\n', async (d, port) => {
-        assert.deepEqual(d.balancer, { kind: "userspace" });
-        assert.match(await h.ok("get", "web"), /Balancer: +userspace/);
+        assert.deepEqual(d.balancer, { kind: "userspace", ...ENGINE });
+        assert.match(
+          await h.ok("get", "web"),
+          NO_EPOLL
+            ? /Balancer: +userspace .*Deno copy loop/
+            : /Balancer: +userspace .*epoll engine/,
+        );
         assert.deepEqual(await mapped(table, port), []);
       });
     } finally {
@@ -195,10 +205,11 @@ Deno.test({
 });
 
 Deno.test({
-  name: "an agent run with --balancer userspace serves ports in userspace and says why",
+  name: "an agent run with --balancer userspace and PRISN_PROXY_ENGINE=deno uses Deno's copy " +
+    "loop and says why",
   ignore: !HAS_NODE,
   async fn() {
-    const h = new TestHome({ env: { PRISN_BALANCER: "userspace" } });
+    const h = new TestHome({ env: { PRISN_BALANCER: "userspace", PRISN_PROXY_ENGINE: "deno" } });
     try {
       const port = freePort();
       await h.ok(
@@ -211,7 +222,15 @@ Deno.test({
       );
       await replicasAnswering(port, 1);
       const d = await h.json<Detail>("get", "forced");
-      assert.deepEqual(d.balancer, { kind: "userspace" });
+      assert.deepEqual(d.balancer, {
+        kind: "userspace",
+        engine: "deno",
+        engineFallback: "PRISN_PROXY_ENGINE=deno",
+      });
+      assert.match(
+        await h.ok("get", "forced"),
+        /Balancer: +userspace \(prisn's TCP proxy, Deno copy loop: PRISN_PROXY_ENGINE=deno\)/,
+      );
       const fallback = d.events.find((e) => e.kind === "BalancerFallback");
       assert.match(fallback?.message ?? "", /--balancer userspace/);
       assert.equal(await listTable(tableName(h.home)), undefined, "no table at all");

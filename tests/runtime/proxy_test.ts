@@ -3,7 +3,13 @@
 
 import assert from "node:assert/strict";
 import { PrisnError } from "../../core/errors.ts";
-import { type Backend, TcpProxy } from "../../runtime/proxy.ts";
+import {
+  type Backend,
+  type PortProxy,
+  TcpProxy,
+  type TcpProxyOptions,
+} from "../../runtime/proxy.ts";
+import { EpollProxy, epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { freePort, waitFor, within } from "../_helpers.ts";
 
 const HOST = "127.0.0.1";
@@ -141,13 +147,33 @@ async function request(port: number, text = "ping"): Promise<string> {
   }
 }
 
-async function startProxy(options: { waitForBackendMs?: number } = {}): Promise<TcpProxy> {
-  const proxy = new TcpProxy({ port: 0, host: HOST, ...options });
+/** Both engines run every test: Deno's copy loop, and the epoll worker where available. */
+const ENGINES: { name: string; make: (options: TcpProxyOptions) => PortProxy }[] = [
+  { name: "deno", make: (options) => new TcpProxy(options) },
+];
+const noEpoll = epollUnavailable(HOST);
+if (noEpoll) console.log(`epoll engine tests skipped: ${noEpoll}`);
+else ENGINES.push({ name: "epoll", make: (options) => new EpollProxy(options) });
+
+/** The engine of the test that runs (tests of one file run one after the other). */
+let newProxy = ENGINES[0].make;
+
+function test(name: string, fn: () => Promise<void>): void {
+  for (const engine of ENGINES) {
+    Deno.test(`${name} [${engine.name}]`, () => {
+      newProxy = engine.make;
+      return fn();
+    });
+  }
+}
+
+async function startProxy(options: { waitForBackendMs?: number } = {}): Promise<PortProxy> {
+  const proxy = newProxy({ port: 0, host: HOST, ...options });
   await proxy.listen();
   return proxy;
 }
 
-Deno.test("round-robin spreads connections evenly over the ready backends", async () => {
+test("round-robin spreads connections evenly over the ready backends", async () => {
   const servers = ["a", "b", "c"].map((name) => nameServer(name));
   const proxy = await startProxy();
   try {
@@ -165,7 +191,7 @@ Deno.test("round-robin spreads connections evenly over the ready backends", asyn
   }
 });
 
-Deno.test("a replica on another node gets connections only while this node has none", async () => {
+test("a replica on another node gets connections only while this node has none", async () => {
   const local = nameServer("local");
   const remote = nameServer("remote");
   const proxy = await startProxy();
@@ -181,7 +207,7 @@ Deno.test("a replica on another node gets connections only while this node has n
   }
 });
 
-Deno.test("a backend that refuses connections is skipped and no client fails", async () => {
+test("a backend that refuses connections is skipped and no client fails", async () => {
   const a = nameServer("a");
   const b = nameServer("b");
   const proxy = await startProxy();
@@ -206,7 +232,7 @@ Deno.test("a backend that refuses connections is skipped and no client fails", a
   }
 });
 
-Deno.test("a client waits for the first backend to appear", async () => {
+test("a client waits for the first backend to appear", async () => {
   const proxy = await startProxy({ waitForBackendMs: 5000 });
   const a = nameServer("a");
   try {
@@ -221,7 +247,7 @@ Deno.test("a client waits for the first backend to appear", async () => {
   }
 });
 
-Deno.test("a held client is closed when no backend appears within the wait", async () => {
+test("a held client is closed when no backend appears within the wait", async () => {
   const proxy = await startProxy({ waitForBackendMs: 150 });
   try {
     const started = Date.now();
@@ -233,7 +259,7 @@ Deno.test("a held client is closed when no backend appears within the wait", asy
   }
 });
 
-Deno.test("a held client reaches a refusing backend once it starts listening", async () => {
+test("a held client reaches a refusing backend once it starts listening", async () => {
   const proxy = await startProxy({ waitForBackendMs: 5000 });
   const port = freePort();
   let server: TestServer | undefined;
@@ -249,7 +275,7 @@ Deno.test("a held client reaches a refusing backend once it starts listening", a
   }
 });
 
-Deno.test("drain waits for an open connection, and the backend gets no new ones", async () => {
+test("drain waits for an open connection, and the backend gets no new ones", async () => {
   const a = echoServer();
   const b = nameServer("b");
   const proxy = await startProxy();
@@ -286,7 +312,7 @@ Deno.test("drain waits for an open connection, and the backend gets no new ones"
   }
 });
 
-Deno.test("drain closes connections still open when the grace period ends", async () => {
+test("drain closes connections still open when the grace period ends", async () => {
   const a = echoServer();
   const proxy = await startProxy();
   let client: Deno.Conn | undefined;
@@ -310,10 +336,10 @@ Deno.test("drain closes connections still open when the grace period ends", asyn
   }
 });
 
-Deno.test("a port in use fails with CONFLICT and leaves nothing listening", async () => {
+test("a port in use fails with CONFLICT and leaves nothing listening", async () => {
   const taken = Deno.listen({ hostname: HOST, port: 0 });
   const port = taken.addr.port;
-  const proxy = new TcpProxy({ port, host: HOST });
+  const proxy = newProxy({ port, host: HOST });
   try {
     await assert.rejects(proxy.listen(), (error) => {
       assert.ok(error instanceof PrisnError);
@@ -331,7 +357,7 @@ Deno.test("a port in use fails with CONFLICT and leaves nothing listening", asyn
   await assert.rejects(Deno.connect({ hostname: HOST, port }), Deno.errors.ConnectionRefused);
 });
 
-Deno.test("raw TCP passes through both ways, including a half-close", async () => {
+test("raw TCP passes through both ways, including a half-close", async () => {
   const a = echoServer();
   const proxy = await startProxy();
   try {
@@ -360,7 +386,7 @@ Deno.test("raw TCP passes through both ways, including a half-close", async () =
   }
 });
 
-Deno.test("a client that resets mid-transfer does not disturb the proxy", async () => {
+test("a client that resets mid-transfer does not disturb the proxy", async () => {
   const flood = startServer(async (conn) => {
     const chunk = new Uint8Array(64 * 1024);
     for (;;) await writeAll(conn, chunk);
@@ -383,7 +409,7 @@ Deno.test("a client that resets mid-transfer does not disturb the proxy", async 
   }
 });
 
-Deno.test("no socket is left open after many connections come and go", async () => {
+test("no socket is left open after many connections come and go", async () => {
   const a = echoServer();
   const b = nameServer("b");
   const proxy = await startProxy();
@@ -407,7 +433,7 @@ Deno.test("no socket is left open after many connections come and go", async () 
   }
 });
 
-Deno.test("close() ends every connection and leaves nothing listening", async () => {
+test("close() ends every connection and leaves nothing listening", async () => {
   const a = echoServer();
   const proxy = await startProxy({ waitForBackendMs: 30_000 });
   const port = proxy.port;

@@ -1,0 +1,148 @@
+/**
+ * The socket and epoll calls of the epoll proxy engine (epoll_proxy.ts and its worker), through
+ * Deno's FFI, Linux only. Every call here is synchronous: the worker blocks in
+ * `epoll_wait` on its own thread, and nothing else runs there.
+ *
+ * Constants are Linux's, the same on x86_64 and aarch64 (asm-generic).
+ *
+ * @module
+ */
+
+import { openLibc } from "./_libc.ts";
+
+export {
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  EPOLL_DATA_OFFSET,
+  EPOLL_EVENT_SIZE,
+  EPOLLIN,
+  O_CLOEXEC,
+  O_NONBLOCK,
+} from "./_libc.ts";
+
+export const AF_INET = 2;
+export const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SO_ERROR = 4;
+export const SO_REUSEPORT = 15;
+export const IPPROTO_TCP = 6;
+export const TCP_NODELAY = 1;
+export const SHUT_WR = 1;
+export const MSG_NOSIGNAL = 0x4000;
+export const EPOLL_CTL_MOD = 3;
+export const EPOLLOUT = 0x4;
+export const EPOLLERR = 0x8;
+export const EPOLLHUP = 0x10;
+export const EPOLLRDHUP = 0x2000;
+export const EPOLLET = 0x80000000;
+
+export const EINTR = 4;
+export const EAGAIN = 11;
+export const EACCES = 13;
+export const EMFILE = 24;
+export const EADDRINUSE = 98;
+export const EADDRNOTAVAIL = 99;
+export const EINPROGRESS = 115;
+
+/** `struct sockaddr_in`. */
+export const SOCKADDR_IN_SIZE = 16;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  accept4: { parameters: ["i32", "pointer", "pointer", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  pipe2: { parameters: ["buffer", "i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+} as const;
+
+export type Sockets = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+let cached: { c: Sockets; errno: () => number } | null | undefined;
+
+/**
+ * The calls, and `errno` of the calling thread (read right after a call that failed), or null
+ * where they are not to be had (not Linux, no FFI permission). Per thread: a worker opens its own.
+ */
+export function sockets(): { c: Sockets; errno: () => number } | null {
+  if (cached !== undefined) return cached;
+  const c = openLibc(SYMBOLS);
+  const where = c?.__errno_location();
+  if (!c || !where) return cached = null;
+  const view = new Deno.UnsafePointerView(where);
+  return cached = { c, errno: () => view.getInt32() };
+}
+
+/** The four bytes of a dotted IPv4 address, or undefined when `host` is not one. */
+export function ipv4(host: string): number[] | undefined {
+  if (host === "localhost") return [127, 0, 0, 1];
+  const parts = host.split(".");
+  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) {
+    return undefined;
+  }
+  return parts.map(Number);
+}
+
+/** A `struct sockaddr_in` for `address` (four bytes) and `port`. */
+export function sockaddrIn(address: number[], port: number): Uint8Array<ArrayBuffer> {
+  const sa = new Uint8Array(SOCKADDR_IN_SIZE);
+  sa[0] = AF_INET & 0xff; // sa_family: host byte order (little-endian on x86_64 and aarch64)
+  sa[1] = AF_INET >> 8;
+  sa[2] = port >> 8; // sin_port: network byte order
+  sa[3] = port & 0xff;
+  sa.set(address, 4);
+  return sa;
+}
+
+/** A 4-byte int option value. */
+export function intOption(value: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(4);
+  new DataView(buf.buffer).setInt32(0, value, true);
+  return buf;
+}
+
+/**
+ * A non-blocking listening TCP socket with TCP_NODELAY on `address`:`port` (0: a free one); the fd and the port,
+ * or the errno of the call that failed (nothing is left open then).
+ */
+export function listenTcp(
+  address: number[],
+  port: number,
+  reusePort: boolean,
+): { fd: number; port: number } | { errno: number } {
+  const s = sockets()!;
+  const fd = s.c.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return { errno: s.errno() };
+  const fail = () => {
+    const errno = s.errno();
+    s.c.close(fd);
+    return { errno };
+  };
+  const one = intOption(1);
+  if (s.c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) !== 0) return fail();
+  if (reusePort && s.c.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) !== 0) return fail();
+  // Accepted sockets inherit it (Linux): no call per connection.
+  if (s.c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) !== 0) return fail();
+  if (s.c.bind(fd, sockaddrIn(address, port), SOCKADDR_IN_SIZE) !== 0) return fail();
+  if (s.c.listen(fd, 4096) !== 0) return fail();
+  const sa = new Uint8Array(SOCKADDR_IN_SIZE);
+  const len = intOption(SOCKADDR_IN_SIZE);
+  if (s.c.getsockname(fd, sa, len) !== 0) return fail();
+  return { fd, port: (sa[2] << 8) | sa[3] };
+}
