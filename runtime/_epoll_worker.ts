@@ -416,54 +416,59 @@ function run(init: WorkerInit): void {
   const view = new DataView(events.buffer);
   post({ ready: true });
   let timeout = -1;
-  while (!closing) {
-    const n = c.epoll_wait(epfd, events, MAX_EVENTS, timeout);
-    let now = Date.now();
-    if (n < 0 && errno() !== EINTR) throw new Error(`epoll_wait failed (errno ${errno()})`);
-    for (let i = 0; i < n; i++) {
-      const mask = view.getUint32(i * EPOLL_EVENT_SIZE, true);
-      // User data (a little-endian u64): the fd, then its registration's tag.
-      const fd = view.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET, true);
-      const tag = view.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET + 4, true);
-      if (fd === init.listenFd) {
-        accept(now);
-        continue;
+  try {
+    while (!closing) {
+      const n = c.epoll_wait(epfd, events, MAX_EVENTS, timeout);
+      const e = n < 0 ? errno() : 0;
+      if (n < 0 && e !== EINTR) throw new Error(`epoll_wait failed (errno ${e})`);
+      let now = Date.now();
+      for (let i = 0; i < n; i++) {
+        const mask = view.getUint32(i * EPOLL_EVENT_SIZE, true);
+        // User data (a little-endian u64): the fd, then its registration's tag.
+        const fd = view.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET, true);
+        const tag = view.getInt32(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET + 4, true);
+        if (fd === init.listenFd) {
+          accept(now);
+          continue;
+        }
+        if (fd === init.controlFd) {
+          readControl(now);
+          continue;
+        }
+        const conn = byFd[fd];
+        if (!conn || conn.closed || tags[fd] !== tag) continue;
+        if (conn.dial?.fd === fd) {
+          dialEvent(conn, mask, now);
+          continue;
+        }
+        if (!conn.up) {
+          conn.clientEvents |= mask; // still waiting for a backend: acted on once linked
+          continue;
+        }
+        const fromClient = fd === conn.client;
+        const incoming = fromClient ? conn.up : conn.down!;
+        const outgoing = fromClient ? conn.down! : conn.up;
+        if (mask & READABLE) pump(conn, incoming, (mask & CLOSING) !== 0);
+        if (!conn.closed && outgoing.pending && mask & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+          pump(conn, outgoing, true);
+        }
       }
-      if (fd === init.controlFd) {
-        readControl(now);
-        continue;
+      now = Date.now();
+      if (acceptPausedUntil !== 0 && now >= acceptPausedUntil) {
+        acceptPausedUntil = 0;
+        rewatch(init.listenFd, EPOLLIN);
       }
-      const conn = byFd[fd];
-      if (!conn || conn.closed || tags[fd] !== tag) continue;
-      if (conn.dial?.fd === fd) {
-        dialEvent(conn, mask, now);
-        continue;
-      }
-      if (!conn.up) {
-        conn.clientEvents |= mask; // still waiting for a backend: acted on once linked
-        continue;
-      }
-      const fromClient = fd === conn.client;
-      const incoming = fromClient ? conn.up : conn.down!;
-      const outgoing = fromClient ? conn.down! : conn.up;
-      if (mask & READABLE) pump(conn, incoming, (mask & CLOSING) !== 0);
-      if (!conn.closed && outgoing.pending && mask & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-        pump(conn, outgoing, true);
-      }
+      timeout = unlinked.size === 0 && drains.size === 0 && acceptPausedUntil === 0
+        ? -1
+        : timers(now);
     }
-    now = Date.now();
-    if (acceptPausedUntil !== 0 && now >= acceptPausedUntil) {
-      acceptPausedUntil = 0;
-      rewatch(init.listenFd, EPOLLIN);
-    }
-    timeout = unlinked.size === 0 && drains.size === 0 && acceptPausedUntil === 0
-      ? -1
-      : timers(now);
+  } finally {
+    // Also when the loop failed: nothing of this proxy stays open.
+    closing = true;
+    c.close(init.listenFd);
+    for (const conn of [...conns]) finish(conn);
+    for (const [token] of drains) post({ drained: token });
+    c.close(init.controlFd);
+    c.close(epfd);
   }
-
-  c.close(init.listenFd);
-  for (const conn of [...conns]) finish(conn);
-  for (const [token] of drains) post({ drained: token });
-  c.close(init.controlFd);
-  c.close(epfd);
 }

@@ -191,7 +191,8 @@ export class EpollProxy extends BackendProxy implements PortProxy {
     this.#workerClosed = closed.promise;
     this.#controlFd = fds[1];
     this.#listenPort = listening.port;
-    this.#sendBackends();
+    if (this.#closed) await this.#stopWorker(); // closed while the worker started
+    else this.#sendBackends();
   }
 
   connections(id?: string): number {
@@ -225,11 +226,14 @@ export class EpollProxy extends BackendProxy implements PortProxy {
 
   async #shutdown(): Promise<void> {
     this.#closed = true;
-    if (!this.#worker) return;
+    if (this.#worker) await this.#stopWorker();
+  }
+
+  async #stopWorker(): Promise<void> {
     this.#send({ op: "close" });
     await this.#workerClosed;
     clearTimeout(this.#flushTimer);
-    this.#worker.terminate();
+    this.#worker?.terminate();
     sockets()!.c.close(this.#controlFd!);
     for (const resolve of this.#drains.values()) resolve();
     this.#drains.clear();
