@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { type ErrorCode, PrisnError } from "../core/errors.ts";
 import type { RunRecord } from "../core/types.ts";
 import { processAlive } from "../runtime/process.ts";
+import { tableName } from "../runtime/kernel_balancer.ts";
 
 /** Whether a process is alive (not gone, not a zombie). */
 export const alive = processAlive;
@@ -185,6 +186,7 @@ export class TestHome {
       } catch { /* gone */ }
     }
     await killProcessesUnder(this.dir);
+    await removeKernelTable(this.home);
     await Deno.remove(this.dir, { recursive: true }).catch(() => {});
   }
 }
@@ -218,6 +220,18 @@ export async function processesUnder(dir: string): Promise<number[]> {
     } catch { /* gone, or not ours to read */ }
   }
   return pids;
+}
+
+/**
+ * Deletes the nftables table of an agent of `home` that was killed before it could (a kill -9 in
+ * the cluster tests): left behind, every loopback connection on the machine passes its rules.
+ */
+export async function removeKernelTable(home: string): Promise<void> {
+  await new Deno.Command("nft", {
+    args: ["delete", "table", "ip", tableName(home)],
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => {}); // no table, or no nft
 }
 
 /** SIGKILL to every process working under `dir`, with its process group (what it forked). */
