@@ -43,9 +43,20 @@ export function nats210Bin(): string | undefined {
 /** Why NATS tests skip here, or undefined when a server is at hand. */
 export const NO_NATS = natsServerBin() ? undefined : "no nats-server (apt-get install nats-server)";
 
-async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
+/**
+ * Resolves once something listens on `port`; throws when `child` exits first (the port was
+ * taken between freePort and the server's bind, or a bad flag), with the server's last log lines.
+ */
+async function waitListening(
+  port: number,
+  child: Deno.ChildProcess,
+  logFile: string,
+  timeoutMs = 20_000,
+): Promise<void> {
+  let exited: Deno.CommandStatus | undefined;
+  child.status.then((s) => exited = s, () => {});
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
+  while (Date.now() < deadline && !exited) {
     try {
       const c = await Deno.connect({ hostname: "127.0.0.1", port });
       c.close();
@@ -54,7 +65,18 @@ async function waitListening(port: number, timeoutMs = 10_000): Promise<void> {
       await new Promise((r) => setTimeout(r, 25));
     }
   }
-  throw new Error(`nats-server did not listen on 127.0.0.1:${port} within ${timeoutMs} ms`);
+  const log = (await Deno.readTextFile(logFile).catch(() => "")).trim().split("\n").slice(-3);
+  const why = exited ? `exited with code ${exited.code}` : `did not listen within ${timeoutMs} ms`;
+  throw new ServerStartError(
+    `nats-server on 127.0.0.1:${port} ${why}: ${log.join(" | ")}`,
+    !!exited,
+  );
+}
+
+class ServerStartError extends Error {
+  constructor(message: string, readonly exited: boolean) {
+    super(message);
+  }
 }
 
 export interface ServerOptions {
@@ -73,8 +95,10 @@ export async function startNats(options: ServerOptions = {}): Promise<NatsServer
   const bin = options.bin ?? natsServerBin();
   if (!bin) throw new Error(NO_NATS);
   const dir = await Deno.makeTempDir({ prefix: "prisn-nats-" });
-  const port = freePort();
+  let port = freePort();
+  const logFile = join(dir, "server.log");
   const args = ["-a", "127.0.0.1", "-p", String(port), "--store_dir", join(dir, "js")];
+  args.push("--log", logFile);
   if (options.jetstream !== false) args.push("-js");
   if (options.cluster) {
     const c = options.cluster;
@@ -100,7 +124,7 @@ export async function startNats(options: ServerOptions = {}): Promise<NatsServer
         .spawn();
       server.pid = child.pid;
       try {
-        await waitListening(port);
+        await waitListening(server.port, child, logFile);
       } catch (e) {
         await server.kill("SIGKILL");
         throw e;
@@ -127,8 +151,23 @@ export async function startNats(options: ServerOptions = {}): Promise<NatsServer
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
-  await server.start();
-  return server;
+  // A lone server whose port another process took before it could bind starts on another one
+  // (a cluster member's port is in the others' routes: it must fail instead).
+  for (let attempt = 1;; attempt++) {
+    try {
+      await server.start();
+      return server;
+    } catch (e) {
+      if (options.cluster || !(e instanceof ServerStartError) || !e.exited || attempt === 3) {
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        throw e;
+      }
+      port = freePort();
+      args[args.indexOf("-p") + 1] = String(port);
+      server.port = port;
+      server.url = `nats://127.0.0.1:${port}`;
+    }
+  }
 }
 
 /** Options of {@link startNatsCluster}. */
