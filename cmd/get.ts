@@ -109,6 +109,7 @@ async function describe(app: App, name: string, output?: string) {
       d.command?.map((a) => /^[\w@%+=:,./$-]+$/.test(a) ? a : JSON.stringify(a)).join(" "),
     ],
     ["Runtime", d.runtime && d.runtime + (d.interpreter ? ` (${d.interpreter})` : "")],
+    ["Runs as", runsAs(d.spec)],
     ["Env", d.envs?.join(", ")],
     ["Port", d.port !== undefined ? String(d.port) : undefined],
     ["Balancer", d.balancer ? describeBalancer(d.balancer) : undefined],
@@ -146,6 +147,12 @@ async function describe(app: App, name: string, output?: string) {
     ),
   ));
   app.out(lines.join("\n"));
+}
+
+/** `user` or `user:group` of prisn.toml; undefined when the processes run as the agent's user. */
+function runsAs(spec: Record<string, unknown>): string | undefined {
+  if (typeof spec.user !== "string") return undefined;
+  return typeof spec.group === "string" ? `${spec.user}:${spec.group}` : spec.user;
 }
 
 function describeBalancer(b: BalancerInfo): string {

@@ -185,6 +185,8 @@ Deno.test({
           ownFile: "ok",
         });
         assert.match(await h.ok("logs", "other"), /other/, "the root job ran as before");
+        assert.match(await h.ok("get", "probe"), new RegExp(`^Runs as: +${u.name}$`, "m"));
+        assert.doesNotMatch(await h.ok("get", "other"), /^Runs as:/m, "root's job says nothing");
 
         // A redeploy naming an unknown user is refused before anything changes.
         const before = (await h.json<{ version: string }>("get", "probe")).version;
