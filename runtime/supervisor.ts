@@ -35,8 +35,12 @@ export interface SupervisorOptions {
 
 /** How often service ports learn the other nodes' replicas (their heartbeats are read every 2 s). */
 const REMOTE_SYNC_MS = 1_000;
-/** How long a ticket of a deployment this node does not know yet may wait for its mirror. */
-const UNKNOWN_TICKET_WAIT_MS = 5_000;
+/**
+ * How long a ticket of a deployment this node does not know yet may wait for its mirror. A
+ * mirror whose watch lived on a NATS server that went away is found stalled after two of its
+ * 5 s checks and restarted: 5 s here failed runs as "no longer deployed" while it caught up.
+ */
+const UNKNOWN_TICKET_WAIT_MS = 30_000;
 /** How often `submitRun` looks whether another node started the run. */
 const ELSEWHERE_POLL_MS = 20;
 /** Lost runs are looked for every this many remote syncs. */
