@@ -4,6 +4,8 @@
  * `stop()` kills what was started and removes its folders; always call it (try/finally).
  */
 import { join } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { freePort, Scope } from "../_helpers.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -207,11 +209,49 @@ export async function startNatsCluster(
   ));
   const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
   const failed = started.find((r) => r.status === "rejected");
-  if (failed) {
+  try {
+    if (failed) throw failed.reason;
+    await waitForPlacement(servers, size);
+  } catch (e) {
     await Promise.all(servers.map((s) => s.stop()));
-    throw failed.reason;
+    throw e;
   }
   return servers;
+}
+
+/**
+ * Resolves once the servers' JetStream can place a stream on all `size` of them: listening is not
+ * enough, the meta group forms later (seconds under load), and until then an R`size` stream gets
+ * "no suitable peers".
+ */
+async function waitForPlacement(servers: NatsServer[], size: number): Promise<void> {
+  const nc = await connect({ servers: servers.map((s) => s.url) });
+  try {
+    const deadline = Date.now() + 60_000;
+    for (let attempt = 0;; attempt++) {
+      const name = `prisn_test_probe_${attempt}`;
+      try {
+        const jsm = await jetstreamManager(nc, { timeout: 2_000 }); // asks JetStream already
+        await jsm.streams.add({
+          name,
+          subjects: [`prisn.test.probe.${attempt}`],
+          num_replicas: size,
+          storage: StorageType.Memory,
+        });
+        await jsm.streams.delete(name).catch(() => {});
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) {
+          throw new Error(
+            `the NATS cluster cannot place an R${size} stream: ${(e as Error).message}`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  } finally {
+    await nc.close();
+  }
 }
 
 /** Runs `fn` with a fresh nats-server and a scope; the server and what `fn` deferred go after. */
