@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
 import { freePort, Scope } from "../_helpers.ts";
+import { leasePort, returnPort } from "../../runtime/context.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
@@ -198,25 +199,32 @@ export async function startNatsCluster(
   const bin = options.bin ?? nats210Bin();
   if (!bin) return undefined;
   const size = options.size ?? 3;
-  const routePorts = Array.from({ length: size }, () => freePort());
-  const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`);
-  const started = await Promise.allSettled(routePorts.map((port, i) =>
-    startNats({
-      bin,
-      args: options.args,
-      cluster: { name: options.name ?? "prisn-test", port, routes, serverName: `n${i + 1}` },
-    })
-  ));
-  const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
-  const failed = started.find((r) => r.status === "rejected");
-  try {
-    if (failed) throw failed.reason;
-    await waitForPlacement(servers, size);
-  } catch (e) {
-    await Promise.all(servers.map((s) => s.stop()));
-    throw e;
+  // Its own name, so a route that reaches another test's cluster (the kernel hands an unbound
+  // port to anyone) is refused instead of merging two clusters of servers n1…n3.
+  const name = options.name ?? `prisn-test-${crypto.randomUUID().slice(0, 8)}`;
+  for (let attempt = 1;; attempt++) {
+    const routePorts = Array.from({ length: size }, () => leasePort());
+    const routes = routePorts.map((p) => `nats://127.0.0.1:${p}`);
+    const started = await Promise.allSettled(routePorts.map((port, i) =>
+      startNats({
+        bin,
+        args: options.args,
+        cluster: { name, port, routes, serverName: `n${i + 1}` },
+      })
+    ));
+    const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+    const failed = started.find((r) => r.status === "rejected");
+    try {
+      if (failed) throw failed.reason;
+      await waitForPlacement(servers, size, attempt < 3 ? 30_000 : 60_000);
+      return servers;
+    } catch (e) {
+      await Promise.all(servers.map((s) => s.stop()));
+      if (attempt === 3) throw e;
+    } finally {
+      for (const p of routePorts) returnPort(p);
+    }
   }
-  return servers;
 }
 
 /**
@@ -224,10 +232,14 @@ export async function startNatsCluster(
  * enough, the meta group forms later (seconds under load), and until then an R`size` stream gets
  * "no suitable peers".
  */
-async function waitForPlacement(servers: NatsServer[], size: number): Promise<void> {
+async function waitForPlacement(
+  servers: NatsServer[],
+  size: number,
+  timeoutMs: number,
+): Promise<void> {
   const nc = await connect({ servers: servers.map((s) => s.url) });
   try {
-    const deadline = Date.now() + 60_000;
+    const deadline = Date.now() + timeoutMs;
     for (let attempt = 0;; attempt++) {
       const name = `prisn_test_probe_${attempt}`;
       try {
