@@ -34,7 +34,7 @@ Deno.test({
       const peak = (values: number[]) => Math.max(...values);
       const median = (values: number[]) => [...values].sort((a, b) => a - b)[values.length >> 1];
       for (
-        const [what, values, blip] of [["threads", threads, 4], ["descriptors", fds, 16]] as const
+        const [what, values, blip] of [["threads", threads, 8], ["descriptors", fds, 16]] as const
       ) {
         const before = peak(values.slice(0, half));
         const after = values.slice(half);
