@@ -9,9 +9,13 @@
  * estimate of the server's time now (learned from its own writes), so a node whose clock is off
  * does not see the others as down, or alive, for that reason.
  */
+import { withTimeout } from "./_timeout.ts";
 import type { KV } from "@nats-io/kv";
 import { invalid } from "../core/errors.ts";
 import { realTimers, type Timers } from "./lease.ts";
+
+/** How long stop() waits for the last write and the delete of this node's key. */
+const STOP_WAIT_MS = 5_000;
 
 /** What a node can offer. */
 export interface NodeCapacity {
@@ -185,9 +189,10 @@ export class Heartbeats {
     this.#running = false;
     if (this.#timer !== undefined) this.#timers.clearTimeout(this.#timer);
     this.#timer = undefined;
-    await this.#writing;
+    // Bounded: a write or delete whose connection closed under it may never settle.
+    await withTimeout(this.#writing, STOP_WAIT_MS).catch(() => {});
     try {
-      await this.#kv.delete(this.node);
+      await withTimeout(this.#kv.delete(this.node), STOP_WAIT_MS);
       return true;
     } catch (e) {
       this.#onError(e);

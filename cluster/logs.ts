@@ -8,6 +8,7 @@
  * @module
  */
 
+import { withTimeout as bounded } from "./_timeout.ts";
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -27,6 +28,7 @@ const MAX_BATCH_BYTES = 256 * 1024;
 const FIRST_WINDOW_MS = 30_000;
 /** How long one read of the stream may wait for NATS before falling back to local files. */
 const READ_TIMEOUT_MS = 5_000;
+const withTimeout = <T>(p: Promise<T>) => bounded(p, READ_TIMEOUT_MS);
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -256,14 +258,4 @@ function splitLines(data: Uint8Array): string[] {
   const lines = decoder.decode(data).split("\n");
   if (lines[lines.length - 1] === "") lines.pop();
   return lines;
-}
-
-function withTimeout<T>(p: Promise<T>, ms = READ_TIMEOUT_MS): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`NATS did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
