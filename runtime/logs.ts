@@ -382,6 +382,19 @@ async function readDirNames(dir: string): Promise<string[]> {
   return names;
 }
 
+/** Up to `length` bytes of `file` from `start` (fewer where the file ends first). */
+async function readRange(file: Deno.FsFile, start: number, length: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(length);
+  await file.seek(start, Deno.SeekMode.Start);
+  let read = 0;
+  while (read < length) {
+    const r = await file.read(buf.subarray(read));
+    if (r === null) break;
+    read += r;
+  }
+  return buf.subarray(0, read);
+}
+
 /** The last `n` lines of a file, read backwards in blocks (the file may be large). */
 export async function tailLines(path: string, n: number): Promise<string[]> {
   if (n <= 0) return [];
@@ -393,15 +406,7 @@ export async function tailLines(path: string, n: number): Promise<string[]> {
   let pos = size;
   while (pos > 0 && newlines <= n) {
     const start = Math.max(0, pos - block);
-    const buf = new Uint8Array(pos - start);
-    await file.seek(start, Deno.SeekMode.Start);
-    let read = 0;
-    while (read < buf.length) {
-      const r = await file.read(buf.subarray(read));
-      if (r === null) break;
-      read += r;
-    }
-    const chunk = buf.subarray(0, read);
+    const chunk = await readRange(file, start, pos - start);
     chunks.unshift(chunk);
     for (const b of chunk) if (b === 0x0a) newlines++;
     pos = start;
@@ -457,16 +462,10 @@ const SINCE_WINDOW = 256 * 1024;
  */
 async function offsetAfter(path: string, size: number, since: string): Promise<number> {
   const start = Math.max(0, size - SINCE_WINDOW);
-  const buf = new Uint8Array(size - start);
+  let buf: Uint8Array;
   try {
     using file = await Deno.open(path);
-    await file.seek(start, Deno.SeekMode.Start);
-    let read = 0;
-    while (read < buf.length) {
-      const r = await file.read(buf.subarray(read));
-      if (r === null) break;
-      read += r;
-    }
+    buf = await readRange(file, start, size - start);
   } catch {
     return size;
   }
