@@ -53,6 +53,27 @@ export function isTransient(error: unknown): boolean {
     jsErrorCode(error) === JS_ERR.temporarilyUnavailable;
 }
 
+/**
+ * `fn()`, asked again every 250 ms while its failure is transient (a timeout or an election on a
+ * busy clustered NATS), for up to `waitMs` or until `ended()`: one slow answer must not fail a
+ * node's start.
+ */
+export async function untilAnswered<T>(
+  fn: () => Promise<T>,
+  waitMs: number,
+  ended: () => boolean = () => false,
+): Promise<T> {
+  const deadline = Date.now() + waitMs;
+  while (true) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isTransient(e) || Date.now() > deadline || ended()) throw e;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
 /** The NATS error's own words on one line, e.g. "connection refused" or "stream not found". */
 export function natsReason(error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);

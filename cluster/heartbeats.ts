@@ -12,7 +12,8 @@
 import { withTimeout } from "./_timeout.ts";
 import type { KV } from "@nats-io/kv";
 import { invalid } from "../core/errors.ts";
-import { realTimers, type Timers } from "./lease.ts";
+import { realTimers, STATUS_WAIT_MS, type Timers } from "./lease.ts";
+import { untilAnswered } from "./errors.ts";
 
 /** How long stop() waits for the last write and the delete of this node's key. */
 const STOP_WAIT_MS = 5_000;
@@ -148,7 +149,7 @@ export class Heartbeats {
   /** The heartbeat TTL (the bucket's max age); read from the bucket on first need. */
   async ttlMs(): Promise<number> {
     if (this.#ttlMs) return this.#ttlMs;
-    const ttl = (await this.#kv.status()).ttl;
+    const ttl = (await untilAnswered(() => this.#kv.status(), STATUS_WAIT_MS)).ttl;
     if (!(ttl > 0)) {
       throw invalid(`the heartbeat bucket has no max age: create it with ttl (the heartbeat TTL)`);
     }

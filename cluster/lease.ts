@@ -33,6 +33,10 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import { invalid } from "../core/errors.ts";
+import { untilAnswered } from "./errors.ts";
+
+/** How long `start` keeps asking a busy NATS for the lease bucket's status. */
+export const STATUS_WAIT_MS = 20_000;
 
 /** Timer functions, injectable where a test needs exact timing; ids are opaque. */
 export interface Timers {
@@ -296,7 +300,8 @@ export class LeaderLease {
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
-    const ttl = (await this.#kv.status()).ttl;
+    const ttl = (await untilAnswered(() => this.#kv.status(), STATUS_WAIT_MS, () => this.#ended))
+      .ttl;
     if (!(ttl > 0)) {
       throw invalid(`the lease bucket has no max age: create it with ttl (the lease TTL)`);
     }
