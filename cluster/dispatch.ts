@@ -283,6 +283,8 @@ interface Held {
 const SETTLE_POLL_MS = 50;
 /** How often a node that takes no tickets (draining) looks again. */
 const ACCEPTING_POLL_MS = 500;
+/** A ticket a draining node gives back is held off until its open pull expired, and this. */
+const NOT_ACCEPTING_MARGIN_MS = 250;
 const WPI = new TextEncoder().encode("+WPI");
 const ACK = new TextEncoder().encode("+ACK");
 
@@ -307,6 +309,8 @@ class TicketConsumer {
   #batch?: ConsumerMessages;
   #tick?: ReturnType<typeof setInterval>;
   #lastWorking = 0;
+  /** performance.now() by which the pull request in flight expires on the server. */
+  #pullEndsAt = 0;
   #advisories?: Subscription;
   #sweeper?: ReturnType<typeof setInterval>;
 
@@ -398,6 +402,7 @@ class TicketConsumer {
         }
         const c = await this.#api(js.consumers.get(stream, consumer));
         if (this.#stopped) break;
+        this.#pullEndsAt = performance.now() + pullExpiresMs;
         const batch = await c.fetch({
           max_messages: maxInFlight - this.#busy,
           expires: pullExpiresMs,
@@ -501,6 +506,13 @@ class TicketConsumer {
     }
     if (this.#stopped) {
       msg.nak();
+      return;
+    }
+    // Drained while a pull asked before it was still open on the server: the ticket goes back,
+    // held off until that pull expired so that it reaches another node. On its last delivery it
+    // runs here rather than fail.
+    if (!this.s.accepting() && msg.info.deliveryCount < this.s.maxDeliver) {
+      msg.nak(Math.max(0, this.#pullEndsAt - performance.now()) + NOT_ACCEPTING_MARGIN_MS);
       return;
     }
     const h: Held = {

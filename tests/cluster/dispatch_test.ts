@@ -186,6 +186,37 @@ natsTest(
   },
 );
 
+natsTest(
+  "ClusterDispatcher: a node that starts draining while its pull is open hands what comes to the others",
+  async (c) => {
+    let accepting = true;
+    // A long pull, as in the agent (5 s): it is still open on the server when the drain begins.
+    const a = await c.node("a", { accepting: () => accepting, pullExpiresMs: 4_000 });
+    const b = await c.node("b");
+    const got: { node: string; id: string; at: number }[] = [];
+    c.consume(a, starts(a, got));
+    c.consume(b, starts(b, got));
+    // Both pulls are open once a first ticket went through each node.
+    for (let i = 0; got.length < 2 || new Set(got.map((g) => g.node)).size < 2; i++) {
+      assert.ok(i < 40, "both nodes take tickets before the drain");
+      await a.dispatcher.submit(ticket(`run-warm-${i}`));
+      await sleep(50);
+    }
+    accepting = false;
+    const before = got.length;
+    const ids = Array.from({ length: 8 }, (_, i) => `run-drained-${i}`);
+    for (const id of ids) assert.equal(await a.dispatcher.submit(ticket(id)), true);
+    await waitFor(() => got.length >= before + ids.length, {
+      what: "the tickets submitted during the drain taken",
+      timeoutMs: 15_000,
+    });
+    const drained = got.slice(before);
+    assert.deepEqual(drained.map((g) => g.id).sort(), ids);
+    assert.deepEqual(drained.filter((g) => g.node === "a").map((g) => g.id), []);
+    for (const id of ids) assert.equal(b.records.getRun(id)?.node, "b");
+  },
+);
+
 natsTest("ClusterDispatcher: the same ticket id submitted twice is one delivery", async (c) => {
   const a = await c.node("a");
   const b = await c.node("b");
