@@ -225,7 +225,9 @@ export class Service {
       name: r.name,
       version: r.version,
       state: this.#retiring.has(r) ? "Terminating" : r.state,
-      ready: r.ready,
+      // A retiring replica takes no new connections: not ready, though it still serves its
+      // open ones (other nodes' proxies and the leader's placement read this).
+      ready: r.ready && !this.#retiring.has(r),
       restarts: r.restarts,
       pid: r.pid,
       port: r.port,

@@ -369,11 +369,18 @@ Deno.test({
 
 /**
  * The ready replicas of `name` as each node itself runs them (not from heartbeats), summed over
- * the nodes asked at once; a node whose agent is gone counts none. Undefined when a live agent
- * did not answer (no sample).
+ * the nodes; a node whose agent is gone counts none. Undefined when a live agent did not answer
+ * (no sample). `leaving`, the node replicas move off, is asked first and the others after its
+ * answer: a replica there stops only once its successor elsewhere is ready, so a later answer
+ * from the others already counts that successor. Asked all at once, a slow answer from the
+ * leaving node could show its replica gone beside an earlier answer that predates the successor.
  */
-async function readyEverywhere(nodes: TestHome[], name: string): Promise<number | undefined> {
-  const counts = await Promise.all(nodes.map(async (h): Promise<number | undefined> => {
+async function readyEverywhere(
+  nodes: TestHome[],
+  name: string,
+  leaving: TestHome,
+): Promise<number | undefined> {
+  const readyOn = async (h: TestHome): Promise<number | undefined> => {
     const pid = h.agentPid();
     if (pid === undefined || !alive(pid)) return 0;
     // Straight to the agent: the CLI would start a new one for a node that has stopped.
@@ -387,7 +394,10 @@ async function readyEverywhere(nodes: TestHome[], name: string): Promise<number 
     } finally {
       client.close();
     }
-  }));
+  };
+  const first = await readyOn(leaving);
+  const rest = await Promise.all(nodes.filter((h) => h !== leaving).map(readyOn));
+  const counts = [first, ...rest];
   if (counts.some((n) => n === undefined)) return undefined;
   return (counts as number[]).reduce((a, b) => a + b, 0);
 }
@@ -453,7 +463,7 @@ Deno.test({
       await n2.ok("node", "drain", "node-3");
       let lowest = 3;
       await waitFor(async () => {
-        const ready = await readyEverywhere(c.nodes, "web");
+        const ready = await readyEverywhere(c.nodes, "web", n3);
         if (ready !== undefined) lowest = Math.min(lowest, ready);
         const by = await readyByNode(n2, "web");
         return !by.has("node-3") && ready === 3;
@@ -475,6 +485,11 @@ Deno.test({
         const ns = await n1.json<NodeSummary[]>("get", "nodes");
         return ns.find((n) => n.node === "node-3")?.status === "ready";
       }, { what: "node-3 ready again" });
+      // Back to one replica per node (a slot moves to node-3 again) before the next move starts.
+      await waitFor(
+        async () => spread(await readyByNode(n1, "web")) === "node-1:1 node-2:1 node-3:1",
+        { what: "one ready replica per node again", timeoutMs: 30_000 },
+      );
 
       // A stopped node's replicas are started elsewhere before it stops.
       const onTwo = (await readyByNode(n1, "web")).get("node-2") ?? 0;
@@ -484,7 +499,7 @@ Deno.test({
       let lowestDuringStop = 3;
       const sampler = (async () => {
         while (sampling) {
-          const r = await readyEverywhere(c.nodes, "web");
+          const r = await readyEverywhere(c.nodes, "web", n2);
           if (r !== undefined) lowestDuringStop = Math.min(lowestDuringStop, r);
         }
       })();

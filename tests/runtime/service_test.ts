@@ -155,6 +155,39 @@ Deno.test("Service.scale() adds and removes replicas of the current version, low
   });
 });
 
+Deno.test("a replica that is draining its connections on the way out reports Terminating, not ready", async () => {
+  await withFakes(() => ({}), async ({ ctx, driver, dir }) => {
+    const port = freePort();
+    const service = new Service(ctx, "api", { driver });
+    const spec = fakeSpec({ name: "api", port, replicas: 2, ...FAST, drain_grace: "3s" });
+    const conns: Deno.TcpConn[] = [];
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 });
+      // Open connections through the port, round robin: api-1 holds at least one.
+      for (let i = 0; i < 4; i++) {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        conns.push(conn);
+        await conn.write(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        await conn.read(new Uint8Array(256));
+      }
+      const scaled = service.scale(1);
+      const leaving = await waitFor(
+        () => service.status().find((r) => r.name === "api-1" && r.state === "Terminating"),
+        { what: "api-1 terminating" },
+      );
+      assert.equal(leaving.ready, false, "a terminating replica is not ready");
+      assert.equal(leaving.pid !== undefined, true, "it still runs while its connections drain");
+      assert.equal(service.status().find((r) => r.name === "api-0")?.ready, true);
+      for (const c of conns.splice(0)) c.close();
+      await scaled;
+      assert.deepEqual(service.status().map((r) => r.name), ["api-0"]);
+    } finally {
+      for (const c of conns) c.close();
+      await service.stop();
+    }
+  });
+});
+
 Deno.test("Service starts wait for the agent's start queue, and the readiness time counts from the start", async () => {
   await withFakes(() => ({ readyAfterMs: 300 }), async ({ ctx, driver, dir }) => {
     const starts = new StartQueue(2);
