@@ -205,7 +205,15 @@ export class Service {
       const added: Replica[] = [];
       while (this.replicas.length < replicas) added.push(this.#startReplica(this.target));
       await Promise.all(added.map((r) => r.waitReady(settings.readinessTimeoutMs)));
-      const extra = [...this.replicas].sort(bySlot).slice(replicas);
+      const owns = this.target.ownsName ?? (() => true);
+      const kept = [...this.replicas].sort(byKeep(owns));
+      const extra = kept.splice(replicas);
+      // A ready replica goes only once those kept are ready too (or gave up trying).
+      if (extra.some((r) => r.ready)) {
+        await Promise.all(
+          kept.filter((r) => !r.ready).map((r) => r.waitReady(settings.readinessTimeoutMs)),
+        );
+      }
       await Promise.all(extra.map((r) => this.#retire(r, settings.drainGraceMs)));
     });
   }
@@ -348,8 +356,17 @@ function backendOf(r: Replica): Backend {
   return { id: r.name, port: r.port!, host: r.listenHost };
 }
 
+const slotOf = (r: Replica) => Number(r.name.slice(r.name.lastIndexOf("-") + 1));
+
 function bySlot(a: Replica, b: Replica): number {
-  const sa = Number(a.name.slice(a.name.lastIndexOf("-") + 1));
-  const sb = Number(b.name.slice(b.name.lastIndexOf("-") + 1));
-  return sa - sb;
+  return slotOf(a) - slotOf(b);
+}
+
+/**
+ * The order a scale-down keeps replicas in (the last go first): those whose name is this node's
+ * (in a cluster another node may own it now), then the ready ones, then the lowest slots.
+ */
+function byKeep(owns: (index: number) => boolean): (a: Replica, b: Replica) => number {
+  const rank = (r: Replica) => (owns(slotOf(r)) ? 0 : 2) + (r.ready ? 0 : 1);
+  return (a, b) => rank(a) - rank(b) || bySlot(a, b);
 }

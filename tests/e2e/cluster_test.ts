@@ -441,6 +441,12 @@ Deno.test({
           timeoutMs: 30_000,
         },
       );
+      // As each node itself sees it too (node 1's view of the others is their last heartbeat):
+      // a node that started a replica too many before the first placement may still be settling.
+      await waitFor(async () => (await readyEverywhere(c.nodes, "web", n3)) === 3, {
+        what: "3 replicas ready, as the nodes see their own",
+        timeoutMs: 30_000,
+      });
       // It ignores HOST and listens on 127.0.0.1: get says it serves its own node alone (but on
       // node-1, whose address is 127.0.0.1 itself).
       const states = (await n1.json<Detail>("get", "web")).replicas.items
@@ -490,6 +496,10 @@ Deno.test({
         async () => spread(await readyByNode(n1, "web")) === "node-1:1 node-2:1 node-3:1",
         { what: "one ready replica per node again", timeoutMs: 30_000 },
       );
+      await waitFor(async () => (await readyEverywhere(c.nodes, "web", n2)) === 3, {
+        what: "3 replicas ready again, as the nodes see their own",
+        timeoutMs: 30_000,
+      });
 
       // A stopped node's replicas are started elsewhere before it stops.
       const onTwo = (await readyByNode(n1, "web")).get("node-2") ?? 0;

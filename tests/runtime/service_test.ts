@@ -7,6 +7,7 @@ import { Service } from "../../runtime/service.ts";
 import { StartQueue } from "../../runtime/start_queue.ts";
 import { freePort, isPrisnError, waitFor } from "../_helpers.ts";
 import { events, fakeLaunch, fakeSpec, withFakes } from "./_fake.ts";
+import type { FakeStart } from "../../runtime/fake_driver.ts";
 
 // Generous readiness: the suite runs files side by side on 2 cores, and a stalled event loop must
 // not read as a replica that never got ready. Tests about the timeout set their own.
@@ -183,6 +184,74 @@ Deno.test("a replica that is draining its connections on the way out reports Ter
       assert.deepEqual(service.status().map((r) => r.name), ["api-0"]);
     } finally {
       for (const c of conns) c.close();
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.scale() down stops a replica that is not ready before a ready one", async () => {
+  // api-0 crashes once it has been ready a moment, and its restart is slow to get ready.
+  const behave = (s: FakeStart) =>
+    s.request.name.endsWith(".api-0")
+      ? (s.attempt === 1 ? { runMs: 300, exitCode: 1 } : { readyAfterMs: 3_000 })
+      : {};
+  await withFakes(behave, async ({ ctx, driver, dir }) => {
+    const port = freePort();
+    const service = new Service(ctx, "api", { driver });
+    const spec = fakeSpec({ name: "api", port, replicas: 2, ...FAST });
+    try {
+      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 });
+      await waitFor(
+        () => driver.starts.filter((s) => s.request.name.endsWith(".api-0")).length === 2,
+        {
+          what: "api-0 restarting",
+        },
+      );
+      assert.equal(service.ready, 1);
+      await service.scale(1);
+      // Not the highest slot (api-1) as when all are ready: the one replica serving stays.
+      assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-1 true"]);
+    } finally {
+      await service.stop();
+    }
+  });
+});
+
+Deno.test("Service.scale() down keeps the replicas this node owns, and stops a ready one only once they are ready", async () => {
+  const behave = (s: FakeStart) =>
+    s.request.name.endsWith(".api-0")
+      ? (s.attempt === 1 ? { runMs: 300, exitCode: 1 } : { readyAfterMs: 1_500 })
+      : {};
+  await withFakes(behave, async ({ ctx, driver, dir }) => {
+    const port = freePort();
+    const service = new Service(ctx, "api", { driver });
+    const spec = fakeSpec({ name: "api", port, replicas: 2, ...FAST });
+    // In a cluster the placement may give the name api-1 to another node meanwhile.
+    let othersOwnOne = false;
+    const ownsName = (i: number) => !(othersOwnOne && i === 1);
+    try {
+      await service.rollout({
+        version: "v-1",
+        spec,
+        launch: fakeLaunch(dir),
+        replicas: 2,
+        ownsName,
+      });
+      await waitFor(
+        () => driver.starts.filter((s) => s.request.name.endsWith(".api-0")).length === 2,
+        {
+          what: "api-0 restarting",
+        },
+      );
+      assert.equal(service.ready, 1);
+      othersOwnOne = true;
+      let lowest = service.ready;
+      const watch = setInterval(() => lowest = Math.min(lowest, service.ready), 5);
+      await service.scale(1);
+      clearInterval(watch);
+      assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-0 true"]);
+      assert.equal(lowest, 1, "api-1 stopped before api-0 was ready again");
+    } finally {
       await service.stop();
     }
   });
