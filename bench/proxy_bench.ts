@@ -3,8 +3,8 @@
  * prisn's kernel path (the nftables DNAT of runtime/kernel_balancer.ts, as a ServicePort sets it
  * up), (3) through prisn's userspace proxy as the agent runs it (the epoll engine: one worker
  * thread, runtime/epoll_proxy.ts), (4) through the same with Deno's copy loop (runtime/proxy.ts,
- * the engine where epoll is not available), (5) through N epoll proxies sharing the port
- * (SO_REUSEPORT) and (6) through nginx as an L4 `stream` proxy with 1 and N worker processes (each
+ * the engine where epoll is not available), (5) through the epoll engine with N workers on the
+ * port (`--proxy-workers N`: a SO_REUSEPORT listener each) and (6) through nginx as an L4 `stream` proxy with 1 and N worker processes (each
  * target with its own, identical upstream process), in interleaved rounds of the same run, for three
  * loads: keep-alive with 16 connections, a new connection per request (`Connection: close`) and
  * keep-alive with 1,000 connections. It prints the median req/s, p50 and p99 latency, the proxy's
@@ -168,16 +168,13 @@ async function main(): Promise<void> {
     }
 
     if (workers > 1 && targets.some((t) => t.name === USERSPACE)) {
-      // N epoll proxies (a worker thread each) sharing one port with SO_REUSEPORT.
-      const port = freePort();
-      const upstream = await upstreamFor();
-      for (let i = 0; i < workers; i++) {
-        const proxy = new ServicePort({ port, host: HOST, reusePort: true });
-        cleanups.push(() => proxy.close());
-        await proxy.listen();
-        proxy.add({ id: "upstream", port: upstream, host: HOST });
-      }
-      targets.push({ name: workersName(workers), port, cpuSeconds: ownCpuSeconds });
+      // As `prisn agent run --proxy-workers N` runs a port: N epoll worker threads, each with
+      // its own SO_REUSEPORT listener.
+      const proxy = new ServicePort({ port: 0, host: HOST, workers });
+      cleanups.push(() => proxy.close());
+      await proxy.listen();
+      proxy.add({ id: "upstream", port: await upstreamFor(), host: HOST });
+      targets.push({ name: workersName(workers), port: proxy.port, cpuSeconds: ownCpuSeconds });
     }
 
     for (const n of new Set([1, workers])) {

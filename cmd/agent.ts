@@ -56,6 +56,11 @@ export function register(program: Command, app: App): void {
         "where available, else userspace), kernel or userspace (env PRISN_BALANCER; default auto)",
     )
     .option(
+      "--proxy-workers <n>",
+      "worker threads of the userspace proxy per service port, each with its own SO_REUSEPORT " +
+        "listener (env PRISN_PROXY_WORKERS; default 1, at most 64)",
+    )
+    .option(
       "--listen <host:port>",
       "serve the API over TCP too, every request with a token (env PRISN_LISTEN; plain HTTP " +
         "on loopback only, else give --tls-cert and --tls-key)",
@@ -85,6 +90,9 @@ export function register(program: Command, app: App): void {
         "--start-parallelism",
       );
       const balancer = parseBalancer(opts.balancer ?? Deno.env.get("PRISN_BALANCER"));
+      const proxyWorkers = parseProxyWorkers(
+        opts.proxyWorkers ?? Deno.env.get("PRISN_PROXY_WORKERS"),
+      );
       const listen = await listenOptions(opts.listen ?? Deno.env.get("PRISN_LISTEN"), opts);
       const maxUpload = opts.maxUpload ?? Deno.env.get("PRISN_MAX_UPLOAD");
       const maxUploadBytes = maxUpload ? parseMemory(maxUpload, "--max-upload") : undefined;
@@ -115,6 +123,7 @@ export function register(program: Command, app: App): void {
           backends,
           address,
           balancer,
+          proxyWorkers,
           lock,
           listen,
           maxUploadBytes,
@@ -273,6 +282,18 @@ function parseBalancer(value: string | undefined): (typeof BALANCERS)[number] | 
   const found = BALANCERS.find((b) => b === value);
   if (!found) throw invalid(`--balancer "${value}" is not valid: use auto, kernel or userspace`);
   return found;
+}
+
+/** Most epoll workers one port may have: one per core is the useful most. */
+const MAX_PROXY_WORKERS = 64;
+
+function parseProxyWorkers(value: string | undefined): number | undefined {
+  if (value === undefined || value === "") return undefined;
+  const n = parsePositive(value, "--proxy-workers");
+  if (n !== undefined && n > MAX_PROXY_WORKERS) {
+    throw invalid(`--proxy-workers "${value}" is not valid: give 1 to ${MAX_PROXY_WORKERS}`);
+  }
+  return n;
 }
 
 function mib(bytes: number): string {

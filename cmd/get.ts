@@ -159,7 +159,9 @@ function describeBalancer(b: BalancerInfo): string {
   return b.kind === "kernel"
     ? `kernel (nftables DNAT, table ip ${b.table})`
     : b.engine === "epoll"
-    ? "userspace (prisn's TCP proxy, epoll engine)"
+    ? `userspace (prisn's TCP proxy, epoll engine${
+      (b.workers ?? 1) > 1 ? `, ${b.workers} workers` : ""
+    })`
     : `userspace (prisn's TCP proxy, Deno copy loop${
       b.engineFallback ? `: ${b.engineFallback}` : ""
     })`;

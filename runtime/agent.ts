@@ -41,6 +41,8 @@ export interface AgentOptions {
    * @default "auto"
    */
   balancer?: BalancerChoice;
+  /** Epoll workers per service port of the userspace proxy. @default 1 */
+  proxyWorkers?: number;
   /** The home's agent lock, taken already (lockHome). @default taken by start() */
   lock?: Deno.FsFile;
   /** A TCP API beside the unix socket (every request with a token). @default none */
@@ -136,6 +138,7 @@ export class Agent {
     }
     // After the lock: the table is this home's, and an earlier agent's stale rules go now.
     const balancer = await openNodeBalancer(paths.home, options.balancer);
+    balancer.workers = options.proxyWorkers;
     const agent = new Agent(paths, records, options, balancer);
     agent.#lock = lock;
     await agent.#backends.start?.();

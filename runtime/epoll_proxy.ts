@@ -329,3 +329,84 @@ function errnoError(errno: number): Error {
   if (errno === EADDRNOTAVAIL) return new Deno.errors.AddrNotAvailable("address not available");
   return new Error(`errno ${errno}`);
 }
+
+/**
+ * `workers` epoll proxies on one port, each its own worker thread with its own listening socket
+ * (SO_REUSEPORT: the kernel spreads new connections over them, as nginx's `listen … reuseport`
+ * does). Backends and drains go to every one; counts are their sums. One worker is an
+ * {@linkcode EpollProxy} alone (ServicePort makes a group only for two or more).
+ */
+export class EpollProxyGroup implements PortProxy {
+  readonly #options: TcpProxyOptions;
+  readonly #workers: number;
+  #proxies: EpollProxy[];
+  #closing?: Promise<void>;
+
+  constructor(options: TcpProxyOptions, workers: number) {
+    if (!Number.isInteger(workers) || workers < 1) {
+      throw new PrisnError("INVALID", `proxy workers must be a positive integer, not ${workers}`);
+    }
+    this.#options = { ...options, reusePort: true };
+    this.#workers = workers;
+    this.#proxies = [new EpollProxy(this.#options)];
+  }
+
+  get port(): number {
+    return this.#proxies[0].port;
+  }
+
+  /** Listens with the first worker (which picks the port when it is 0), then the others on it. */
+  async listen(): Promise<void> {
+    const [first] = this.#proxies;
+    await first.listen();
+    try {
+      while (this.#proxies.length < this.#workers && !this.#closing) {
+        const next = new EpollProxy({ ...this.#options, port: first.port });
+        next.setBackends([...first.backendSet()]);
+        this.#proxies.push(next);
+        await next.listen();
+      }
+    } catch (error) {
+      await Promise.all(this.#proxies.map((p) => p.close()));
+      throw error;
+    }
+    if (this.#closing) await Promise.all(this.#proxies.map((p) => p.close())); // closed meanwhile
+  }
+
+  setBackends(backends: Backend[]): void {
+    for (const p of this.#proxies) p.setBackends(backends);
+  }
+
+  add(backend: Backend): void {
+    for (const p of this.#proxies) p.add(backend);
+  }
+
+  remove(id: string): void {
+    for (const p of this.#proxies) p.remove(id);
+  }
+
+  backendSet(): readonly Required<Backend>[] {
+    return this.#proxies[0].backendSet();
+  }
+
+  backends(): string[] {
+    return this.#proxies[0].backends();
+  }
+
+  connections(id?: string): number {
+    return this.#proxies.reduce((n, p) => n + p.connections(id), 0);
+  }
+
+  pending(): number {
+    return this.#proxies.reduce((n, p) => n + p.pending(), 0);
+  }
+
+  async drain(id: string, graceMs: number): Promise<void> {
+    await Promise.all(this.#proxies.map((p) => p.drain(id, graceMs)));
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= Promise.all(this.#proxies.map((p) => p.close())).then(() => {});
+    return this.#closing;
+  }
+}

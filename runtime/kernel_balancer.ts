@@ -256,6 +256,14 @@ const SERVING_STATES = new Set(["01", "03", "08"]); // ESTABLISHED, SYN_RECV, CL
  * byte of those connections passes through prisn. Undefined where /proc cannot be read.
  */
 export function openConnections(port: number): number | undefined {
+  return socketsOnPort(port, SERVING_STATES);
+}
+
+/**
+ * Sockets of this host on local `port` in one of `states` (hex, as /proc/net/tcp writes them:
+ * "0A" is LISTEN), IPv4 and IPv6. Undefined where /proc cannot be read.
+ */
+export function socketsOnPort(port: number, states: ReadonlySet<string>): number | undefined {
   let count = 0;
   let read = false;
   const hex = port.toString(16).toUpperCase().padStart(4, "0");
@@ -270,7 +278,7 @@ export function openConnections(port: number): number | undefined {
     for (const line of text.split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
       if (fields.length < 4) continue;
-      if (fields[1].endsWith(`:${hex}`) && SERVING_STATES.has(fields[3])) count++;
+      if (fields[1].endsWith(`:${hex}`) && states.has(fields[3])) count++;
     }
   }
   return read ? count : undefined;

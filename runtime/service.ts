@@ -115,6 +115,7 @@ export class Service {
           host: address,
           onError: (e) => this.#proxyError(e),
           kernel,
+          workers: this.ctx.balancer?.workers,
         });
         await proxy.listen(); // a taken port fails here, before anything changes
         this.#proxy = proxy;

@@ -9,7 +9,13 @@
 
 import { KernelBalancer, openConnections } from "./kernel_balancer.ts";
 import { type Backend, type PortProxy, TcpProxy, type TcpProxyOptions } from "./proxy.ts";
-import { EpollProxy, EpollUnavailable, epollUnavailable, type ProxyEngine } from "./epoll_proxy.ts";
+import {
+  EpollProxy,
+  EpollProxyGroup,
+  EpollUnavailable,
+  epollUnavailable,
+  type ProxyEngine,
+} from "./epoll_proxy.ts";
 
 /** Which balancer a service asks for (prisn.toml `balancer`, or the agent's `--balancer`). */
 export type BalancerChoice = "auto" | "kernel" | "userspace";
@@ -26,6 +32,8 @@ export interface BalancerInfo {
   engine: ProxyEngine;
   /** Why the epoll engine does not serve the port, when it does not. */
   engineFallback?: string;
+  /** The epoll engine's worker threads on the port (SO_REUSEPORT listeners). */
+  workers?: number;
 }
 
 /** The agent's balancer setting: its default choice and the kernel path, if it has one. */
@@ -36,6 +44,8 @@ export interface NodeBalancer {
   kernel?: KernelBalancer;
   /** Why the kernel path is not available (undefined when it is). */
   unavailable?: string;
+  /** Epoll workers per service port (`--proxy-workers`). @default 1 */
+  workers?: number;
 }
 
 /**
@@ -81,6 +91,12 @@ export interface ServicePortOptions extends TcpProxyOptions {
    * @default "auto"
    */
   engine?: ProxyEngine | "auto";
+  /**
+   * Worker threads of the epoll engine on this port, each with its own SO_REUSEPORT listener
+   * (the Deno copy loop has one loop whatever this says).
+   * @default 1
+   */
+  workers?: number;
 }
 
 /** Pause between two counts of a drained replica's connections on the kernel path. */
@@ -107,7 +123,12 @@ export class ServicePort {
       ? "PRISN_PROXY_ENGINE=deno"
       : epollUnavailable(options.host);
     if (this.#noEpoll && engine === "epoll") throw new EpollUnavailable(this.#noEpoll);
-    this.#proxy = this.#noEpoll ? new TcpProxy(options) : new EpollProxy(options);
+    const workers = options.workers ?? 1;
+    this.#proxy = this.#noEpoll
+      ? new TcpProxy(options)
+      : workers > 1
+      ? new EpollProxyGroup(options, workers)
+      : new EpollProxy(options);
     this.#address = options.host;
     this.#kernel = options.kernel;
     this.#onError = options.onError ?? (() => {});
@@ -125,7 +146,9 @@ export class ServicePort {
   /** Which path serves new connections. */
   get balancer(): BalancerInfo {
     const engine = this.engine;
-    const why = this.#noEpoll ? { engineFallback: this.#noEpoll } : {};
+    const why = this.#noEpoll
+      ? { engineFallback: this.#noEpoll }
+      : { workers: this.#options.workers ?? 1 };
     return this.#kernel
       ? { kind: "kernel", table: this.#kernel.table, engine, ...why }
       : { kind: "userspace", engine, ...why };

@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { type ErrorCode, PrisnError } from "../core/errors.ts";
 import type { RunRecord } from "../core/types.ts";
 import { processAlive } from "../runtime/process.ts";
-import { tableName } from "../runtime/kernel_balancer.ts";
+import { socketsOnPort, tableName } from "../runtime/kernel_balancer.ts";
 
 /** Whether a process is alive (not gone, not a zombie). */
 export const alive = processAlive;
@@ -322,4 +322,9 @@ export async function withTmpfs(size: string, fn: (dir: string) => Promise<void>
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+}
+
+/** Listening TCP sockets on local `port` (one per SO_REUSEPORT listener), from /proc. */
+export function listeners(port: number): number | undefined {
+  return socketsOnPort(port, new Set(["0A"]));
 }

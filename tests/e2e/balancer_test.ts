@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { KernelBalancer, tableName } from "../../runtime/kernel_balancer.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
-import { alive, freePort, hasCommand, TestHome, waitFor } from "../_helpers.ts";
+import { alive, freePort, hasCommand, listeners, TestHome, waitFor } from "../_helpers.ts";
 import { assertNoFailures, body, Load, replicasAnswering } from "./_http.ts";
 
 const SERVER_JS = Deno.readTextFileSync(
@@ -32,11 +32,19 @@ if (NO_KERNEL) console.log(`balancer_test: skipping the kernel path tests: ${NO_
 
 /** The userspace engine an agent of this machine picks (the test runs with its permissions). */
 const NO_EPOLL = epollUnavailable();
-const ENGINE = NO_EPOLL ? { engine: "deno", engineFallback: NO_EPOLL } : { engine: "epoll" };
+const ENGINE = NO_EPOLL
+  ? { engine: "deno", engineFallback: NO_EPOLL }
+  : { engine: "epoll", workers: 1 };
 
 interface Detail {
   version: string;
-  balancer?: { kind: string; table?: string; engine: string; engineFallback?: string };
+  balancer?: {
+    kind: string;
+    table?: string;
+    engine: string;
+    engineFallback?: string;
+    workers?: number;
+  };
   replicas: { desired: number; ready: number; items: ReplicaStatus[] };
   events: Array<{ kind: string; message: string }>;
 }
@@ -178,21 +186,24 @@ Deno.test({
 });
 
 Deno.test({
-  name: 'balancer = "userspace": the proxy serves the port through the same steps, no kernel rule',
+  name: 'balancer = "userspace": the proxy (2 epoll workers) serves the port through the same ' +
+    "steps, no kernel rule",
   ignore: !HAS_NODE,
   async fn() {
-    const h = new TestHome();
+    const h = new TestHome({ env: { PRISN_PROXY_WORKERS: "2" } });
     const table = tableName(h.home);
     try {
       await rolloutUnderLoad(h, 'replicas = 2\nbalancer = "userspace"\n', async (d, port) => {
-        assert.deepEqual(d.balancer, { kind: "userspace", ...ENGINE });
+        const engine = NO_EPOLL ? ENGINE : { engine: "epoll", workers: 2 };
+        assert.deepEqual(d.balancer, { kind: "userspace", ...engine });
         assert.match(
           await h.ok("get", "web"),
           NO_EPOLL
             ? /Balancer: +userspace .*Deno copy loop/
-            : /Balancer: +userspace .*epoll engine/,
+            : /Balancer: +userspace \(prisn's TCP proxy, epoll engine, 2 workers\)/,
         );
         assert.deepEqual(await mapped(table, port), []);
+        if (!NO_EPOLL) assert.equal(listeners(port), 2, "one SO_REUSEPORT listener per worker");
       });
     } finally {
       await h.close();
@@ -246,6 +257,14 @@ Deno.test("a bad balancer is refused in one line and changes nothing", async () 
       /^[^\n]*--balancer "bogus" is not valid: use auto, kernel or userspace$/,
     );
     assert.equal(h.agentPid(), undefined, "no agent started");
+    for (
+      const [value, why] of [["0", "give a whole number of at least 1"], ["65", "give 1 to 64"]]
+    ) {
+      const r = await h.cli("agent", "run", "--proxy-workers", value);
+      assert.notEqual(r.code, 0);
+      assert.equal(r.stderr.trim(), `prisn: --proxy-workers "${value}" is not valid: ${why}`);
+      assert.equal(h.agentPid(), undefined, "no agent started");
+    }
 
     const app = project(h, "bad", "one", 'port = 8080\nbalancer = "bogus"\n');
     const r = await h.cli("deploy", app, "--name", "bad");

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { lookup } from "node:dns/promises";
 import { EpollUnavailable, epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { ServicePort } from "../../runtime/service_port.ts";
-import { within } from "../_helpers.ts";
+import { listeners, waitFor, within } from "../_helpers.ts";
 
 const NO_EPOLL = epollUnavailable("127.0.0.1");
 if (NO_EPOLL) console.log(`epoll_proxy_test: skipping the epoll engine tests: ${NO_EPOLL}`);
@@ -16,8 +16,57 @@ Deno.test("a service port on IPv4 uses the epoll engine, and get's balancer says
   const port = new ServicePort({ port: 0, host: "127.0.0.1" });
   assert.equal(port.engine, "epoll");
   assert.equal(port.engineFallback, undefined);
-  assert.deepEqual(port.balancer, { kind: "userspace", engine: "epoll" });
+  assert.deepEqual(port.balancer, { kind: "userspace", engine: "epoll", workers: 1 });
 });
+
+Deno.test(
+  "a service port with 2 epoll workers: one SO_REUSEPORT listener each, backends, counts and drains over both",
+  {
+    ignore: NO_EPOLL !== undefined,
+  },
+  async () => {
+    const backend = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const served = (async () => {
+      for await (const conn of backend) {
+        held.push(conn);
+        conn.write(new TextEncoder().encode("hi")).catch(() => {});
+      }
+    })();
+    const port = new ServicePort({ port: 0, host: "127.0.0.1", workers: 2 });
+    const clients: Deno.Conn[] = [];
+    try {
+      await port.listen();
+      assert.deepEqual(port.balancer, { kind: "userspace", engine: "epoll", workers: 2 });
+      assert.equal(listeners(port.port), 2);
+      port.add({ id: "b1", port: backend.addr.port, host: "127.0.0.1" });
+      // The kernel hands each new connection to one of the two listeners (by its hash).
+      for (let i = 0; i < 16; i++) {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: port.port });
+        clients.push(c);
+        const buf = new Uint8Array(2);
+        assert.equal(await within(c.read(buf), 5_000, "a greeting"), 2);
+      }
+      await waitFor(() => port.connections("b1") === 16, { what: "16 connections counted" });
+      let drained = false;
+      const drain = port.drain("b1", 10_000).then(() => drained = true);
+      assert.deepEqual(port.backends(), []);
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(drained, false, "the drain waits for the open connections");
+      for (const c of clients.splice(0)) c.close();
+      for (const c of held.splice(0)) c.close(); // a link ends once both sides have closed
+      await within(drain, 5_000, "the drain");
+      assert.equal(port.connections(), 0);
+    } finally {
+      for (const c of clients) c.close();
+      await port.close();
+      backend.close();
+      for (const c of held) c.close();
+      await served.catch(() => {});
+    }
+    assert.equal(listeners(port.port), 0, "both listeners closed");
+  },
+);
 
 Deno.test("where the epoll engine cannot listen, the Deno copy loop serves and says why", async () => {
   const port = new ServicePort({ port: 0, host: "::1" });
