@@ -310,16 +310,39 @@ export class LogWriter implements LogSink {
   }
 }
 
+/** Size past which the agent's own log is rotated, and how many rotated files are kept. */
+export const AGENT_LOG_LIMITS = { maxBytes: 10 * 1024 * 1024, keep: 3 };
+
 /**
- * The background agent's own log (state/agent.log): each line appended, stamped. A line that
- * cannot be written (a full disk) is dropped: the agent's log never stops the agent, not even
- * its stop.
+ * The background agent's own log (state/agent.log): each line appended, stamped. Past
+ * `maxBytes` it is rotated (agent.log.1 … agent.log.`keep`, the oldest dropped), so a chatty
+ * agent that runs for months never fills the disk. A line that cannot be written (a full disk)
+ * is dropped: the agent's log never stops the agent, not even its stop.
  */
-export function agentLog(file: string): (line: string) => void {
+export function agentLog(
+  file: string,
+  limits: { maxBytes: number; keep: number } = AGENT_LOG_LIMITS,
+): (line: string) => void {
+  let size: number | undefined;
   return (line) => {
+    const bytes = encoder.encode(`${new Date().toISOString()} ${line}\n`);
     try {
-      Deno.writeTextFileSync(file, `${new Date().toISOString()} ${line}\n`, { append: true });
-    } catch { /* dropped: nowhere better to say so */ }
+      size ??= (() => {
+        try {
+          return Deno.statSync(file).size;
+        } catch {
+          return 0;
+        }
+      })();
+      if (size > 0 && size + bytes.length > limits.maxBytes) {
+        rotate(file, limits.keep);
+        size = 0;
+      }
+      Deno.writeFileSync(file, bytes, { append: true });
+      size += bytes.length;
+    } catch {
+      size = undefined; // dropped: nowhere better to say so; the size is read again next time
+    }
   };
 }
 

@@ -876,6 +876,27 @@ Deno.test("LogWriter rotating on a full disk (a small tmpfs): lines are dropped 
   });
 });
 
+Deno.test("agentLog() rotates the agent's log past its size, keeping a few rotated files", async () => {
+  await withHome(async (_p, dir) => {
+    const file = join(dir, "agent.log");
+    await Deno.writeTextFile(file, "x".repeat(900) + "\n"); // an earlier agent's lines count
+    const log = agentLog(file, { maxBytes: 1_000, keep: 2 });
+    const line = "y".repeat(70); // 95 bytes with its stamp and newline
+    for (let i = 0; i < 40; i++) log(`${String(i).padStart(2, "0")} ${line}`);
+    const sizes = [file, `${file}.1`, `${file}.2`].map((f) => Deno.statSync(f).size);
+    for (const size of sizes) assert.ok(size <= 1_000, `a log file of ${size} bytes`);
+    assert.throws(() => Deno.statSync(`${file}.3`), Deno.errors.NotFound);
+    // The newest lines are in the live file, in order; the oldest (and the 901 bytes) are gone.
+    const live = (await Deno.readTextFile(file)).trim().split("\n");
+    assert.match(live.at(-1)!, /^\S+Z 39 y+$/);
+    const kept = [`${file}.2`, `${file}.1`, file].map((f) => Deno.readTextFileSync(f)).join("");
+    assert.ok(!kept.includes("x"), "the oldest file was dropped");
+    const numbers = kept.trim().split("\n").map((l) => Number(l.split(" ")[1]));
+    assert.deepEqual(numbers, numbers.slice().sort((a, b) => a - b));
+    assert.equal(numbers.at(-1), 39);
+  });
+});
+
 Deno.test("agentLog() appends stamped lines and drops one a full disk refuses, without throwing", async () => {
   await withHome(async (_p, dir) => {
     const file = join(dir, "agent.log");
