@@ -12,7 +12,6 @@
 /// <reference lib="deno.worker" />
 
 import {
-  AF_INET,
   EAGAIN,
   EINPROGRESS,
   EINTR,
@@ -27,6 +26,7 @@ import {
   EPOLLIN,
   EPOLLOUT,
   EPOLLRDHUP,
+  familyOf,
   intOption,
   IPPROTO_TCP,
   MSG_NOSIGNAL,
@@ -34,7 +34,6 @@ import {
   SOCK_CLOEXEC,
   SOCK_NONBLOCK,
   SOCK_STREAM,
-  SOCKADDR_IN_SIZE,
   sockaddrIn,
   sockets,
   TCP_NODELAY,
@@ -292,11 +291,11 @@ function run(init: WorkerInit): void {
     const round = conn.round!;
     while (round.i < round.candidates.length && !closing) {
       const backend = round.candidates[(round.start + round.i++) % round.candidates.length];
-      const fd = c.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      const fd = c.socket(familyOf(backend.address), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       if (fd < 0) continue;
       // Accepted clients have TCP_NODELAY from the listening socket; a backend needs its own.
       c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4);
-      if (c.connect(fd, backend.sockaddr, SOCKADDR_IN_SIZE) === 0) {
+      if (c.connect(fd, backend.sockaddr, backend.sockaddr.length) === 0) {
         watch(fd, SOCKET_EVENTS);
         if (connected(conn, fd, backend, 0)) return;
         continue;

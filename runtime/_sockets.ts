@@ -21,6 +21,7 @@ export {
 } from "./_libc.ts";
 
 export const AF_INET = 2;
+export const AF_INET6 = 10;
 export const SOCK_STREAM = 1;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
@@ -49,6 +50,8 @@ export const EINPROGRESS = 115;
 
 /** `struct sockaddr_in`. */
 export const SOCKADDR_IN_SIZE = 16;
+/** `struct sockaddr_in6`. */
+export const SOCKADDR_IN6_SIZE = 28;
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -99,14 +102,57 @@ export function ipv4(host: string): number[] | undefined {
   return parts.map(Number);
 }
 
-/** A `struct sockaddr_in` for `address` (four bytes) and `port`. */
+/**
+ * The sixteen bytes of an IPv6 address (`::1`, `2001:db8::5`, `::ffff:10.0.0.1`, also in
+ * brackets), or undefined when `host` is not one. A zone (`fe80::1%eth0`) is not taken.
+ */
+export function ipv6(host: string): number[] | undefined {
+  const text = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (!text.includes(":") || text.includes("%")) return undefined;
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const groups = (part: string): number[] | undefined => {
+    if (part === "") return [];
+    const words: number[] = [];
+    const pieces = part.split(":");
+    for (const [i, piece] of pieces.entries()) {
+      const tail = i === pieces.length - 1 ? ipv4(piece) : undefined;
+      if (tail && piece !== "localhost") {
+        words.push((tail[0] << 8) | tail[1], (tail[2] << 8) | tail[3]);
+      } else if (/^[0-9a-fA-F]{1,4}$/.test(piece)) words.push(parseInt(piece, 16));
+      else return undefined;
+    }
+    return words;
+  };
+  const head = groups(halves[0]);
+  const rest = halves.length === 2 ? groups(halves[1]) : [];
+  if (!head || !rest) return undefined;
+  const missing = 8 - head.length - rest.length;
+  if (halves.length === 2 ? missing < 1 : missing !== 0) return undefined;
+  const words = [...head, ...new Array(missing).fill(0), ...rest];
+  return words.flatMap((w) => [w >> 8, w & 0xff]);
+}
+
+/** The bytes of an IPv4 or IPv6 address (4 or 16), or undefined when `host` is neither. */
+export function ipAddress(host: string): number[] | undefined {
+  return ipv4(host) ?? ipv6(host);
+}
+
+/** The address family of an address from {@linkcode ipAddress}. */
+export function familyOf(address: number[]): number {
+  return address.length === 16 ? AF_INET6 : AF_INET;
+}
+
+/** A `struct sockaddr_in` (four bytes) or `struct sockaddr_in6` (sixteen) for `address`:`port`. */
 export function sockaddrIn(address: number[], port: number): Uint8Array<ArrayBuffer> {
-  const sa = new Uint8Array(SOCKADDR_IN_SIZE);
-  sa[0] = AF_INET & 0xff; // sa_family: host byte order (little-endian on x86_64 and aarch64)
-  sa[1] = AF_INET >> 8;
-  sa[2] = port >> 8; // sin_port: network byte order
+  const six = address.length === 16;
+  const family = six ? AF_INET6 : AF_INET;
+  const sa = new Uint8Array(six ? SOCKADDR_IN6_SIZE : SOCKADDR_IN_SIZE);
+  sa[0] = family & 0xff; // sa_family: host byte order (little-endian on x86_64 and aarch64)
+  sa[1] = family >> 8;
+  sa[2] = port >> 8; // the port: network byte order
   sa[3] = port & 0xff;
-  sa.set(address, 4);
+  sa.set(address, six ? 8 : 4); // sin6_flowinfo (4 bytes) comes first; scope id 0
   return sa;
 }
 
@@ -118,7 +164,8 @@ export function intOption(value: number): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * A non-blocking listening TCP socket with TCP_NODELAY on `address`:`port` (0: a free one); the fd and the port,
+ * A non-blocking listening TCP socket with TCP_NODELAY on `address` (IPv4 or IPv6, from
+ * {@linkcode ipAddress}):`port` (0: a free one); the fd and the port,
  * or the errno of the call that failed (nothing is left open then).
  */
 export function listenTcp(
@@ -127,7 +174,7 @@ export function listenTcp(
   reusePort: boolean,
 ): { fd: number; port: number } | { errno: number } {
   const s = sockets()!;
-  const fd = s.c.socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const fd = s.c.socket(familyOf(address), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return { errno: s.errno() };
   const fail = () => {
     const errno = s.errno();
@@ -139,10 +186,11 @@ export function listenTcp(
   if (reusePort && s.c.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4) !== 0) return fail();
   // Accepted sockets inherit it (Linux): no call per connection.
   if (s.c.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, one, 4) !== 0) return fail();
-  if (s.c.bind(fd, sockaddrIn(address, port), SOCKADDR_IN_SIZE) !== 0) return fail();
+  const bound = sockaddrIn(address, port);
+  if (s.c.bind(fd, bound, bound.length) !== 0) return fail();
   if (s.c.listen(fd, 4096) !== 0) return fail();
-  const sa = new Uint8Array(SOCKADDR_IN_SIZE);
-  const len = intOption(SOCKADDR_IN_SIZE);
+  const sa = new Uint8Array(SOCKADDR_IN6_SIZE);
+  const len = intOption(sa.length);
   if (s.c.getsockname(fd, sa, len) !== 0) return fail();
   return { fd, port: (sa[2] << 8) | sa[3] };
 }

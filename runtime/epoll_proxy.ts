@@ -17,16 +17,16 @@
  * drains go to the worker as JSON lines on a pipe it watches with its epoll; the worker counts
  * open and pending connections in a SharedArrayBuffer, and answers drains with `postMessage`.
  *
- * Where the engine is not to be had (not Linux, no FFI permission, an address that is not IPv4,
- * the worker fails to start), {@linkcode epollUnavailable} or {@linkcode EpollUnavailable} says
- * why and ServicePort uses TcpProxy.
+ * Where the engine is not to be had (not Linux, no FFI permission, a listen address that is not an
+ * IPv4 or IPv6 literal without a zone, the worker fails to start), {@linkcode epollUnavailable} or
+ * {@linkcode EpollUnavailable} says why and ServicePort uses TcpProxy.
  *
  * @module
  */
 
 import { lookup } from "node:dns/promises";
 import { PrisnError } from "../core/errors.ts";
-import { ipv4, listenTcp, O_CLOEXEC, O_NONBLOCK, sockets } from "./_sockets.ts";
+import { ipAddress, listenTcp, O_CLOEXEC, O_NONBLOCK, sockets } from "./_sockets.ts";
 import { EACCES, EADDRINUSE, EADDRNOTAVAIL, EAGAIN } from "./_sockets.ts";
 import {
   type Backend,
@@ -37,7 +37,7 @@ import {
   type TcpProxyOptions,
 } from "./proxy.ts";
 
-/** A backend as the worker gets it: with its IPv4 address and its counter's slot. */
+/** A backend as the worker gets it: with its IPv4 or IPv6 address and its counter's slot. */
 export interface WireBackend extends Required<Backend> {
   address: number[];
   slot: number;
@@ -75,7 +75,9 @@ export type ProxyEngine = "epoll" | "deno";
 /** Why the epoll engine cannot serve a proxy on `host`, or undefined when it can. */
 export function epollUnavailable(host = "0.0.0.0"): string | undefined {
   if (Deno.build.os !== "linux") return `the epoll engine is Linux only (this is ${Deno.build.os})`;
-  if (!ipv4(host)) return `the epoll engine listens on IPv4 addresses only (not ${host})`;
+  if (!ipAddress(host)) {
+    return `the epoll engine listens on IPv4 and IPv6 addresses without a zone only (not ${host})`;
+  }
   if (!sockets()) return "libc is not available through FFI (no --allow-ffi?)";
   return undefined;
 }
@@ -131,7 +133,11 @@ export class EpollProxy extends BackendProxy implements PortProxy {
     const why = epollUnavailable(this.#host);
     if (why) throw new EpollUnavailable(why);
     const { c, errno } = sockets()!;
-    const listening = listenTcp(ipv4(this.#host)!, this.#port, this.#options.reusePort ?? false);
+    const listening = listenTcp(
+      ipAddress(this.#host)!,
+      this.#port,
+      this.#options.reusePort ?? false,
+    );
     if ("errno" in listening) {
       throw listenError(errnoError(listening.errno), this.#host, this.#port);
     }
@@ -244,7 +250,7 @@ export class EpollProxy extends BackendProxy implements PortProxy {
     if (!this.#worker || this.#closed) return;
     const wire: WireBackend[] = [];
     for (const backend of this.backendList.ready) {
-      const address = ipv4(backend.host) ?? this.#resolved.get(backend.host);
+      const address = ipAddress(backend.host) ?? this.#resolved.get(backend.host);
       if (!address) {
         this.#resolve(backend.host);
         continue;
@@ -256,8 +262,9 @@ export class EpollProxy extends BackendProxy implements PortProxy {
 
   /** Looks up a backend host that is a name (as the system does); the backends go again then. */
   #resolve(host: string): void {
-    lookup(host, { family: 4 }).then(({ address }) => {
-      this.#resolved.set(host, ipv4(address)!);
+    // IPv4 first, as replicas listen there by default; a name with IPv6 addresses alone next.
+    lookup(host, { family: 4 }).catch(() => lookup(host, { family: 6 })).then(({ address }) => {
+      this.#resolved.set(host, ipAddress(address)!);
       this.#sendBackends();
     }).catch((error) => this.#report(new Error(`backend host ${host}: ${error.message}`)));
   }

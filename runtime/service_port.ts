@@ -85,7 +85,7 @@ export interface ServicePortOptions extends TcpProxyOptions {
   /** The node's nftables table. @default none: the userspace proxy alone */
   kernel?: KernelBalancer;
   /**
-   * The userspace proxy's engine: "auto" is epoll where available (Linux, FFI, an IPv4
+   * The userspace proxy's engine: "auto" is epoll where available (Linux, FFI, an IP
    * address), else Deno's copy loop. `PRISN_PROXY_ENGINE=deno` in the agent's environment
    * forces the copy loop for "auto".
    * @default "auto"

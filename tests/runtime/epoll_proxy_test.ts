@@ -69,18 +69,70 @@ Deno.test(
 );
 
 Deno.test("where the epoll engine cannot listen, the Deno copy loop serves and says why", async () => {
-  const port = new ServicePort({ port: 0, host: "::1" });
+  const host = "fe80::1%lo"; // a link-local address with its zone
+  const port = new ServicePort({ port: 0, host });
   assert.equal(port.engine, "deno");
   const why = Deno.build.os === "linux"
-    ? "the epoll engine listens on IPv4 addresses only (not ::1)"
+    ? `the epoll engine listens on IPv4 and IPv6 addresses without a zone only (not ${host})`
     : `the epoll engine is Linux only (this is ${Deno.build.os})`;
   assert.equal(port.engineFallback, why);
   assert.deepEqual(port.balancer, { kind: "userspace", engine: "deno", engineFallback: why });
   await port.close();
   assert.throws(
-    () => new ServicePort({ port: 0, host: "::1", engine: "epoll" }),
+    () => new ServicePort({ port: 0, host, engine: "epoll" }),
     (error) => error instanceof EpollUnavailable && error.message === why,
   );
+});
+
+/** Whether this host has IPv6 loopback (`::1` can be bound). */
+function hasIpv6Loopback(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("the epoll engine listens on IPv6 and reaches IPv6 and IPv4 backends", {
+  ignore: NO_EPOLL !== undefined || !hasIpv6Loopback(),
+}, async () => {
+  const greeters = ["::1", "127.0.0.1"].map((hostname) => {
+    const listener = Deno.listen({ hostname, port: 0 });
+    const served = (async () => {
+      for await (const conn of listener) {
+        await conn.write(new TextEncoder().encode(hostname === "::1" ? "six " : "four"));
+        conn.close();
+      }
+    })();
+    return { hostname, listener, served };
+  });
+  const port = new ServicePort({ port: 0, host: "::1" });
+  try {
+    assert.equal(port.engine, "epoll");
+    await port.listen();
+    const read = async () => {
+      const c = await Deno.connect({ hostname: "::1", port: port.port });
+      try {
+        const buf = new Uint8Array(4);
+        const n = await within(c.read(buf), 5_000, "an answer through the port");
+        return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+      } finally {
+        c.close();
+      }
+    };
+    port.add({ id: "v6", port: greeters[0].listener.addr.port, host: "::1" });
+    assert.equal(await read(), "six ");
+    port.remove("v6");
+    port.add({ id: "v4", port: greeters[1].listener.addr.port, host: "127.0.0.1" });
+    assert.equal(await read(), "four");
+  } finally {
+    await port.close();
+    for (const g of greeters) {
+      g.listener.close();
+      await g.served.catch(() => {});
+    }
+  }
 });
 
 Deno.test("the Deno copy loop when asked for", () => {
