@@ -105,10 +105,16 @@ Deno.test("renderTable() jumps to a port's chain only while it has backends", ()
   const ports = new Map([
     [8080, { backends: [] }],
     [8081, { backends: [{ id: "a-0", host: HOST, port: 41001 }] }],
+    [8082, { backends: [{ id: "b-0", host: HOST, port: 41002 }] }],
   ]);
   const script = renderTable("prisn-t", ports);
   assert.ok(!script.includes("8080"), script);
-  assert.match(script, /fib daddr type local tcp dport 8081 jump svc-8081/);
+  // One verdict map for every port, not a rule each.
+  assert.match(
+    script,
+    /fib daddr type local tcp dport vmap \{ 8081 : jump svc-8081, 8082 : jump svc-8082 \}/,
+  );
+  assert.equal(script.split("vmap").length - 1, 1, script);
   assert.match(script, /dnat ip to 127\.0\.0\.1:41001/);
   assert.match(script, /^add table ip prisn-t\ndelete table ip prisn-t\ntable ip prisn-t \{/);
 });
@@ -131,14 +137,17 @@ Deno.test("renderTable() spreads over this node's backends, others' only when it
 Deno.test("renderTable() sends other hosts to loopback replicas only with route_localnet", () => {
   const ports = new Map([[80, { backends: [{ id: "a-0", host: HOST, port: 41001 }] }]]);
   assert.ok(!renderTable("t", ports).includes("jump ext-80"));
-  assert.match(renderTable("t", ports, { routeLocalnet: true }), /tcp dport 80 jump ext-80/);
+  assert.match(
+    renderTable("t", ports, { routeLocalnet: true }),
+    /tcp dport vmap \{ 80 : jump ext-80 \}/,
+  );
   const onAddress = new Map([[80, {
     address: "192.0.2.2",
     backends: [{ id: "a-0", host: "192.0.2.2", port: 41001 }],
   }]]);
   const script = renderTable("t", onAddress);
-  assert.match(script, /ip daddr 192\.0\.2\.2 tcp dport 80 jump svc-80/);
-  assert.match(script, /ip daddr 192\.0\.2\.2 tcp dport 80 jump ext-80/);
+  assert.match(script, /ip daddr \. tcp dport vmap \{ 192\.0\.2\.2 \. 80 : jump svc-80 \}/);
+  assert.match(script, /ip daddr \. tcp dport vmap \{ 192\.0\.2\.2 \. 80 : jump ext-80 \}/);
 });
 
 Deno.test({
@@ -155,6 +164,7 @@ Deno.test({
         new Map(),
         new Map([[8080, { backends }], [8081, { backends: remote }]]),
         new Map([[8080, { address: "192.0.2.2", backends }]]),
+        new Map([[8080, { backends }], [8081, { address: "192.0.2.2", backends }]]),
       ]
     ) {
       const script = renderTable(tableName(home()), ports, { routeLocalnet: true });
@@ -190,7 +200,7 @@ Deno.test({
         backends: [{ id: "a", host: HOST, port: a.port }, { id: "b", host: HOST, port: b.port }],
       });
       const rules = (await listTable(kernel.table))!;
-      assert.match(rules, new RegExp(`tcp dport ${port} jump svc-${port}`));
+      assert.match(rules, new RegExp(`tcp dport vmap \\{ ${port} : jump svc-${port} \\}`));
       assert.match(rules, new RegExp(`127\\.0\\.0\\.1 \\. ${a.port}`));
       assert.match(rules, new RegExp(`127\\.0\\.0\\.1 \\. ${b.port}`));
       const answers = [];
