@@ -189,71 +189,57 @@ Deno.test("a replica that is draining its connections on the way out reports Ter
   });
 });
 
-Deno.test("Service.scale() down stops a replica that is not ready before a ready one", async () => {
-  // api-0 crashes once it has been ready a moment, and its restart is slow to get ready.
+/**
+ * A 2-replica service whose api-0 crashes once it has been ready a moment and whose restart takes
+ * `restartReadyMs` to get ready; `fn` runs once api-0 is restarting (1 ready, api-1).
+ */
+async function withApi0Restarting(
+  restartReadyMs: number,
+  ownsName: ((index: number) => boolean) | undefined,
+  fn: (service: Service) => Promise<void>,
+): Promise<void> {
   const behave = (s: FakeStart) =>
     s.request.name.endsWith(".api-0")
-      ? (s.attempt === 1 ? { runMs: 300, exitCode: 1 } : { readyAfterMs: 3_000 })
+      ? (s.attempt === 1 ? { runMs: 300, exitCode: 1 } : { readyAfterMs: restartReadyMs })
       : {};
   await withFakes(behave, async ({ ctx, driver, dir }) => {
-    const port = freePort();
     const service = new Service(ctx, "api", { driver });
-    const spec = fakeSpec({ name: "api", port, replicas: 2, ...FAST });
+    const spec = fakeSpec({ name: "api", port: freePort(), replicas: 2, ...FAST });
     try {
-      await service.rollout({ version: "v-1", spec, launch: fakeLaunch(dir), replicas: 2 });
+      const launch = fakeLaunch(dir);
+      await service.rollout({ version: "v-1", spec, launch, replicas: 2, ownsName });
       await waitFor(
         () => driver.starts.filter((s) => s.request.name.endsWith(".api-0")).length === 2,
-        {
-          what: "api-0 restarting",
-        },
+        { what: "api-0 restarting" },
       );
       assert.equal(service.ready, 1);
-      await service.scale(1);
-      // Not the highest slot (api-1) as when all are ready: the one replica serving stays.
-      assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-1 true"]);
+      await fn(service);
     } finally {
       await service.stop();
     }
   });
+}
+
+Deno.test("Service.scale() down stops a replica that is not ready before a ready one", async () => {
+  await withApi0Restarting(3_000, undefined, async (service) => {
+    await service.scale(1);
+    // Not the highest slot (api-1) as when all are ready: the one replica serving stays.
+    assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-1 true"]);
+  });
 });
 
 Deno.test("Service.scale() down keeps the replicas this node owns, and stops a ready one only once they are ready", async () => {
-  const behave = (s: FakeStart) =>
-    s.request.name.endsWith(".api-0")
-      ? (s.attempt === 1 ? { runMs: 300, exitCode: 1 } : { readyAfterMs: 1_500 })
-      : {};
-  await withFakes(behave, async ({ ctx, driver, dir }) => {
-    const port = freePort();
-    const service = new Service(ctx, "api", { driver });
-    const spec = fakeSpec({ name: "api", port, replicas: 2, ...FAST });
-    // In a cluster the placement may give the name api-1 to another node meanwhile.
-    let othersOwnOne = false;
-    const ownsName = (i: number) => !(othersOwnOne && i === 1);
-    try {
-      await service.rollout({
-        version: "v-1",
-        spec,
-        launch: fakeLaunch(dir),
-        replicas: 2,
-        ownsName,
-      });
-      await waitFor(
-        () => driver.starts.filter((s) => s.request.name.endsWith(".api-0")).length === 2,
-        {
-          what: "api-0 restarting",
-        },
-      );
-      assert.equal(service.ready, 1);
-      othersOwnOne = true;
-      let lowest = service.ready;
-      const watch = setInterval(() => lowest = Math.min(lowest, service.ready), 5);
-      await service.scale(1);
-      clearInterval(watch);
-      assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-0 true"]);
-      assert.equal(lowest, 1, "api-1 stopped before api-0 was ready again");
-    } finally {
-      await service.stop();
-    }
+  // In a cluster the placement may give the name api-1 to another node meanwhile.
+  let othersOwnOne = false;
+  const ownsName = (i: number) => !(othersOwnOne && i === 1);
+  await withApi0Restarting(1_500, ownsName, async (service) => {
+    othersOwnOne = true;
+    let lowest = service.ready;
+    const watch = setInterval(() => lowest = Math.min(lowest, service.ready), 5);
+    await service.scale(1);
+    clearInterval(watch);
+    assert.deepEqual(service.status().map((r) => `${r.name} ${r.ready}`), ["api-0 true"]);
+    assert.equal(lowest, 1, "api-1 stopped before api-0 was ready again");
   });
 });
 
