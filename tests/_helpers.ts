@@ -227,11 +227,15 @@ export async function processesUnder(dir: string): Promise<number[]> {
  * the cluster tests): left behind, every loopback connection on the machine passes its rules.
  */
 export async function removeKernelTable(home: string): Promise<void> {
-  await new Deno.Command("nft", {
-    args: ["delete", "table", "ip", tableName(home)],
-    stdout: "null",
-    stderr: "null",
-  }).output().catch(() => {}); // no table, or no nft
+  try {
+    await new Deno.Command("nft", {
+      args: ["delete", "table", "ip", tableName(home)],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+  } catch {
+    // No nft: Deno throws at once, before any promise (and then there is no table either).
+  }
 }
 
 /** SIGKILL to every process working under `dir`, with its process group (what it forked). */
