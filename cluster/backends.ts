@@ -181,7 +181,14 @@ export async function clusterBackends(
               : readyCounts.get(node)?.get(deployment) ?? 0,
         })),
       );
-    const readMembers = async () => {
+    // One read at a time: under load a read can outlast the 2 s interval, and a late one would
+    // put its older view (members, ready counts) over a newer one.
+    let reading: Promise<void> | undefined;
+    const readMembers = () =>
+      reading ??= readMembersOnce().finally(() => {
+        reading = undefined;
+      });
+    const readMembersOnce = async () => {
       try {
         const nodes = await heartbeats.live();
         nodeInfo = new Map(nodes.map((n) => [n.node, {

@@ -163,6 +163,13 @@ export class ClusterPlacement {
       if (!lease.isLeader()) return; // stepped down meanwhile: leave it to the next leader
       const value: PlacementValue = { epoch, slots };
       await this.#kv.put(placementKey(s.name), encoder.encode(JSON.stringify(value)));
+      // Every move in the agent log, with the readiness it was decided on.
+      this.#o.log?.(
+        `placement: ${s.name} ${current ? slotsText(current.slots) : "(new)"} -> ` +
+          `${slotsText(slots)} at epoch ${epoch} (ready: ${
+            view.map((n) => `${n.node}${n.draining ? " draining" : ""} ${n.ready}`).join(", ")
+          })`,
+      );
       this.#accept(s.name, value); // at once, not only when the watch brings it back
     }
     for (const name of [...this.#placements.keys()]) {
@@ -220,6 +227,11 @@ export class ClusterPlacement {
       }
     }
   }
+}
+
+/** Slots as the log shows them: a node per slot, `from>to` while one moves, `-` for vacant. */
+function slotsText(slots: readonly SlotNodes[]): string {
+  return slots.map((s) => s.length === 0 ? "-" : s.join(">")).join(" ");
 }
 
 function sameSlots(a: readonly SlotNodes[], b: readonly SlotNodes[]): boolean {

@@ -390,7 +390,7 @@ async function readyEverywhere(
     try {
       const d = await within(client.deployment(name), 5_000, `get ${name}`);
       seen.push(
-        `${h.env.PRISN_NODE}@${Date.now() % 100_000}: ` +
+        `${h.env.PRISN_NODE}@${new Date().toISOString().slice(11, 23)}: ` +
           d.replicaStatus.map((x) => `${x.name} ${x.state} ${x.ready} pid=${x.pid}`).join(", "),
       );
       return d.replicaStatus.filter((x) => x.pid !== undefined && x.ready).length;
@@ -406,7 +406,16 @@ async function readyEverywhere(
   if (counts.some((n) => n === undefined)) return undefined;
   const total = (counts as number[]).reduce((a, b) => a + b, 0);
   // What each node said when the count dipped: the first thing to read when this test fails.
-  if (total < 3) console.log(`${name}: ${total} ready: ${seen.join(" | ")}`);
+  if (total < 3) {
+    console.log(`${name}: ${total} ready: ${seen.join(" | ")}`);
+    // And the leader's last placements, with the readiness each was decided on.
+    for (const h of nodes) {
+      const log = await Deno.readTextFile(join(h.home, "state", "agent.log")).catch(() => "");
+      const placed = new RegExp(`placement: (\\S+/)?${name} `); // NAMESPACE/NAME
+      const lines = log.split("\n").filter((l) => placed.test(l)).slice(-4);
+      if (lines.length) console.log(`${h.env.PRISN_NODE}:\n  ${lines.join("\n  ")}`);
+    }
+  }
   return total;
 }
 
