@@ -62,6 +62,11 @@ export class ClusterPlacement {
   readonly #kv: KV;
   readonly #o: ClusterPlacementOptions;
   readonly #placements = new Map<string, PlacementValue>();
+  /**
+   * The bucket revision of what `#placements` holds per deployment: the watch may bring this
+   * node's own write back after a newer one, and must not put the older one back.
+   */
+  readonly #revisions = new Map<string, number>();
   readonly #draining = new Set<string>();
   readonly #listeners = new Set<() => void>();
   /** Vacant slots per deployment at the last plan (told once per change). */
@@ -162,7 +167,10 @@ export class ClusterPlacement {
       if (current?.epoch === epoch && sameSlots(current.slots, slots)) continue;
       if (!lease.isLeader()) return; // stepped down meanwhile: leave it to the next leader
       const value: PlacementValue = { epoch, slots };
-      await this.#kv.put(placementKey(s.name), encoder.encode(JSON.stringify(value)));
+      const revision = await this.#kv.put(
+        placementKey(s.name),
+        encoder.encode(JSON.stringify(value)),
+      );
       // Every move in the agent log, with the readiness it was decided on.
       this.#o.log?.(
         `placement: ${s.name} ${current ? slotsText(current.slots) : "(new)"} -> ` +
@@ -170,7 +178,7 @@ export class ClusterPlacement {
             view.map((n) => `${n.node}${n.draining ? " draining" : ""} ${n.ready}`).join(", ")
           })`,
       );
-      this.#accept(s.name, value); // at once, not only when the watch brings it back
+      this.#accept(s.name, value, revision); // at once, not only when the watch brings it back
     }
     for (const name of [...this.#placements.keys()]) {
       if (wanted.has(name) || !lease.isLeader()) continue;
@@ -190,7 +198,9 @@ export class ClusterPlacement {
       return;
     }
     if (kind !== "p.") return;
+    if (e.revision <= (this.#revisions.get(name) ?? 0)) return; // older than what it has
     if (e.operation !== "PUT") {
+      this.#revisions.set(name, e.revision);
       if (this.#placements.delete(name)) this.#changed();
       return;
     }
@@ -201,17 +211,18 @@ export class ClusterPlacement {
     } catch {
       return; // not a placement prisn wrote
     }
-    this.#accept(name, value);
+    this.#accept(name, value, e.revision);
   }
 
   /** Takes a placement unless its epoch is stale (a replaced leader's). */
-  #accept(name: string, value: PlacementValue): void {
+  #accept(name: string, value: PlacementValue, revision: number): void {
     if (!this.#o.lease.fence(value.epoch)) {
       this.#o.log?.(
         `refused the placement of ${name} from epoch ${value.epoch}: a newer leader has led since`,
       );
       return;
     }
+    this.#revisions.set(name, Math.max(revision, this.#revisions.get(name) ?? 0));
     const current = this.#placements.get(name);
     if (current && current.epoch === value.epoch && sameSlots(current.slots, value.slots)) return;
     this.#placements.set(name, value);
