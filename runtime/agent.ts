@@ -160,6 +160,9 @@ export class Agent {
         ? `service ports: kernel path (nftables table ip ${balancer.kernel.table})`
         : `service ports: userspace proxy (${balancer.unavailable})`,
     );
+    for (const t of balancer.swept ?? []) {
+      agent.#log(`removed nftables table ip ${t}: that agent is gone, its rules with it`);
+    }
     return agent;
   }
 

@@ -22,6 +22,7 @@
 import { createHash } from "node:crypto";
 import { PrisnError } from "../core/errors.ts";
 import { type Backend, preferred } from "./proxy.ts";
+import { processStartTicks } from "./process.ts";
 
 /** The packet mark of connections sent to a backend on another node (masqueraded). */
 const REMOTE_MARK = "0x00500000";
@@ -49,6 +50,42 @@ export interface RenderOptions {
    * @default false
    */
   routeLocalnet?: boolean;
+  /** The agent that owns the table, said in its comment (see {@linkcode TableOwner}). */
+  owner?: TableOwner;
+}
+
+/**
+ * The agent process a table belongs to, kept in the table's comment: another home's agent that
+ * finds the table while that process is gone (same pid namespace, no process of that pid and
+ * start time) removes it, so a killed agent whose home never starts again leaves no rules behind.
+ */
+export interface TableOwner {
+  pid: number;
+  /** The process's start time (field 22 of /proc/PID/stat). */
+  start: number;
+  /** The inode of its pid namespace: pids of another namespace (a container) are not checked. */
+  pidns: number;
+}
+
+/** This process as a table owner. */
+export function thisOwner(): TableOwner {
+  let pidns = 0;
+  try {
+    pidns = Number(/\[(\d+)\]/.exec(Deno.readLinkSync("/proc/self/ns/pid"))?.[1] ?? 0);
+  } catch { /* no /proc: 0 matches no table's namespace */ }
+  return { pid: Deno.pid, start: processStartTicks(Deno.pid) ?? 0, pidns };
+}
+
+const OWNER_RE = /comment "prisn agent pid=(\d+) start=(\d+) pidns=(\d+)"/;
+
+function ownerComment(o: TableOwner): string {
+  return `comment "prisn agent pid=${o.pid} start=${o.start} pidns=${o.pidns}"`;
+}
+
+/** The owner a table's listing names in its comment, if prisn wrote one. */
+export function ownerOf(listing: string): TableOwner | undefined {
+  const m = OWNER_RE.exec(listing);
+  return m ? { pid: Number(m[1]), start: Number(m[2]), pidns: Number(m[3]) } : undefined;
 }
 
 /**
@@ -85,6 +122,7 @@ export function renderTable(
     `add table ip ${name}`,
     `delete table ip ${name}`,
     `table ip ${name} {`,
+    ...(options.owner ? [`  ${ownerComment(options.owner)}`] : []),
     chain("output", ["type nat hook output priority -100; policy accept;", ...output.rules()]),
     chain("prerouting", [
       "type nat hook prerouting priority -100; policy accept;",
@@ -148,7 +186,13 @@ function loopback(b: Pick<Backend, "host">): boolean {
 }
 
 /** Why the kernel path cannot be used here, or undefined when it can (by creating the table). */
-export type KernelOpenResult = { balancer: KernelBalancer } | { unavailable: string };
+export type KernelOpenResult =
+  | {
+    balancer: KernelBalancer;
+    /** Other homes' tables removed because their agent is gone: "TABLE (agent PID)". */
+    swept: string[];
+  }
+  | { unavailable: string };
 
 /** Options of {@linkcode KernelBalancer.open}. */
 export interface KernelBalancerOptions {
@@ -166,6 +210,7 @@ export class KernelBalancer {
   readonly table: string;
   readonly #nft: string;
   readonly #routeLocalnet: boolean;
+  readonly #owner = thisOwner();
   readonly #ports = new Map<number, KernelPort>();
   /** Changes made / changes applied: `apply` skips work a later apply already did. */
   #generation = 0;
@@ -193,11 +238,46 @@ export class KernelBalancer {
       readSysctl("/proc/sys/net/ipv4/conf/all/route_localnet") === "1";
     const balancer = new KernelBalancer(tableName(home), nft, routeLocalnet);
     try {
-      await balancer.#run(renderTable(balancer.table, new Map(), { routeLocalnet }));
+      await balancer.#run(balancer.#render());
     } catch (e) {
       return { unavailable: (e as Error).message };
     }
-    return { balancer };
+    return { balancer, swept: await balancer.#sweep().catch(() => []) };
+  }
+
+  #render(): string {
+    return renderTable(this.table, this.#ports, {
+      routeLocalnet: this.#routeLocalnet,
+      owner: this.#owner,
+    });
+  }
+
+  /** Removes the tables of other homes whose agent is gone (see {@linkcode TableOwner}). */
+  async #sweep(): Promise<string[]> {
+    const swept: string[] = [];
+    const names = (await this.#list(["list", "tables"])).matchAll(
+      /^table ip (prisn-[0-9a-f]{10})$/gm,
+    );
+    for (const [, name] of names) {
+      if (name === this.table) continue;
+      const owner = ownerOf(await this.#list(["list", "table", "ip", name]).catch(() => ""));
+      // No comment (an older prisn's), another pid namespace, or its agent alive: left alone.
+      if (!owner || owner.pidns !== this.#owner.pidns || !owner.pidns) continue;
+      if (processStartTicks(owner.pid) === owner.start) continue;
+      try {
+        await this.#run(`add table ip ${name}\ndelete table ip ${name}\n`);
+        swept.push(`${name} (agent ${owner.pid})`);
+      } catch { /* gone meanwhile, or refused: the next start tries again */ }
+    }
+    return swept;
+  }
+
+  /** What `nft ARGS…` prints. */
+  async #list(args: string[]): Promise<string> {
+    const out = await new Deno.Command(this.#nft, { args, stdout: "piped", stderr: "null" })
+      .output();
+    if (!out.success) throw new PrisnError("FAILED", `nft ${args.join(" ")} failed`);
+    return new TextDecoder().decode(out.stdout);
   }
 
   /** The ports with rules, and their backends (what was last asked for). */
@@ -232,7 +312,7 @@ export class KernelBalancer {
     const step = this.#queue.catch(() => {}).then(async () => {
       if (this.#closed || this.#applied >= generation) return;
       const current = this.#generation;
-      await this.#run(renderTable(this.table, this.#ports, { routeLocalnet: this.#routeLocalnet }));
+      await this.#run(this.#render());
       this.#applied = current;
     });
     this.#queue = step;

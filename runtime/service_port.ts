@@ -44,6 +44,8 @@ export interface NodeBalancer {
   kernel?: KernelBalancer;
   /** Why the kernel path is not available (undefined when it is). */
   unavailable?: string;
+  /** Tables of killed agents of other homes that opening this one removed. @default none */
+  swept?: string[];
   /** Epoll workers per service port (`--proxy-workers`). @default 1 */
   workers?: number;
 }
@@ -76,7 +78,7 @@ export async function openNodeBalancer(
   }
   const opened = await KernelBalancer.open(home);
   return "balancer" in opened
-    ? { choice, kernel: opened.balancer }
+    ? { choice, kernel: opened.balancer, swept: opened.swept }
     : { choice, unavailable: opened.unavailable };
 }
 

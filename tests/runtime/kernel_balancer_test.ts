@@ -8,8 +8,10 @@ import { join } from "node:path";
 import {
   KernelBalancer,
   openConnections,
+  ownerOf,
   renderTable,
   tableName,
+  thisOwner,
 } from "../../runtime/kernel_balancer.ts";
 import { ServicePort } from "../../runtime/service_port.ts";
 import { freePort, waitFor, within } from "../_helpers.ts";
@@ -247,6 +249,56 @@ Deno.test({
       await a.close();
     }
     assert.equal(await listTable(first.table), undefined);
+  },
+});
+
+Deno.test({
+  name:
+    "opening a table removes other homes' tables whose agent is gone, not a live agent's, another pid namespace's or one without an owner",
+  ignore,
+  fn: async () => {
+    const me = thisOwner();
+    assert.ok(me.pidns > 0 && me.start > 0, `this process as an owner: ${JSON.stringify(me)}`);
+    // A pid that was alive a moment ago and is not any more.
+    const gone = new Deno.Command("true").spawn();
+    await gone.status;
+    const tables = {
+      dead: { name: tableName(home()), owner: { pid: gone.pid, start: 1, pidns: me.pidns } },
+      restarted: { name: tableName(home()), owner: { ...me, start: me.start + 1 } },
+      alive: { name: tableName(home()), owner: me },
+      otherNs: { name: tableName(home()), owner: { pid: gone.pid, start: 1, pidns: me.pidns + 1 } },
+      unowned: { name: tableName(home()), owner: undefined },
+    };
+    const opened: KernelBalancer[] = [];
+    try {
+      for (const t of Object.values(tables)) {
+        const script = renderTable(t.name, new Map(), { owner: t.owner });
+        const child = new Deno.Command("nft", { args: ["-f", "-"], stdin: "piped" }).spawn();
+        const writer = child.stdin.getWriter();
+        await writer.write(new TextEncoder().encode(script));
+        await writer.close();
+        assert.ok((await child.status).success, `nft took ${t.name}`);
+      }
+      assert.deepEqual(ownerOf((await listTable(tables.alive.name))!), me);
+      const result = await KernelBalancer.open(home());
+      if ("unavailable" in result) throw new Error(result.unavailable);
+      opened.push(result.balancer);
+      assert.deepEqual(ownerOf((await listTable(result.balancer.table))!), me);
+      // Those two are gone (an agent starting in a parallel test may have removed them first).
+      const expected = [
+        `${tables.dead.name} (agent ${gone.pid})`,
+        `${tables.restarted.name} (agent ${me.pid})`,
+      ];
+      assert.ok(result.swept.every((t) => expected.includes(t)), result.swept.join(", "));
+      assert.equal(await listTable(tables.dead.name), undefined);
+      assert.equal(await listTable(tables.restarted.name), undefined);
+      for (const t of [tables.alive, tables.otherNs, tables.unowned]) {
+        assert.ok(await listTable(t.name), `${t.name} stays`);
+      }
+    } finally {
+      for (const b of opened) await b.close();
+      for (const t of Object.values(tables)) await nft("delete", "table", "ip", t.name);
+    }
   },
 });
 
