@@ -255,12 +255,12 @@ export class KernelBalancer {
   /** Removes the tables of other homes whose agent is gone (see {@linkcode TableOwner}). */
   async #sweep(): Promise<string[]> {
     const swept: string[] = [];
-    const names = (await this.#list(["list", "tables"])).matchAll(
+    const names = (await this.#run("list tables\n")).matchAll(
       /^table ip (prisn-[0-9a-f]{10})$/gm,
     );
     for (const [, name] of names) {
       if (name === this.table) continue;
-      const owner = ownerOf(await this.#list(["list", "table", "ip", name]).catch(() => ""));
+      const owner = ownerOf(await this.#run(`list table ip ${name}\n`).catch(() => ""));
       // No comment (an older prisn's), another pid namespace, or its agent alive: left alone.
       if (!owner || owner.pidns !== this.#owner.pidns || !owner.pidns) continue;
       if (processStartTicks(owner.pid) === owner.start) continue;
@@ -270,14 +270,6 @@ export class KernelBalancer {
       } catch { /* gone meanwhile, or refused: the next start tries again */ }
     }
     return swept;
-  }
-
-  /** What `nft ARGS…` prints. */
-  async #list(args: string[]): Promise<string> {
-    const out = await new Deno.Command(this.#nft, { args, stdout: "piped", stderr: "null" })
-      .output();
-    if (!out.success) throw new PrisnError("FAILED", `nft ${args.join(" ")} failed`);
-    return new TextDecoder().decode(out.stdout);
   }
 
   /** The ports with rules, and their backends (what was last asked for). */
@@ -319,13 +311,14 @@ export class KernelBalancer {
     return step;
   }
 
-  async #run(script: string): Promise<void> {
+  /** Runs an `nft -f` script; resolves to what it printed (a listing). */
+  async #run(script: string): Promise<string> {
     let child: Deno.ChildProcess;
     try {
       child = new Deno.Command(this.#nft, {
         args: ["-f", "-"],
         stdin: "piped",
-        stdout: "null",
+        stdout: "piped",
         stderr: "piped",
       }).spawn();
     } catch (e) {
@@ -337,11 +330,12 @@ export class KernelBalancer {
     const writer = child.stdin.getWriter();
     await writer.write(new TextEncoder().encode(script)).catch(() => {});
     await writer.close().catch(() => {});
-    const { code, stderr } = await child.output();
+    const { code, stdout, stderr } = await child.output();
     if (code !== 0) {
       const why = new TextDecoder().decode(stderr).trim().split("\n")[0] || `exit ${code}`;
       throw new PrisnError("FAILED", `nft refused the rules of table ${this.table}: ${why}`);
     }
+    return new TextDecoder().decode(stdout);
   }
 }
 

@@ -249,10 +249,10 @@ async function getent(db: "passwd" | "group", name: string): Promise<string[] | 
 
 /** The user's groups as initgroups gives them (`id -G`), its primary group first. */
 async function groupsOf(user: string, gid: number): Promise<number[]> {
-  // A missing `id` throws at once (not a rejected promise): no supplementary groups then.
-  const out = await Promise.resolve()
-    .then(() => new Deno.Command("id", { args: ["-G", "--", user], stdout: "piped" }).output())
-    .catch(() => undefined);
+  let out: Deno.CommandOutput | undefined;
+  try {
+    out = await new Deno.Command("id", { args: ["-G", "--", user], stdout: "piped" }).output();
+  } catch { /* no `id`: no supplementary groups */ }
   const listed = out?.success
     ? new TextDecoder().decode(out.stdout).trim().split(/\s+/).map(Number)
     : [];

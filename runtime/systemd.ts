@@ -78,17 +78,17 @@ export async function requireSystemd(): Promise<void> {
 
 /** `systemctl [--user] ARGS…`; a failure is one line with systemctl's own reason. */
 export async function systemctl(user: boolean, ...args: string[]): Promise<void> {
-  // Through then(): a missing systemctl throws at once, not as a rejected promise.
-  const out = await Promise.resolve().then(() =>
-    new Deno.Command("systemctl", {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command("systemctl", {
       args: [...(user ? ["--user"] : []), ...args],
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
-    }).output()
-  ).catch((e) => {
+    }).output();
+  } catch (e) {
     throw new PrisnError("UNAVAILABLE", `systemctl could not run: ${(e as Error).message}`);
-  });
+  }
   if (!out.success) {
     const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
     throw new PrisnError("FAILED", `systemctl ${args.join(" ")} failed: ${why}`);
