@@ -157,7 +157,13 @@ function runsAs(spec: Record<string, unknown>): string | undefined {
 
 function describeBalancer(b: BalancerInfo): string {
   return b.kind === "kernel"
-    ? `kernel (nftables DNAT, table ip ${b.table})`
+    ? b.path === "sk_lookup"
+      ? `kernel (sk_lookup steering to the replicas' sockets; table ip ${b.table} for the rest)`
+      : b.path === "nftables"
+      ? `kernel (nftables DNAT, table ip ${b.table}${
+        b.steeringFallback ? `; not steered: ${b.steeringFallback}` : ""
+      })`
+      : `kernel (no replica ready: the userspace proxy holds connections; table ip ${b.table})`
     : b.engine === "epoll"
     ? `userspace (prisn's TCP proxy, epoll engine${
       (b.workers ?? 1) > 1 ? `, ${b.workers} workers` : ""

@@ -1,7 +1,10 @@
 /**
- * The kernel path of the service port (as kube-proxy does it): an nftables table per PRISN_HOME
- * that DNATs connections to a service port straight to its ready replicas, so no byte passes
- * through prisn. conntrack keeps each connection on the replica it was sent to; only new
+ * The kernel path of the service port. Where the kernel allows it, connections to this node's
+ * replicas are steered to their listening sockets by an sk_lookup program (socket_steering.ts):
+ * no NAT, nothing per packet. What cannot be steered (replicas on other nodes, a kernel without
+ * sk_lookup, `PRISN_KERNEL_STEERING=off`) is DNATed as kube-proxy does it: an nftables table per
+ * PRISN_HOME that sends connections to a service port straight to its ready replicas, so no byte
+ * passes through prisn either way. conntrack keeps each connection on the replica it was sent to; only new
  * connections see a change of the map.
  *
  * The whole table is rendered from the ports' backend sets and replaced in one `nft -f`
@@ -23,6 +26,7 @@ import { createHash } from "node:crypto";
 import { PrisnError } from "../core/errors.ts";
 import { type Backend, preferred } from "./proxy.ts";
 import { processStartTicks } from "./process.ts";
+import { SocketSteering } from "./socket_steering.ts";
 
 /** The packet mark of connections sent to a backend on another node (masqueraded). */
 const REMOTE_MARK = "0x00500000";
@@ -200,7 +204,17 @@ export interface KernelBalancerOptions {
   nft?: string;
   /** @default read from /proc/sys/net/ipv4/conf/all/route_localnet */
   routeLocalnet?: boolean;
+  /**
+   * Steer connections to this node's replicas with sk_lookup (socket_steering.ts) where the
+   * kernel allows it, DNAT only what cannot be steered. `PRISN_KERNEL_STEERING=off` in the
+   * agent's environment turns it off.
+   * @default true
+   */
+  steering?: boolean;
 }
+
+/** How the kernel path forwards one port's connections. */
+export type KernelPath = "sk_lookup" | "nftables";
 
 /**
  * One PRISN_HOME's nftables table. `open` removes whatever an earlier agent left under the same
@@ -212,16 +226,28 @@ export class KernelBalancer {
   readonly #routeLocalnet: boolean;
   readonly #owner = thisOwner();
   readonly #ports = new Map<number, KernelPort>();
+  #steering?: SocketSteering;
+  /** Why ports are not steered (undefined: they are, where they can be). */
+  readonly steeringUnavailable?: string;
+  /** The ports the last apply steered. */
+  #steered = new Set<number>();
   /** Changes made / changes applied: `apply` skips work a later apply already did. */
   #generation = 0;
   #applied = 0;
   #queue: Promise<void> = Promise.resolve();
   #closed = false;
 
-  private constructor(table: string, nft: string, routeLocalnet: boolean) {
+  private constructor(
+    table: string,
+    nft: string,
+    routeLocalnet: boolean,
+    steering: SocketSteering | string,
+  ) {
     this.table = table;
     this.#nft = nft;
     this.#routeLocalnet = routeLocalnet;
+    if (typeof steering === "string") this.steeringUnavailable = steering;
+    else this.#steering = steering;
   }
 
   /**
@@ -236,17 +262,25 @@ export class KernelBalancer {
     const nft = options.nft ?? "nft";
     const routeLocalnet = options.routeLocalnet ??
       readSysctl("/proc/sys/net/ipv4/conf/all/route_localnet") === "1";
-    const balancer = new KernelBalancer(tableName(home), nft, routeLocalnet);
+    const off = options.steering === false || Deno.env.get("PRISN_KERNEL_STEERING") === "off";
+    let steering: SocketSteering | string = "PRISN_KERNEL_STEERING=off";
+    if (!off) {
+      const opened = SocketSteering.open();
+      steering = opened instanceof SocketSteering ? opened : opened.unavailable;
+    }
+    const balancer = new KernelBalancer(tableName(home), nft, routeLocalnet, steering);
     try {
       await balancer.#run(balancer.#render());
     } catch (e) {
+      balancer.#steering?.close();
       return { unavailable: (e as Error).message };
     }
     return { balancer, swept: await balancer.#sweep().catch(() => []) };
   }
 
   #render(): string {
-    return renderTable(this.table, this.#ports, {
+    const ports = new Map([...this.#ports].filter(([port]) => !this.#steered.has(port)));
+    return renderTable(this.table, ports, {
       routeLocalnet: this.#routeLocalnet,
       owner: this.#owner,
     });
@@ -289,12 +323,31 @@ export class KernelBalancer {
     return this.#apply();
   }
 
-  /** Removes the table. Idempotent; `set` and `delete` do nothing afterwards. */
+  /** How connections to `port` are forwarded now; undefined: not at all (no backend). */
+  pathOf(port: number): KernelPath | undefined {
+    if (this.#steered.has(port)) return "sk_lookup";
+    const value = this.#ports.get(port);
+    return value && value.backends.length > 0 ? "nftables" : undefined;
+  }
+
+  /**
+   * What counts the connections backend `backend` of `port` still serves on the kernel path
+   * (what a drain waits for), made before the backend leaves the port: connections steered to
+   * it are counted at the processes holding its listening socket, DNATed ones at its own port.
+   */
+  connectionCounter(port: number, backend: Backend): () => number | undefined {
+    const steered = this.#steering?.counter(port, backend.id);
+    return steered ?? (() => openConnections(backend.port));
+  }
+
+  /** Removes the table and the steering. Idempotent; `set` and `delete` do nothing afterwards. */
   async close(): Promise<void> {
     if (this.#closed) return await this.#queue;
     this.#closed = true;
     this.#ports.clear();
     await this.#queue.catch(() => {});
+    this.#steering?.close();
+    this.#steered.clear();
     await this.#run(`add table ip ${this.table}\ndelete table ip ${this.table}\n`);
   }
 
@@ -304,6 +357,7 @@ export class KernelBalancer {
     const step = this.#queue.catch(() => {}).then(async () => {
       if (this.#closed || this.#applied >= generation) return;
       const current = this.#generation;
+      if (this.#steering) this.#steered = this.#steering.sync(this.#ports);
       await this.#run(this.#render());
       this.#applied = current;
     });

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { KernelBalancer, openConnections } from "./kernel_balancer.ts";
+import { KernelBalancer, type KernelPath } from "./kernel_balancer.ts";
 import { type Backend, type PortProxy, TcpProxy, type TcpProxyOptions } from "./proxy.ts";
 import {
   EpollProxy,
@@ -25,6 +25,13 @@ export interface BalancerInfo {
   kind: "kernel" | "userspace";
   /** The nftables table (`ip` family) of the kernel path. */
   table?: string;
+  /**
+   * How the kernel path forwards the port now: sk_lookup steering to the replicas' sockets, or
+   * nftables DNAT; none while no replica is ready (the userspace proxy holds connections).
+   */
+  path?: KernelPath;
+  /** Why the kernel path does not steer (the port is DNATed), when it does not. */
+  steeringFallback?: string;
   /**
    * The userspace proxy's engine (on the kernel path: the one that holds connections while no
    * replica is ready): an epoll loop in a worker thread, or Deno's copy loop.
@@ -151,9 +158,19 @@ export class ServicePort {
     const why = this.#noEpoll
       ? { engineFallback: this.#noEpoll }
       : { workers: this.#options.workers ?? 1 };
-    return this.#kernel
-      ? { kind: "kernel", table: this.#kernel.table, engine, ...why }
-      : { kind: "userspace", engine, ...why };
+    const kernel = this.#kernel;
+    if (!kernel) return { kind: "userspace", engine, ...why };
+    const path = this.#listening ? kernel.pathOf(this.port) : undefined;
+    return {
+      kind: "kernel",
+      table: kernel.table,
+      ...(path ? { path } : {}),
+      ...(path === "nftables" && kernel.steeringUnavailable
+        ? { steeringFallback: kernel.steeringUnavailable }
+        : {}),
+      engine,
+      ...why,
+    };
   }
 
   /** The userspace proxy's engine. */
@@ -226,12 +243,15 @@ export class ServicePort {
   async drain(id: string, graceMs: number): Promise<void> {
     const backend = this.#proxy.backendSet().find((b) => b.id === id);
     const deadline = Date.now() + graceMs;
+    // Counted from before the change: steered connections are known by the backend's socket.
+    const open = this.#kernel && backend && !backend.remote
+      ? this.#kernel.connectionCounter(this.port, backend)
+      : undefined;
     this.#proxy.remove(id);
-    const kernel = this.#kernel;
     await this.#sync();
     await Promise.all([
       this.#proxy.drain(id, graceMs),
-      kernel && backend && !backend.remote ? drained(backend.port, deadline) : undefined,
+      open ? drained(open, deadline) : undefined,
     ]);
   }
 
@@ -254,13 +274,12 @@ export class ServicePort {
   }
 }
 
-/** Resolves once nothing holds a connection to local `port`, or at `deadline`. */
-async function drained(port: number, deadline: number): Promise<void> {
+/** Resolves once `open` counts no connection, or at `deadline`. */
+async function drained(open: () => number | undefined, deadline: number): Promise<void> {
   // Let a connection the old map sent there just before the change show up first.
   await new Promise((r) => setTimeout(r, DRAIN_POLL_MS));
   while (Date.now() < deadline) {
-    const open = openConnections(port);
-    if (!open) return;
+    if (!open()) return;
     await new Promise((r) => setTimeout(r, Math.min(DRAIN_POLL_MS, deadline - Date.now())));
   }
 }

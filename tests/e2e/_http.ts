@@ -17,7 +17,7 @@ export async function rawGet(
   port: number,
   path = "/",
   timeoutMs = 5_000,
-): Promise<{ status: number; body: string }> {
+): Promise<{ status: number; headers: Map<string, string>; body: string }> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -50,7 +50,12 @@ export async function rawGet(
   const match = text.match(/^HTTP\/1\.[01] (\d{3})[^\r\n]*\r\n/);
   if (!match) throw new Error(`not an HTTP answer: ${JSON.stringify(text.slice(0, 80))}`);
   const split = text.indexOf("\r\n\r\n");
-  return { status: Number(match[1]), body: split < 0 ? "" : text.slice(split + 4) };
+  const headers = new Map<string, string>();
+  for (const line of text.slice(0, split < 0 ? text.length : split).split("\r\n").slice(1)) {
+    const colon = line.indexOf(":");
+    if (colon > 0) headers.set(line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
+  }
+  return { status: Number(match[1]), headers, body: split < 0 ? "" : text.slice(split + 4) };
 }
 
 /** The body of GET / through the port, or undefined when it fails. */

@@ -11,9 +11,10 @@
 import assert from "node:assert/strict";
 import { epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { KernelBalancer, tableName } from "../../runtime/kernel_balancer.ts";
+import { SocketSteering } from "../../runtime/socket_steering.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import { alive, freePort, hasCommand, listeners, TestHome, waitFor } from "../_helpers.ts";
-import { assertNoFailures, body, Load, replicasAnswering } from "./_http.ts";
+import { assertNoFailures, body, Load, rawGet, replicasAnswering } from "./_http.ts";
 
 const SERVER_JS = Deno.readTextFileSync(
   new URL("../fixtures/services/server.js", import.meta.url).pathname,
@@ -29,6 +30,15 @@ async function kernelUnavailable(): Promise<string | undefined> {
 }
 const NO_KERNEL = await kernelUnavailable();
 if (NO_KERNEL) console.log(`balancer_test: skipping the kernel path tests: ${NO_KERNEL}`);
+const NO_STEERING = steeringUnavailable();
+if (NO_STEERING) console.log(`balancer_test: skipping the sk_lookup test: ${NO_STEERING}`);
+
+function steeringUnavailable(): string | undefined {
+  const opened = SocketSteering.open();
+  if (!(opened instanceof SocketSteering)) return opened.unavailable;
+  opened.close();
+  return undefined;
+}
 
 /** The userspace engine an agent of this machine picks (the test runs with its permissions). */
 const NO_EPOLL = epollUnavailable();
@@ -41,6 +51,8 @@ interface Detail {
   balancer?: {
     kind: string;
     table?: string;
+    path?: string;
+    steeringFallback?: string;
     engine: string;
     engineFallback?: string;
     workers?: number;
@@ -117,19 +129,73 @@ async function rolloutUnderLoad(
   return port;
 }
 
+/** The port a new connection to service `port` reached its replica on (x-local-port). */
+async function portSeen(port: number): Promise<number> {
+  return Number((await rawGet(port)).headers.get("x-local-port"));
+}
+
 Deno.test({
-  name: "kernel path: the map follows a rolling deploy, scale and rollback, zero failed requests",
-  ignore: !HAS_NODE || NO_KERNEL !== undefined,
+  name: "kernel path, sk_lookup: connections go straight to the replicas' sockets through a " +
+    "rolling deploy, scale and rollback, zero failed; no steering outlives a killed agent",
+  ignore: !HAS_NODE || NO_KERNEL !== undefined || NO_STEERING !== undefined,
   async fn() {
     const h = new TestHome();
+    const table = tableName(h.home);
+    try {
+      const port = await rolloutUnderLoad(
+        h,
+        "replicas = 2\nrollout = { max_parallel = 1 }\n",
+        async (d, port) => {
+          assert.deepEqual(d.balancer, { kind: "kernel", table, path: "sk_lookup", ...ENGINE });
+          assert.match(await h.ok("get", "web"), /Balancer: +kernel \(sk_lookup steering/);
+          // The replica accepted the connection on the service port itself: no proxy, no DNAT.
+          assert.equal(await portSeen(port), port);
+          assert.deepEqual(await mapped(table, port), [], "no DNAT rule");
+        },
+      );
+      const agent = h.agentPid()!;
+      Deno.kill(agent, "SIGKILL");
+      await waitFor(() => !alive(agent), { what: "the agent gone" });
+      // The replicas may outlive their agent; the steering did not: nothing takes connections.
+      await assert.rejects(rawGet(port), "the port refuses once the agent is gone");
+      await h.ok("status"); // starts a new agent
+      await waitFor(async () => (await portSeen(port).catch(() => 0)) === port, {
+        timeoutMs: 20_000,
+        what: "the port steered again by the new agent",
+      });
+    } finally {
+      await h.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "kernel path, nftables: the map follows a rolling deploy, scale and rollback, zero " +
+    "failed requests",
+  ignore: !HAS_NODE || NO_KERNEL !== undefined,
+  async fn() {
+    const h = new TestHome({ env: { PRISN_KERNEL_STEERING: "off" } });
     const table = tableName(h.home);
     try {
       await rolloutUnderLoad(
         h,
         "replicas = 2\nrollout = { max_parallel = 1 }\n",
         async (d, port) => {
-          assert.deepEqual(d.balancer, { kind: "kernel", table, ...ENGINE });
-          assert.match(await h.ok("get", "web"), new RegExp(`Balancer: +kernel .*${table}`));
+          assert.deepEqual(d.balancer, {
+            kind: "kernel",
+            table,
+            path: "nftables",
+            steeringFallback: "PRISN_KERNEL_STEERING=off",
+            ...ENGINE,
+          });
+          assert.match(
+            await h.ok("get", "web"),
+            new RegExp(
+              `Balancer: +kernel \\(nftables DNAT, table ip ${table}; not steered: ` +
+                `PRISN_KERNEL_STEERING=off\\)`,
+            ),
+          );
+          assert.notEqual(await portSeen(port), port, "DNAT: the replica's own port");
           // The map holds exactly the ready replicas (it is written before a drain starts).
           await waitFor(async () => {
             const now = readyPorts(await h.json<Detail>("get", "web"));
@@ -147,10 +213,10 @@ Deno.test({
 });
 
 Deno.test({
-  name: "kernel path: a killed agent's stale rules are replaced at the next start",
+  name: "kernel path, nftables: a killed agent's stale rules are replaced at the next start",
   ignore: !HAS_NODE || NO_KERNEL !== undefined,
   async fn() {
-    const h = new TestHome();
+    const h = new TestHome({ env: { PRISN_KERNEL_STEERING: "off" } });
     const table = tableName(h.home);
     try {
       const port = freePort();

@@ -1,5 +1,6 @@
-// The kernel path: nftables rules rendered, applied, updated and removed, checked with
-// `nft list table` and real loopback connections. Each test uses its own PRISN_HOME path (so its
+// The kernel path's nftables DNAT (socket steering off: socket_steering_test.ts tests that):
+// rules rendered, applied, updated and removed, checked with `nft list table` and real loopback
+// connections. Each test uses its own PRISN_HOME path (so its
 // own table) and removes the table in a finally; tests that need nft and CAP_NET_ADMIN skip,
 // saying why, without them.
 
@@ -37,7 +38,7 @@ if (UNAVAILABLE) console.log(`kernel_balancer_test: skipping the nftables tests:
 const ignore = UNAVAILABLE !== undefined;
 
 async function openTable(path = home()): Promise<KernelBalancer> {
-  const opened = await KernelBalancer.open(path);
+  const opened = await KernelBalancer.open(path, { steering: false });
   if ("unavailable" in opened) throw new Error(opened.unavailable);
   return opened.balancer;
 }

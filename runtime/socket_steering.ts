@@ -1,0 +1,354 @@
+/**
+ * Socket steering, the first choice of the kernel path: an eBPF `sk_lookup` program (see
+ * _bpf.ts) hands each new connection to a service port straight to the listening socket of a
+ * ready replica, round-robin. No address is rewritten and no NAT state is kept, so a connection
+ * costs what a connection to the replica's own port costs, keep-alive or not: the replica
+ * accepts it as a connection to the service port itself.
+ *
+ * The replica's listening socket is found in /proc (the LISTEN entry of its port in
+ * /proc/net/tcp or tcp6, then the process holding that socket) and borrowed with pidfd_getfd to
+ * put it in the socket map; the copy is closed at once, the map does not keep the socket open.
+ * When the replica closes its socket (it stopped, it crashed), the kernel takes it out of the map
+ * and its connections reach the userspace proxy on the port until the agent updates the port.
+ *
+ * Connections from other hosts to the node's address are steered as well, to replicas on
+ * 127.0.0.1 too (no route_localnet needed): the program runs for every locally delivered SYN.
+ *
+ * The program is attached through a link held by the agent: when the agent exits, killed or not,
+ * the kernel detaches it, so no stale steering outlives its agent.
+ *
+ * @module
+ */
+
+import {
+  attachSteering,
+  borrowFd,
+  closeFd,
+  mapDelete,
+  mapUpdate,
+  MAX_SLOTS_PER_PORT,
+  PORT_VALUE_SIZE,
+  SOCKET_SLOTS,
+  type SteeringObjects,
+} from "./_bpf.ts";
+import { type Backend, preferred } from "./proxy.ts";
+
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+
+/** TCP states (hex, as /proc/net/tcp writes them). */
+const LISTEN = "0A";
+/** ESTABLISHED, SYN_RECV, CLOSE_WAIT: connections a server still serves. */
+const SERVING = new Set(["01", "03", "08"]);
+
+/** One backend's socket in the socket map. */
+interface Steered {
+  slot: number;
+  inode: string;
+}
+
+/** A port steered to its backends. */
+interface SteeredPort {
+  address?: string;
+  /** Backend id → its socket. */
+  backends: Map<string, Steered>;
+}
+
+/** The steering of one agent: one program, one ports map, one socket map. */
+export class SocketSteering {
+  readonly #objects: SteeringObjects;
+  readonly #ports = new Map<number, SteeredPort>();
+  readonly #freeSlots: number[] = [];
+  #nextSlot = 0;
+  #closed = false;
+
+  private constructor(objects: SteeringObjects) {
+    this.#objects = objects;
+  }
+
+  /** Attaches the program to this network namespace, or says why it cannot be. */
+  static open(): SocketSteering | { unavailable: string } {
+    if (Deno.build.os !== "linux") {
+      return { unavailable: `sk_lookup needs Linux (${Deno.build.os})` };
+    }
+    try {
+      return new SocketSteering(attachSteering());
+    } catch (e) {
+      return { unavailable: `sk_lookup is not available: ${(e as Error).message}` };
+    }
+  }
+
+  /**
+   * Steers every port of `ports` that can be (see {@linkcode steer}) over its preferred backends
+   * (this node's, while it has any), stops steering the others and those no longer there; the
+   * ports steered now.
+   */
+  sync(
+    ports: ReadonlyMap<number, { address?: string; backends: readonly Backend[] }>,
+  ): Set<number> {
+    const listeners = listeningSockets();
+    for (const port of [...this.#ports.keys()]) {
+      if (!ports.has(port)) this.release(port);
+    }
+    const steered = new Set<number>();
+    for (const [port, { address, backends }] of ports) {
+      try {
+        if (this.steer(port, address, preferred(backends), listeners)) steered.add(port);
+      } catch {
+        // The kernel refused a map change: the port is DNATed instead.
+        try {
+          this.release(port);
+        } catch { /* its entries go with the maps at close */ }
+      }
+    }
+    return steered;
+  }
+
+  /**
+   * Steers new connections to `port` (on `address`, or every local address) over `backends`;
+   * false, and the port not steered, when that cannot be done: a backend on another node or on
+   * an address that is not IPv4, more backends than a port's list holds, or a backend whose
+   * listening socket cannot be found or borrowed. No backend: the port is not steered.
+   */
+  steer(
+    port: number,
+    address: string | undefined,
+    backends: readonly Backend[],
+    listeners: ProcSocket[] = listeningSockets(),
+  ): boolean {
+    if (this.#closed) return false;
+    const any = address === undefined || address === "0.0.0.0";
+    if (
+      backends.length === 0 || backends.length > MAX_SLOTS_PER_PORT ||
+      backends.some((b) => b.remote || !IPV4_RE.test(b.host ?? "127.0.0.1")) ||
+      (!any && !IPV4_RE.test(address!))
+    ) {
+      this.release(port);
+      return false;
+    }
+    const old = this.#ports.get(port);
+    if (old && old.address !== address) this.release(port);
+    const current = this.#ports.get(port)?.backends ?? new Map<string, Steered>();
+    const next = new Map<string, Steered>();
+    const added: Steered[] = [];
+    const fail = () => {
+      for (const s of added) this.#freeSlot(s.slot);
+      this.release(port);
+      return false;
+    };
+    for (const b of backends) {
+      const inode = listenerOf(listeners, b.host ?? "127.0.0.1", b.port);
+      if (!inode) return fail();
+      const had = current.get(b.id);
+      if (had && had.inode === inode) {
+        next.set(b.id, had);
+        continue;
+      }
+      const slot = this.#takeSlot();
+      if (slot === undefined || !this.#insert(slot, inode)) {
+        if (slot !== undefined) this.#freeSlot(slot);
+        return fail();
+      }
+      const steered = { slot, inode };
+      added.push(steered);
+      next.set(b.id, steered);
+    }
+    mapUpdate(
+      this.#objects.ports,
+      portKey(any ? undefined : address, port),
+      portValue([...next.values()]),
+    );
+    for (const [id, s] of current) {
+      if (next.get(id) !== s) this.#freeSlot(s.slot);
+    }
+    this.#ports.set(port, { address, backends: next });
+    return true;
+  }
+
+  /** Stops steering `port`; its connections reach whatever listens there. */
+  release(port: number): void {
+    const steered = this.#ports.get(port);
+    if (!steered) return;
+    this.#ports.delete(port);
+    if (!this.#closed) {
+      mapDelete(
+        this.#objects.ports,
+        portKey(steered.address === "0.0.0.0" ? undefined : steered.address, port),
+      );
+    }
+    for (const s of steered.backends.values()) this.#freeSlot(s.slot);
+  }
+
+  /**
+   * What counts the connections to `port` that the processes holding backend `id`'s listening
+   * socket still serve (what a drain waits for; it keeps counting after the backend leaves the
+   * port), or undefined when the port does not steer to it.
+   */
+  counter(port: number, id: string): (() => number) | undefined {
+    const steered = this.#ports.get(port)?.backends.get(id);
+    if (!steered) return undefined;
+    const { inode } = steered;
+    return () => servedBy(holdersOf(inode), port);
+  }
+
+  /** Detaches the program; nothing is steered afterwards. Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ports.clear();
+    closeFd(this.#objects.link);
+    closeFd(this.#objects.ports);
+    closeFd(this.#objects.sockets);
+  }
+
+  #takeSlot(): number | undefined {
+    const free = this.#freeSlots.pop();
+    if (free !== undefined) return free;
+    return this.#nextSlot < SOCKET_SLOTS ? this.#nextSlot++ : undefined;
+  }
+
+  #freeSlot(slot: number): void {
+    if (!this.#closed) mapDelete(this.#objects.sockets, u32(slot));
+    this.#freeSlots.push(slot);
+  }
+
+  /** Puts the socket of `inode` in `slot`: borrowed from a process holding it, then let go. */
+  #insert(slot: number, inode: string): boolean {
+    for (const { pid, fd } of holdersOf(inode, true)) {
+      const copy = borrowFd(pid, fd);
+      if (typeof copy !== "number") continue;
+      try {
+        mapUpdate(this.#objects.sockets, u32(slot), u32(copy));
+        return true;
+      } catch {
+        return false;
+      } finally {
+        closeFd(copy);
+      }
+    }
+    return false;
+  }
+}
+
+function u32(n: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+
+/** The ports map's key: the IPv4 address in network order (0: any), the port in host order. */
+function portKey(address: string | undefined, port: number): Uint8Array<ArrayBuffer> {
+  const key = new Uint8Array(8);
+  if (address) key.set(address.split(".").map(Number), 0);
+  new DataView(key.buffer).setUint32(4, port, true);
+  return key;
+}
+
+function portValue(backends: readonly Steered[]): Uint8Array<ArrayBuffer> {
+  const value = new Uint8Array(PORT_VALUE_SIZE);
+  const v = new DataView(value.buffer);
+  v.setUint32(0, backends.length, true);
+  backends.forEach((b, i) => v.setUint32(8 + 4 * i, b.slot, true));
+  return value;
+}
+
+/** A socket of /proc/net/tcp or tcp6: local address (hex, as written there), port, state, inode. */
+interface ProcSocket {
+  address: string;
+  port: number;
+  state: string;
+  inode: string;
+}
+
+function procSockets(): ProcSocket[] {
+  const out: ProcSocket[] = [];
+  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
+    let text: string;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const [address, port] = f[1].split(":");
+      out.push({ address, port: parseInt(port, 16), state: f[3], inode: f[9] });
+    }
+  }
+  return out;
+}
+
+function listeningSockets(): ProcSocket[] {
+  return procSockets().filter((s) => s.state === LISTEN);
+}
+
+/** /proc/net/tcp's hex of an IPv4 address (the u32 in host order: little-endian). */
+function hex4(host: string): string {
+  return host.split(".").map((p) => Number(p).toString(16).padStart(2, "0").toUpperCase())
+    .reverse().join("");
+}
+
+/**
+ * The inode of the socket listening for `host`:`port`: bound to that address, else to every
+ * address (IPv4 `0.0.0.0`, or IPv6 `::` or `::ffff:host`, which take IPv4 connections).
+ */
+function listenerOf(listeners: ProcSocket[], host: string, port: number): string | undefined {
+  const h = hex4(host);
+  const candidates = [h, "00000000", `0000000000000000FFFF0000${h}`, "0".repeat(32)];
+  for (const address of candidates) {
+    const found = listeners.find((s) => s.port === port && s.address === address);
+    if (found) return found.inode;
+  }
+  return undefined;
+}
+
+/** Processes (and their fds) holding socket `inode`; the first one only when `first`. */
+function holdersOf(inode: string, first = false): { pid: number; fd: number }[] {
+  const link = `socket:[${inode}]`;
+  const out: { pid: number; fd: number }[] = [];
+  for (const entry of readDir("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    for (const fd of readDir(`/proc/${pid}/fd`)) {
+      let target: string;
+      try {
+        target = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target === link) {
+        out.push({ pid, fd: Number(fd) });
+        if (first) return out;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/** Sockets with local `port` the processes `holders` hold in a serving state. */
+function servedBy(holders: { pid: number }[], port: number): number {
+  const serving = new Set(
+    procSockets().filter((s) => s.port === port && SERVING.has(s.state)).map((s) =>
+      `socket:[${s.inode}]`
+    ),
+  );
+  if (serving.size === 0) return 0;
+  let count = 0;
+  for (const { pid } of holders) {
+    for (const fd of readDir(`/proc/${pid}/fd`)) {
+      try {
+        if (serving.has(Deno.readLinkSync(`/proc/${pid}/fd/${fd}`))) count++;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return count;
+}
+
+function readDir(path: string): string[] {
+  try {
+    return [...Deno.readDirSync(path)].map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
