@@ -56,6 +56,12 @@ export interface RenderOptions {
   routeLocalnet?: boolean;
   /** The agent that owns the table, said in its comment (see {@linkcode TableOwner}). */
   owner?: TableOwner;
+  /**
+   * The nat chains. Without them the table holds no rule and the host tracks no connection
+   * (a nat chain turns conntrack on for every packet of the host).
+   * @default true
+   */
+  nat?: boolean;
 }
 
 /**
@@ -122,11 +128,15 @@ export function renderTable(
       chains.push(chain(`ext-${port}`, dnat(external)));
     }
   }
-  return [
+  const head = [
     `add table ip ${name}`,
     `delete table ip ${name}`,
     `table ip ${name} {`,
     ...(options.owner ? [`  ${ownerComment(options.owner)}`] : []),
+  ];
+  if (options.nat === false) return [...head, `}`, ""].join("\n");
+  return [
+    ...head,
     chain("output", ["type nat hook output priority -100; policy accept;", ...output.rules()]),
     chain("prerouting", [
       "type nat hook prerouting priority -100; policy accept;",
@@ -229,6 +239,8 @@ export class KernelBalancer {
   #steering?: SocketSteering;
   /** Why ports are not steered (undefined: they are, where they can be). */
   readonly steeringUnavailable?: string;
+  /** Whether the table has its nat chains (see {@linkcode RenderOptions.nat}). */
+  #nat = false;
   /** The ports the last apply steered. */
   #steered = new Set<number>();
   /** Changes made / changes applied: `apply` skips work a later apply already did. */
@@ -280,9 +292,13 @@ export class KernelBalancer {
 
   #render(): string {
     const ports = new Map([...this.#ports].filter(([port]) => !this.#steered.has(port)));
+    // No nat chain until a port is DNATed: a host whose ports are all steered tracks no
+    // connection. Once there, they stay: conntrack must keep translating DNATed connections.
+    this.#nat ||= [...ports.values()].some((p) => p.backends.length > 0);
     return renderTable(this.table, ports, {
       routeLocalnet: this.#routeLocalnet,
       owner: this.#owner,
+      nat: this.#nat,
     });
   }
 

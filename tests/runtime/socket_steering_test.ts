@@ -122,7 +122,9 @@ Deno.test({
       assert.match(await ask(port.port, "127.0.0.2"), new RegExp(`^[ab] ${port.port}$`));
       const nft = await new Deno.Command("nft", { args: ["list", "table", "ip", kernel.table] })
         .output();
-      assert.ok(!decoder.decode(nft.stdout).includes(`svc-${port.port}`), "no DNAT rule");
+      const listing = decoder.decode(nft.stdout);
+      assert.ok(!listing.includes(`svc-${port.port}`), "no DNAT rule");
+      assert.ok(!listing.includes("type nat"), "no nat chain: the host tracks no connection");
 
       port.remove("a");
       await waitFor(async () => (await ask(port.port)) === `b ${port.port}`, {
@@ -225,6 +227,10 @@ Deno.test({
       port.add({ id: "a", host: HOST, port: a.port });
       await waitFor(() => kernel.pathOf(port.port) === "sk_lookup", { what: "the port steered" });
       assert.equal(await ask(port.port), `a ${port.port}`);
+      const nft = await new Deno.Command("nft", { args: ["list", "table", "ip", kernel.table] })
+        .output();
+      // Connections DNATed before may still be open: conntrack must go on translating them.
+      assert.ok(decoder.decode(nft.stdout).includes("type nat"), "the nat chains stay");
     } finally {
       await port.close();
       await kernel.close();
@@ -247,7 +253,7 @@ Deno.test({
       if (!(s instanceof SocketSteering)) throw new Error(s.unavailable);
       if (!s.steer(${svc}, undefined, [{ id: "a", host: "${HOST}", port: ${a.port} }])) throw new Error("not steered");
       console.log("steering");
-      await new Promise(() => {});`;
+      setInterval(() => {}, 60_000); // alive until killed`;
     const child = new Deno.Command(Deno.execPath(), {
       args: ["eval", "--quiet", script],
       stdout: "piped",
