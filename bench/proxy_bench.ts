@@ -1,7 +1,8 @@
 /**
  * The service port's balancer: wrk drives HTTP load at a Node upstream (1) directly, (2) through
- * prisn's kernel path (the nftables DNAT of runtime/kernel_balancer.ts, as a ServicePort sets it
- * up), (3) through prisn's userspace proxy as the agent runs it (the epoll engine: one worker
+ * prisn's kernel path as an agent runs it (sk_lookup steering, runtime/socket_steering.ts), and
+ * with steering off (the nftables DNAT of runtime/kernel_balancer.ts, its table in place during its
+ * own runs only, since a nat chain makes the host track every connection), (3) through prisn's userspace proxy as the agent runs it (the epoll engine: one worker
  * thread, runtime/epoll_proxy.ts), (4) through the same with Deno's copy loop (runtime/proxy.ts,
  * the engine where epoll is not available), (5) through the epoll engine with N workers on the
  * port (`--proxy-workers N`: a SO_REUSEPORT listener each) and (6) through nginx as an L4 `stream` proxy with 1 and N worker processes (each
@@ -51,6 +52,9 @@ interface Target {
   port: number;
   /** CPU seconds the proxy has used so far (user + system), when it can be read. */
   cpuSeconds?: () => number | undefined;
+  /** Sets the target up for its run, and takes it down after (see the nftables row). */
+  enter?: () => Promise<void>;
+  leave?: () => Promise<void>;
 }
 
 /** One load shape. */
@@ -79,6 +83,7 @@ interface Figures {
 type Cleanup = () => Promise<void> | void;
 
 const DIRECT = "direct (Node upstream)";
+const STEERED = "prisn kernel (sk_lookup)";
 const KERNEL = "prisn kernel (nftables)";
 const USERSPACE = "prisn userspace (epoll)";
 const DENO_LOOP = "prisn userspace (Deno loop)";
@@ -136,15 +141,48 @@ async function main(): Promise<void> {
     const upstreamFor = () => startUpstream(cleanups);
     const targets: Target[] = [{ name: DIRECT, port: await upstreamFor() }];
 
+    // The kernel path as an agent runs it: sk_lookup steering (its table has no nat chain).
     const kernel = await KernelBalancer.open(`/tmp/prisn-proxy-bench-${crypto.randomUUID()}`);
     if ("unavailable" in kernel) console.log(`prisn kernel skipped: ${kernel.unavailable}`);
-    else {
+    else if (kernel.balancer.steeringUnavailable) {
+      console.log(`${STEERED} skipped: ${kernel.balancer.steeringUnavailable}`);
+      await kernel.balancer.close();
+    } else {
       cleanups.push(() => kernel.balancer.close());
       const port = new ServicePort({ port: 0, host: HOST, kernel: kernel.balancer });
       cleanups.push(() => port.close());
       await port.listen();
       port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
-      targets.push({ name: KERNEL, port: port.port, cpuSeconds: ownCpuSeconds });
+      await waitUntil(() => kernel.balancer.pathOf(port.port) === "sk_lookup", "the port steered");
+      targets.push({ name: STEERED, port: port.port, cpuSeconds: ownCpuSeconds });
+    }
+    if (!("unavailable" in kernel)) {
+      // The DNAT path (steering off). Its table exists during its own runs only: a nat chain
+      // turns conntrack on for every connection of the host, the other rows' too.
+      const home = `/tmp/prisn-proxy-bench-${crypto.randomUUID()}`;
+      const port = new ServicePort({ port: 0, host: HOST });
+      cleanups.push(() => port.close());
+      await port.listen();
+      port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
+      let nat: KernelBalancer | undefined;
+      const leave = async () => {
+        await port.useKernel(undefined);
+        await nat?.close();
+        nat = undefined;
+      };
+      cleanups.push(leave);
+      targets.push({
+        name: KERNEL,
+        port: port.port,
+        cpuSeconds: ownCpuSeconds,
+        enter: async () => {
+          const opened = await KernelBalancer.open(home, { steering: false });
+          if ("unavailable" in opened) throw new Error(opened.unavailable);
+          nat = opened.balancer;
+          await port.useKernel(nat);
+        },
+        leave,
+      });
     }
 
     for (const engine of ["epoll", "deno"] as const) {
@@ -193,7 +231,11 @@ async function main(): Promise<void> {
     for (const load of cases) {
       console.log(`\n== ${load.title}`);
       const options = { duration, threads, connections: load.connections, close: load.close };
-      for (const target of targets) await wrk(url(target.port), { ...options, duration: 1 });
+      for (const target of targets) {
+        await target.enter?.();
+        await wrk(url(target.port), { ...options, duration: 1 });
+        await target.leave?.();
+      }
       const figures: Figures[] = targets.map((target) => ({
         target,
         runs: [],
@@ -201,12 +243,16 @@ async function main(): Promise<void> {
         hostCpuUsPerRequest: [],
       }));
       for (let round = 1; round <= rounds; round++) {
-        for (const entry of figures) {
+        // Each round starts one target further on: no target always runs first or after another.
+        const order = figures.map((_, i) => figures[(i + round - 1) % figures.length]);
+        for (const entry of order) {
+          await entry.target.enter?.();
           const before = entry.target.cpuSeconds?.();
           const hostBefore = hostCpuSeconds();
           const result = await wrk(url(entry.target.port), options);
           const hostAfter = hostCpuSeconds();
           const after = entry.target.cpuSeconds?.();
+          await entry.target.leave?.();
           entry.runs.push(result);
           const perRequest = (a?: number, b?: number) =>
             a !== undefined && b !== undefined && result.requests > 0
@@ -246,10 +292,8 @@ function report(figures: Figures[], workers: number): void {
     `${"target".padEnd(28)} ${"req/s".padStart(9)} ${"p50".padStart(9)} ${"p99".padStart(9)} ` +
       `${"proxy cpu/req".padStart(14)} ${"host cpu/req".padStart(13)} ${"errors".padStart(7)}`,
   );
-  const rates = new Map<string, number>();
   for (const { target, runs, cpuUsPerRequest, hostCpuUsPerRequest } of figures) {
     const rate = median(runs.map((r) => r.requestsPerSec));
-    rates.set(target.name, rate);
     const us = (v: number) => Number.isNaN(v) ? "-" : `${v.toFixed(1)} µs`;
     console.log(
       `${target.name.padEnd(28)} ${fmtRate(rate).padStart(9)} ` +
@@ -261,9 +305,18 @@ function report(figures: Figures[], workers: number): void {
         `${String(runs.reduce((sum, r) => sum + r.errors, 0)).padStart(7)}`,
     );
   }
-  const ratio = (a: string, b: string) => fmtRatio((rates.get(a) ?? NaN) / (rates.get(b) ?? NaN));
+  // The median of the rounds' own ratios: two targets of one round ran minutes apart at most,
+  // so a machine that is slower in one round than in another moves both.
+  const runsOf = new Map(figures.map((f) => [f.target.name, f.runs]));
+  const ratio = (a: string, b: string) => {
+    const x = runsOf.get(a);
+    const y = runsOf.get(b);
+    if (!x || !y) return "n/a";
+    return fmtRatio(median(x.map((r, i) => r.requestsPerSec / y[i].requestsPerSec)));
+  };
   const lines = [
-    `kernel/direct ${ratio(KERNEL, DIRECT)}`,
+    `sk_lookup/direct ${ratio(STEERED, DIRECT)}`,
+    `nftables/direct ${ratio(KERNEL, DIRECT)}`,
     `userspace/direct ${ratio(USERSPACE, DIRECT)}`,
     `userspace/nginx(1) ${ratio(USERSPACE, nginxName(1))}`,
     `deno-loop/nginx(1) ${ratio(DENO_LOOP, nginxName(1))}`,
@@ -273,7 +326,7 @@ function report(figures: Figures[], workers: number): void {
       `userspace(${workers})/nginx(${workers}) ${ratio(workersName(workers), nginxName(workers))}`,
     );
   }
-  console.log(`\n${lines.join("   ")}   (medians of the rounds)`);
+  console.log(`\n${lines.join("   ")}   (medians of each round's ratio)`);
 }
 
 /**
@@ -320,7 +373,8 @@ async function rolloutUnderLoad(balancers: string[], threads: number): Promise<v
       load.kill("SIGINT"); // wrk stops and prints its figures
     }
     const result = parseWrk(new TextDecoder().decode((await output).stdout));
-    const served = JSON.parse((await home.ok("get", "web", "-o", "json")).stdout).balancer?.kind;
+    const info = JSON.parse((await home.ok("get", "web", "-o", "json")).stdout).balancer;
+    const served = [info?.kind, info?.path].filter(Boolean).join(", ");
     console.log(
       `  ${`${balancer} (get says ${served})`.padEnd(34)} ${result.requests} requests, ` +
         `${result.errors} failed, ${fmtRate(result.requestsPerSec)} req/s`,
@@ -572,6 +626,15 @@ async function accepts(port: number): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Polls `condition` every 50 ms for up to 10 s. */
+async function waitUntil(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
   }
 }
 
