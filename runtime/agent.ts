@@ -157,7 +157,11 @@ export class Agent {
     agent.#log(`prisn agent ${Deno.pid} serving ${paths.socket} as node ${agent.ctx.node}`);
     agent.#log(
       balancer.kernel
-        ? `service ports: kernel path (nftables table ip ${balancer.kernel.table})`
+        ? `service ports: kernel path (${
+          balancer.kernel.steeringUnavailable
+            ? `nftables DNAT, table ip ${balancer.kernel.table}; no sk_lookup steering: ${balancer.kernel.steeringUnavailable}`
+            : `sk_lookup steering to this node's replicas, nftables table ip ${balancer.kernel.table} for the rest`
+        })`
         : `service ports: userspace proxy (${balancer.unavailable})`,
     );
     for (const t of balancer.swept ?? []) {
