@@ -185,6 +185,7 @@ function run(init: WorkerInit): void {
     closeFd(conn.upstream);
     if (!conn.backend) return;
     Atomics.sub(counts, conn.backend.slot, 1);
+    if (drains.size === 0) return;
     for (const [token, drain] of drains) {
       if (drain.links.delete(conn) && drain.links.size === 0) {
         drains.delete(token);
@@ -400,7 +401,9 @@ function run(init: WorkerInit): void {
   /** Dial timeouts, waits that are over, drains whose grace ended; the ms to the next one. */
   const timers = (now: number): number => {
     let nextAt = Infinity;
-    for (const conn of [...unlinked]) {
+    // The set itself, not a copy (this runs after every batch while any client is unlinked):
+    // a connection that `finish` deletes meanwhile is not visited, one that starts is.
+    for (const conn of unlinked) {
       if (conn.dial && now >= conn.dial.until) {
         closeFd(conn.dial.fd);
         conn.dial = undefined;
