@@ -34,11 +34,12 @@ import {
   checkPort,
   listenError,
   type PortProxy,
+  type ReadyBackend,
   type TcpProxyOptions,
 } from "./proxy.ts";
 
 /** A backend as the worker gets it: with its IPv4 or IPv6 address and its counter's slot. */
-export interface WireBackend extends Required<Backend> {
+export interface WireBackend extends ReadyBackend {
   address: number[];
   slot: number;
 }
@@ -392,7 +393,7 @@ export class EpollProxyGroup implements PortProxy {
     for (const p of this.#proxies) p.remove(id);
   }
 
-  backendSet(): readonly Required<Backend>[] {
+  backendSet(): readonly ReadyBackend[] {
     return this.#proxies[0].backendSet();
   }
 

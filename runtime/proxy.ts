@@ -28,7 +28,15 @@ export interface Backend {
    * @default false
    */
   remote?: boolean;
+  /**
+   * The replica's process: where the kernel path's socket steering looks for its listening
+   * socket first (before every process of the host).
+   */
+  pid?: number;
 }
+
+/** A backend with its defaults filled in (the process hint stays optional). */
+export type ReadyBackend = Required<Omit<Backend, "pid">> & Pick<Backend, "pid">;
 
 /** The backends new connections go to: this node's, or the others' while this node has none. */
 export function preferred<T extends Backend>(backends: readonly T[]): readonly T[] {
@@ -82,9 +90,9 @@ export interface TcpProxyOptions {
  */
 export class BackendList {
   /** The backends in rotation. */
-  ready: readonly Required<Backend>[] = [];
+  ready: readonly ReadyBackend[] = [];
   /** The ones of `ready` new connections go to (see {@linkcode preferred}). */
-  rotation: readonly Required<Backend>[] = [];
+  rotation: readonly ReadyBackend[] = [];
   readonly #changed: () => void;
 
   constructor(changed: () => void) {
@@ -93,7 +101,7 @@ export class BackendList {
 
   /** Replaces the backends in rotation. */
   set(backends: Backend[]): void {
-    const byId = new Map<string, Required<Backend>>();
+    const byId = new Map<string, ReadyBackend>();
     for (const backend of backends) byId.set(backend.id, normalize(backend));
     this.#set([...byId.values()]);
   }
@@ -113,7 +121,7 @@ export class BackendList {
     this.#set(this.ready.filter((b) => b.id !== id));
   }
 
-  #set(ready: readonly Required<Backend>[]): void {
+  #set(ready: readonly ReadyBackend[]): void {
     this.ready = ready;
     this.rotation = preferred(ready);
     this.#changed();
@@ -155,7 +163,7 @@ export abstract class BackendProxy {
   }
 
   /** Every backend in rotation, with where each listens. */
-  backendSet(): readonly Required<Backend>[] {
+  backendSet(): readonly ReadyBackend[] {
     return this.backendList.ready;
   }
 
@@ -346,7 +354,7 @@ export class TcpProxy extends BackendProxy {
   /** Forwards one client connection; never rejects. */
   async #serve(client: Deno.TcpConn): Promise<void> {
     this.#pending.add(client);
-    let found: { backend: Required<Backend>; conn: Deno.TcpConn } | undefined;
+    let found: { backend: ReadyBackend; conn: Deno.TcpConn } | undefined;
     const deadline = Date.now() + this.#waitForBackendMs;
     try {
       while (!this.#closed) {
@@ -401,7 +409,7 @@ export class TcpProxy extends BackendProxy {
    */
   async #connect(
     deadline: number,
-  ): Promise<{ backend: Required<Backend>; conn: Deno.TcpConn } | undefined> {
+  ): Promise<{ backend: ReadyBackend; conn: Deno.TcpConn } | undefined> {
     while (!this.#closed) {
       const candidates = this.backendList.rotation;
       if (candidates.length === 0) {
@@ -427,7 +435,7 @@ export class TcpProxy extends BackendProxy {
   }
 
   /** One connect attempt, bounded by `connectTimeoutMs`; undefined when it fails. */
-  async #dial(backend: Required<Backend>): Promise<Deno.TcpConn | undefined> {
+  async #dial(backend: ReadyBackend): Promise<Deno.TcpConn | undefined> {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.#connectTimeoutMs);
     this.#dials.add(controller);
@@ -497,8 +505,8 @@ async function pump(from: Deno.Conn, to: Deno.Conn, buffer: Uint8Array, link: Li
 
 /** Whether `backend` (same id, host and port: a replaced replica may reuse its id) is in rotation. */
 export function inRotation(
-  ready: readonly Required<Backend>[],
-  backend: Required<Backend>,
+  ready: readonly ReadyBackend[],
+  backend: ReadyBackend,
 ): boolean {
   return ready.some((b) =>
     b.id === backend.id && b.port === backend.port && b.host === backend.host &&
@@ -522,13 +530,14 @@ function closeQuietly(closer: { close(): void } | undefined): void {
   }
 }
 
-function normalize(backend: Backend): Required<Backend> {
+function normalize(backend: Backend): ReadyBackend {
   checkPort(backend.port, `backend ${backend.id} port`, 1);
   return {
     id: backend.id,
     port: backend.port,
     host: backend.host ?? "127.0.0.1",
     remote: backend.remote ?? false,
+    ...(backend.pid ? { pid: backend.pid } : {}),
   };
 }
 

@@ -354,7 +354,7 @@ export class Service {
 
 /** How the port reaches a local replica. */
 function backendOf(r: Replica): Backend {
-  return { id: r.name, port: r.port!, host: r.listenHost };
+  return { id: r.name, port: r.port!, host: r.listenHost, pid: r.pid };
 }
 
 const slotOf = (r: Replica) => Number(r.name.slice(r.name.lastIndexOf("-") + 1));

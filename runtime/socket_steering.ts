@@ -144,7 +144,7 @@ export class SocketSteering {
         continue;
       }
       const slot = this.#takeSlot();
-      if (slot === undefined || !this.#insert(slot, inode)) {
+      if (slot === undefined || !this.#insert(slot, inode, b.pid)) {
         if (slot !== undefined) this.#freeSlot(slot);
         return fail();
       }
@@ -211,9 +211,12 @@ export class SocketSteering {
     this.#freeSlots.push(slot);
   }
 
-  /** Puts the socket of `inode` in `slot`: borrowed from a process holding it, then let go. */
-  #insert(slot: number, inode: string): boolean {
-    for (const { pid, fd } of holdersOf(inode, true)) {
+  /**
+   * Puts the socket of `inode` in `slot`: borrowed from a process holding it (looked for in the
+   * tree of process `hint` first), then let go.
+   */
+  #insert(slot: number, inode: string, hint?: number): boolean {
+    for (const { pid, fd } of holdersOf(inode, true, hint)) {
       const copy = borrowFd(pid, fd);
       if (typeof copy !== "number") continue;
       try {
@@ -302,13 +305,24 @@ function listenerOf(listeners: ProcSocket[], host: string, port: number): string
   return undefined;
 }
 
-/** Processes (and their fds) holding socket `inode`; the first one only when `first`. */
-function holdersOf(inode: string, first = false): { pid: number; fd: number }[] {
+/**
+ * Processes (and their fds) holding socket `inode`; the first one only when `first`, looked for
+ * in the tree of process `hint` before every other process.
+ */
+function holdersOf(inode: string, first = false, hint?: number): { pid: number; fd: number }[] {
   const link = `socket:[${inode}]`;
   const out: { pid: number; fd: number }[] = [];
-  for (const entry of readDir("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid <= 0) continue;
+  const seen = new Set<number>();
+  const pids = function* () {
+    if (hint) yield* tree(hint);
+    for (const entry of readDir("/proc")) {
+      const pid = Number(entry);
+      if (Number.isInteger(pid) && pid > 0) yield pid;
+    }
+  };
+  for (const pid of pids()) {
+    if (seen.has(pid)) continue;
+    seen.add(pid);
     for (const fd of readDir(`/proc/${pid}/fd`)) {
       let target: string;
       try {
@@ -321,6 +335,23 @@ function holdersOf(inode: string, first = false): { pid: number; fd: number }[] 
         if (first) return out;
         break;
       }
+    }
+  }
+  return out;
+}
+
+/** Process `root` and its descendants, parents first (from /proc/PID/task/TID/children). */
+function tree(root: number): number[] {
+  const out: number[] = [];
+  const queue = [root];
+  while (queue.length > 0 && out.length < 4096) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    for (const tid of readDir(`/proc/${pid}/task`)) {
+      try {
+        const children = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/children`).trim();
+        if (children) queue.push(...children.split(" ").map(Number));
+      } catch { /* gone */ }
     }
   }
   return out;
