@@ -135,11 +135,13 @@ async function main(): Promise<void> {
   Deno.addSignalListener("SIGINT", onInterrupt);
 
   try {
-    // One upstream per target: connections to one upstream leave conntrack entries (TIME_WAIT
-    // for 2 minutes under churn) whose tuples would clash with the next target's and cost the
-    // kernel's NAT a search for a free tuple on every connection.
+    // One upstream per target (but the sk_lookup row, which shares direct's): connections to
+    // one upstream leave conntrack entries (TIME_WAIT for 2 minutes under churn) whose tuples
+    // would clash with the next target's and cost the kernel's NAT a search for a free tuple on
+    // every connection.
     const upstreamFor = () => startUpstream(cleanups);
-    const targets: Target[] = [{ name: DIRECT, port: await upstreamFor() }];
+    const direct = await upstreamFor();
+    const targets: Target[] = [{ name: DIRECT, port: direct }];
 
     // The kernel path as an agent runs it: sk_lookup steering (its table has no nat chain).
     const kernel = await KernelBalancer.open(`/tmp/prisn-proxy-bench-${crypto.randomUUID()}`);
@@ -152,7 +154,10 @@ async function main(): Promise<void> {
       const port = new ServicePort({ port: 0, host: HOST, kernel: kernel.balancer });
       cleanups.push(() => port.close());
       await port.listen();
-      port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
+      // The direct row's upstream itself: a steered connection is one to that very socket (no
+      // NAT, so no tuple can clash), and one process serving both rows leaves no difference
+      // between two upstreams in the ratio.
+      port.add({ id: "upstream", port: direct, host: HOST });
       await waitUntil(() => kernel.balancer.pathOf(port.port) === "sk_lookup", "the port steered");
       targets.push({ name: STEERED, port: port.port, cpuSeconds: ownCpuSeconds });
     }
@@ -308,11 +313,11 @@ function report(figures: Figures[], workers: number): void {
   // The median of the rounds' own ratios: two targets of one round ran minutes apart at most,
   // so a machine that is slower in one round than in another moves both.
   const runsOf = new Map(figures.map((f) => [f.target.name, f.runs]));
-  const ratio = (a: string, b: string) => {
+  const ratio = (a: string, b: string, of: keyof WrkResult = "requestsPerSec") => {
     const x = runsOf.get(a);
     const y = runsOf.get(b);
     if (!x || !y) return "n/a";
-    return fmtRatio(median(x.map((r, i) => r.requestsPerSec / y[i].requestsPerSec)));
+    return fmtRatio(median(x.map((r, i) => r[of] / y[i][of])));
   };
   const lines = [
     `sk_lookup/direct ${ratio(STEERED, DIRECT)}`,
@@ -320,6 +325,7 @@ function report(figures: Figures[], workers: number): void {
     `userspace/direct ${ratio(USERSPACE, DIRECT)}`,
     `userspace/nginx(1) ${ratio(USERSPACE, nginxName(1))}`,
     `deno-loop/nginx(1) ${ratio(DENO_LOOP, nginxName(1))}`,
+    `p99 userspace/nginx(1) ${ratio(USERSPACE, nginxName(1), "p99Ms")}`,
   ];
   if (workers > 1) {
     lines.push(

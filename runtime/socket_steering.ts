@@ -152,11 +152,16 @@ export class SocketSteering {
       added.push(steered);
       next.set(b.id, steered);
     }
-    mapUpdate(
-      this.#objects.ports,
-      portKey(any ? undefined : address, port),
-      portValue([...next.values()]),
-    );
+    try {
+      mapUpdate(
+        this.#objects.ports,
+        portKey(any ? undefined : address, port),
+        portValue([...next.values()]),
+      );
+    } catch (e) {
+      for (const s of added) this.#freeSlot(s.slot);
+      throw e;
+    }
     for (const [id, s] of current) {
       if (next.get(id) !== s) this.#freeSlot(s.slot);
     }
