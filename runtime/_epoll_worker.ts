@@ -53,6 +53,11 @@ const READABLE = EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 const CLOSING = EPOLLRDHUP | EPOLLHUP | EPOLLERR;
 const SOCKET_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
+/** The peer's FIN had arrived when the event was taken, and nothing went wrong (no HUP, ERR). */
+function finOf(mask: number): boolean {
+  return (mask & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) === EPOLLRDHUP;
+}
+
 /**
  * A length as the `usize` FFI takes it: a bigint (a number there is the slow path), made once per
  * value (BigInt(n) costs about 0.1 µs a call, measured).
@@ -208,8 +213,10 @@ function run(init: WorkerInit): void {
    * Moves what it can along one flow until a side would block, or ends the link. A short read
    * means the socket is empty for now (as nginx assumes with EPOLLRDHUP: the next bytes raise a
    * new edge), unless `full`: the peer is closing, or reading stopped early and no edge will come.
+   * With `fin` (the event said EPOLLRDHUP: the peer's FIN had arrived) a short read took all that
+   * came before it, so it is the end too: no call only to read the 0.
    */
-  const pump = (conn: Conn, flow: Flow, full: boolean): void => {
+  const pump = (conn: Conn, flow: Flow, full: boolean, fin = false): void => {
     if (flow.pending) {
       const p = flow.pending;
       const w = Number(c.send(flow.dst, p, size(p.length), MSG_NOSIGNAL));
@@ -237,7 +244,13 @@ function run(init: WorkerInit): void {
           flow.pending = scratch.slice(w, n);
           return;
         }
-        if (n < CHUNK && !full) return;
+        if (n < CHUNK) {
+          if (fin) {
+            flow.eof = true;
+            break;
+          }
+          if (!full) return;
+        }
         continue;
       }
       if (n === 0) {
@@ -266,9 +279,9 @@ function run(init: WorkerInit): void {
     conn.down = { src: fd, dst: conn.client, eof: false, done: false };
     // Edge-triggered: edges raised before now were seen (and kept in the masks), not acted on.
     const client = conn.clientEvents;
-    if (client & READABLE) pump(conn, conn.up, (client & CLOSING) !== 0);
+    if (client & READABLE) pump(conn, conn.up, (client & CLOSING) !== 0, finOf(client));
     if (!conn.closed && upstreamEvents & READABLE) {
-      pump(conn, conn.down, (upstreamEvents & CLOSING) !== 0);
+      pump(conn, conn.down, (upstreamEvents & CLOSING) !== 0, finOf(upstreamEvents));
     }
   };
 
@@ -460,7 +473,7 @@ function run(init: WorkerInit): void {
         const fromClient = fd === conn.client;
         const incoming = fromClient ? conn.up : conn.down!;
         const outgoing = fromClient ? conn.down! : conn.up;
-        if (mask & READABLE) pump(conn, incoming, (mask & CLOSING) !== 0);
+        if (mask & READABLE) pump(conn, incoming, (mask & CLOSING) !== 0, finOf(mask));
         if (!conn.closed && outgoing.pending && mask & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
           pump(conn, outgoing, true);
         }
