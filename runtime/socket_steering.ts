@@ -44,6 +44,10 @@ const SERVING = new Set(["01", "03", "08"]);
 interface Steered {
   slot: number;
   inode: string;
+  /** The backend it was found for: the same again (with a pid) is not looked for again. */
+  host: string;
+  port: number;
+  pid?: number;
 }
 
 /** A port steered to its backends. */
@@ -85,7 +89,7 @@ export class SocketSteering {
   sync(
     ports: ReadonlyMap<number, { address?: string; backends: readonly Backend[] }>,
   ): Set<number> {
-    const listeners = listeningSockets();
+    const listeners = lazy(listeningSockets);
     for (const port of [...this.#ports.keys()]) {
       if (!ports.has(port)) this.release(port);
     }
@@ -108,12 +112,16 @@ export class SocketSteering {
    * false, and the port not steered, when that cannot be done: a backend on another node or on
    * an address that is not IPv4, more backends than a port's list holds, or a backend whose
    * listening socket cannot be found or borrowed. No backend: the port is not steered.
+   *
+   * A backend steered before with the same address, port and process is not looked for again
+   * (/proc/net/tcp of a busy host is large): if that process reopens its socket, connections
+   * reach the userspace proxy until the backend changes.
    */
   steer(
     port: number,
     address: string | undefined,
     backends: readonly Backend[],
-    listeners: ProcSocket[] = listeningSockets(),
+    listeners: () => ProcSocket[] = lazy(listeningSockets),
   ): boolean {
     if (this.#closed) return false;
     const any = address === undefined || address === "0.0.0.0";
@@ -136,11 +144,17 @@ export class SocketSteering {
       return false;
     };
     for (const b of backends) {
-      const inode = listenerOf(listeners, b.host ?? "127.0.0.1", b.port);
-      if (!inode) return fail();
+      const host = b.host ?? "127.0.0.1";
       const had = current.get(b.id);
-      if (had && had.inode === inode) {
+      const same = had && had.host === host && had.port === b.port;
+      if (same && had.pid !== undefined && had.pid === b.pid) {
         next.set(b.id, had);
+        continue;
+      }
+      const inode = listenerOf(listeners(), host, b.port);
+      if (!inode) return fail();
+      if (same && had.inode === inode) {
+        next.set(b.id, { ...had, pid: b.pid });
         continue;
       }
       const slot = this.#takeSlot();
@@ -148,22 +162,27 @@ export class SocketSteering {
         if (slot !== undefined) this.#freeSlot(slot);
         return fail();
       }
-      const steered = { slot, inode };
+      const steered = { slot, inode, host, port: b.port, pid: b.pid };
       added.push(steered);
       next.set(b.id, steered);
     }
+    const unchanged = next.size === current.size &&
+      [...next].every(([id, s]) => current.get(id)?.slot === s.slot);
     try {
-      mapUpdate(
-        this.#objects.ports,
-        portKey(any ? undefined : address, port),
-        portValue([...next.values()]),
-      );
+      // Unchanged: the entry (and its round-robin count) stays as it is.
+      if (!unchanged || !old) {
+        mapUpdate(
+          this.#objects.ports,
+          portKey(any ? undefined : address, port),
+          portValue([...next.values()]),
+        );
+      }
     } catch (e) {
       for (const s of added) this.#freeSlot(s.slot);
       throw e;
     }
     for (const [id, s] of current) {
-      if (next.get(id) !== s) this.#freeSlot(s.slot);
+      if (next.get(id)?.slot !== s.slot) this.#freeSlot(s.slot);
     }
     this.#ports.set(port, { address, backends: next });
     return true;
@@ -284,6 +303,12 @@ function procSockets(): ProcSocket[] {
     }
   }
   return out;
+}
+
+/** `f`'s value, computed at the first call only. */
+function lazy<T>(f: () => T): () => T {
+  let value: { v: T } | undefined;
+  return () => (value ??= { v: f() }).v;
 }
 
 function listeningSockets(): ProcSocket[] {

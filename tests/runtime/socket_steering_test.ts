@@ -39,10 +39,11 @@ async function openKernel(): Promise<KernelBalancer> {
 
 /**
  * A loopback server that answers each connection with "NAME PORT" (PORT: the local port the
- * connection came in on) and closes it; `hold` keeps connections open instead.
+ * connection came in on) and closes it; `hold` keeps connections open instead. `port` 0: a
+ * free one.
  */
-function server(name: string, hold = false) {
-  const listener = Deno.listen({ hostname: HOST, port: 0 });
+function server(name: string, hold = false, port = 0) {
+  const listener = Deno.listen({ hostname: HOST, port });
   const held: Deno.Conn[] = [];
   const loop = (async () => {
     for await (const conn of listener) {
@@ -172,6 +173,36 @@ Deno.test({
       await port.close();
       await kernel.close();
       await a.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "a backend back on its port as another process is steered to its new socket",
+  ignore,
+  fn: async () => {
+    const kernel = await openKernel();
+    const first = server("a1");
+    const port = new ServicePort({ port: 0, kernel });
+    let second: ReturnType<typeof server> | undefined;
+    try {
+      await port.listen();
+      port.add({ id: "a", host: HOST, port: first.port, pid: Deno.pid });
+      await waitFor(() => kernel.pathOf(port.port) === "sk_lookup", { what: "the port steered" });
+      assert.equal(await ask(port.port), `a1 ${port.port}`);
+      const again = first.port;
+      await first.close();
+      second = server("a2", false, again);
+      // The supervisor says so: the same replica, a new process (here: another pid to look in).
+      port.add({ id: "a", host: HOST, port: again, pid: 1 });
+      await waitFor(async () => (await ask(port.port)) === `a2 ${port.port}`, {
+        what: "the new socket steered",
+      });
+    } finally {
+      await port.close();
+      await kernel.close();
+      await first.close();
+      await second?.close();
     }
   },
 });
