@@ -181,7 +181,7 @@ async function main(): Promise<void> {
         port: port.port,
         cpuSeconds: ownCpuSeconds,
         enter: async () => {
-          const opened = await KernelBalancer.open(home, { steering: false });
+          const opened = await KernelBalancer.open(home, { steeringOff: "the bench's DNAT row" });
           if ("unavailable" in opened) throw new Error(opened.unavailable);
           nat = opened.balancer;
           await port.useKernel(nat);

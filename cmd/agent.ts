@@ -52,8 +52,9 @@ export function register(program: Command, app: App): void {
     )
     .option(
       "--balancer <kind>",
-      "what balances service ports whose prisn.toml does not say: auto (the kernel's nftables " +
-        "where available, else userspace), kernel or userspace (env PRISN_BALANCER; default auto)",
+      "what balances service ports whose prisn.toml does not say: auto (the kernel path, sk_lookup " +
+        "steering and nftables DNAT, where available, else userspace), kernel or userspace (env " +
+        "PRISN_BALANCER; default auto; PRISN_KERNEL_STEERING=off: DNAT only)",
     )
     .option(
       "--proxy-workers <n>",
@@ -90,6 +91,7 @@ export function register(program: Command, app: App): void {
         "--start-parallelism",
       );
       const balancer = parseBalancer(opts.balancer ?? Deno.env.get("PRISN_BALANCER"));
+      const steeringOff = parseSteering(Deno.env.get("PRISN_KERNEL_STEERING"));
       const proxyWorkers = parseProxyWorkers(
         opts.proxyWorkers ?? Deno.env.get("PRISN_PROXY_WORKERS"),
       );
@@ -123,6 +125,7 @@ export function register(program: Command, app: App): void {
           backends,
           address,
           balancer,
+          steeringOff,
           proxyWorkers,
           lock,
           listen,
@@ -282,6 +285,13 @@ function parseBalancer(value: string | undefined): (typeof BALANCERS)[number] | 
   const found = BALANCERS.find((b) => b === value);
   if (!found) throw invalid(`--balancer "${value}" is not valid: use auto, kernel or userspace`);
   return found;
+}
+
+/** PRISN_KERNEL_STEERING: "off" gives the reason steering is off; "on" or unset, none. */
+function parseSteering(value: string | undefined): string | undefined {
+  if (value === undefined || value === "" || value === "on") return undefined;
+  if (value === "off") return "PRISN_KERNEL_STEERING=off";
+  throw invalid(`PRISN_KERNEL_STEERING "${value}" is not valid: use on or off`);
 }
 
 /** Most epoll workers one port may have: one per core is the useful most. */

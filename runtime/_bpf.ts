@@ -14,9 +14,9 @@
  * @module
  */
 
-import { openLibc } from "./_libc.ts";
+import { errnoReader, openLibc } from "./_libc.ts";
 
-/** Instructions of one port's list (a power of two, for the verifier's bound on the index). */
+/** Slots in one port's round-robin list (a power of two: the program masks the index with it). */
 export const MAX_SLOTS_PER_PORT = 256;
 /** Sockets the socket map holds, over all ports. */
 export const SOCKET_SLOTS = 16384;
@@ -57,10 +57,8 @@ function lib(): { c: Symbols; errno: () => number } | null {
   if (cached !== undefined) return cached;
   if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return cached = null;
   const c = openLibc(SYMBOLS);
-  const where = c?.__errno_location();
-  if (!c || !where) return cached = null;
-  const view = new Deno.UnsafePointerView(where);
-  return cached = { c, errno: () => view.getInt32() };
+  const errno = c && errnoReader(c.__errno_location);
+  return cached = c && errno ? { c, errno } : null;
 }
 
 /** A failed call, with its errno. */

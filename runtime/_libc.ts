@@ -68,6 +68,17 @@ export function openLibc<S extends Deno.ForeignLibraryInterface>(
   return null;
 }
 
+/**
+ * The calling thread's errno, read through the pointer libc's `__errno_location` gives (a
+ * symbol opened with {@linkcode openLibc}), or null where it gives none.
+ */
+export function errnoReader(location: () => Deno.PointerValue): (() => number) | null {
+  const where = location();
+  if (!where) return null;
+  const view = new Deno.UnsafePointerView(where);
+  return () => view.getInt32();
+}
+
 const encoder = new TextEncoder();
 
 /** A NUL-terminated copy of a path, for calls that take a `const char *`. */

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { openLibc } from "./_libc.ts";
+import { errnoReader, openLibc } from "./_libc.ts";
 
 export {
   EPOLL_CLOEXEC,
@@ -86,10 +86,8 @@ let cached: { c: Sockets; errno: () => number } | null | undefined;
 export function sockets(): { c: Sockets; errno: () => number } | null {
   if (cached !== undefined) return cached;
   const c = openLibc(SYMBOLS);
-  const where = c?.__errno_location();
-  if (!c || !where) return cached = null;
-  const view = new Deno.UnsafePointerView(where);
-  return cached = { c, errno: () => view.getInt32() };
+  const errno = c && errnoReader(c.__errno_location);
+  return cached = c && errno ? { c, errno } : null;
 }
 
 /** The four bytes of a dotted IPv4 address, or undefined when `host` is not one. */

@@ -41,6 +41,11 @@ export interface AgentOptions {
    * @default "auto"
    */
   balancer?: BalancerChoice;
+  /**
+   * Why the kernel path is not to steer with sk_lookup (every port DNATed then).
+   * @default undefined: it steers where the kernel allows it
+   */
+  steeringOff?: string;
   /** Epoll workers per service port of the userspace proxy. @default 1 */
   proxyWorkers?: number;
   /** The home's agent lock, taken already (lockHome). @default taken by start() */
@@ -137,7 +142,7 @@ export class Agent {
       await Deno.chmod(paths.db + suffix, 0o600).catch(() => {}); // env values, secrets among them
     }
     // After the lock: the table is this home's, and an earlier agent's stale rules go now.
-    const balancer = await openNodeBalancer(paths.home, options.balancer);
+    const balancer = await openNodeBalancer(paths.home, options.balancer, options.steeringOff);
     balancer.workers = options.proxyWorkers;
     const agent = new Agent(paths, records, options, balancer);
     agent.#lock = lock;

@@ -2,10 +2,10 @@
  * The kernel path of the service port. Where the kernel allows it, connections to this node's
  * replicas are steered to their listening sockets by an sk_lookup program (socket_steering.ts):
  * no NAT, nothing per packet. What cannot be steered (replicas on other nodes, a kernel without
- * sk_lookup, `PRISN_KERNEL_STEERING=off`) is DNATed as kube-proxy does it: an nftables table per
+ * sk_lookup, steering turned off) is DNATed as kube-proxy does it: an nftables table per
  * PRISN_HOME that sends connections to a service port straight to its ready replicas, so no byte
- * passes through prisn either way. conntrack keeps each connection on the replica it was sent to; only new
- * connections see a change of the map.
+ * passes through prisn either way. conntrack keeps each DNATed connection on the replica it was
+ * sent to; only new connections see a change of the map.
  *
  * The whole table is rendered from the ports' backend sets and replaced in one `nft -f`
  * transaction on every change, so packets see either the old rules or the new ones, and a table
@@ -27,6 +27,7 @@ import { PrisnError } from "../core/errors.ts";
 import { type Backend, preferred } from "./proxy.ts";
 import { processStartTicks } from "./process.ts";
 import { SocketSteering } from "./socket_steering.ts";
+import { procSockets, SERVING_STATES } from "./_proc_net.ts";
 
 /** The packet mark of connections sent to a backend on another node (masqueraded). */
 const REMOTE_MARK = "0x00500000";
@@ -215,12 +216,11 @@ export interface KernelBalancerOptions {
   /** @default read from /proc/sys/net/ipv4/conf/all/route_localnet */
   routeLocalnet?: boolean;
   /**
-   * Steer connections to this node's replicas with sk_lookup (socket_steering.ts) where the
-   * kernel allows it, DNAT only what cannot be steered. `PRISN_KERNEL_STEERING=off` in the
-   * agent's environment turns it off.
-   * @default true
+   * Why connections are not to be steered with sk_lookup (socket_steering.ts), said where a
+   * port's path is shown; every port is DNATed then.
+   * @default undefined: steered where the kernel allows it, DNAT only for what cannot be
    */
-  steering?: boolean;
+  steeringOff?: string;
 }
 
 /** How the kernel path forwards one port's connections. */
@@ -274,9 +274,8 @@ export class KernelBalancer {
     const nft = options.nft ?? "nft";
     const routeLocalnet = options.routeLocalnet ??
       readSysctl("/proc/sys/net/ipv4/conf/all/route_localnet") === "1";
-    const off = options.steering === false || Deno.env.get("PRISN_KERNEL_STEERING") === "off";
-    let steering: SocketSteering | string = "PRISN_KERNEL_STEERING=off";
-    if (!off) {
+    let steering: SocketSteering | string | undefined = options.steeringOff;
+    if (steering === undefined) {
       const opened = SocketSteering.open();
       steering = opened instanceof SocketSteering ? opened : opened.unavailable;
     }
@@ -417,9 +416,6 @@ function readSysctl(path: string): string | undefined {
   }
 }
 
-/** TCP states (as /proc/net/tcp writes them) of a connection a server still serves. */
-const SERVING_STATES = new Set(["01", "03", "08"]); // ESTABLISHED, SYN_RECV, CLOSE_WAIT
-
 /**
  * Connections this host's TCP stack holds open on local `port` (a replica's accepted
  * connections), from /proc/net/tcp and tcp6: what a drain on the kernel path waits for, since no
@@ -434,22 +430,5 @@ export function openConnections(port: number): number | undefined {
  * "0A" is LISTEN), IPv4 and IPv6. Undefined where /proc cannot be read.
  */
 export function socketsOnPort(port: number, states: ReadonlySet<string>): number | undefined {
-  let count = 0;
-  let read = false;
-  const hex = port.toString(16).toUpperCase().padStart(4, "0");
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch {
-      continue;
-    }
-    read = true;
-    for (const line of text.split("\n").slice(1)) {
-      const fields = line.trim().split(/\s+/);
-      if (fields.length < 4) continue;
-      if (fields[1].endsWith(`:${hex}`) && states.has(fields[3])) count++;
-    }
-  }
-  return read ? count : undefined;
+  return procSockets()?.filter((s) => s.port === port && states.has(s.state)).length;
 }

@@ -74,16 +74,18 @@ export function kernelFor(
 
 /**
  * The agent's balancer for `choice`: with "auto" or "kernel", this home's nftables table, rebuilt
- * empty (see {@linkcode KernelBalancer.open}), or why there is none.
+ * empty (see {@linkcode KernelBalancer.open}), and sk_lookup steering unless `steeringOff` says
+ * why not; or why there is no kernel path.
  */
 export async function openNodeBalancer(
   home: string,
   choice: BalancerChoice = "auto",
+  steeringOff?: string,
 ): Promise<NodeBalancer> {
   if (choice === "userspace") {
     return { choice, unavailable: "the agent runs with --balancer userspace" };
   }
-  const opened = await KernelBalancer.open(home);
+  const opened = await KernelBalancer.open(home, { steeringOff });
   return "balancer" in opened
     ? { choice, kernel: opened.balancer, swept: opened.swept }
     : { choice, unavailable: opened.unavailable };

@@ -32,13 +32,9 @@ import {
   type SteeringObjects,
 } from "./_bpf.ts";
 import { type Backend, preferred } from "./proxy.ts";
+import { LISTEN, type ProcSocket, procSockets, SERVING_STATES } from "./_proc_net.ts";
 
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
-
-/** TCP states (hex, as /proc/net/tcp writes them). */
-const LISTEN = "0A";
-/** ESTABLISHED, SYN_RECV, CLOSE_WAIT: connections a server still serves. */
-const SERVING = new Set(["01", "03", "08"]);
 
 /** One backend's socket in the socket map. */
 interface Steered {
@@ -278,33 +274,6 @@ function portValue(backends: readonly Steered[]): Uint8Array<ArrayBuffer> {
   return value;
 }
 
-/** A socket of /proc/net/tcp or tcp6: local address (hex, as written there), port, state, inode. */
-interface ProcSocket {
-  address: string;
-  port: number;
-  state: string;
-  inode: string;
-}
-
-function procSockets(): ProcSocket[] {
-  const out: ProcSocket[] = [];
-  for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
-    let text: string;
-    try {
-      text = Deno.readTextFileSync(file);
-    } catch {
-      continue;
-    }
-    for (const line of text.split("\n").slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const [address, port] = f[1].split(":");
-      out.push({ address, port: parseInt(port, 16), state: f[3], inode: f[9] });
-    }
-  }
-  return out;
-}
-
 /** `f`'s value, computed at the first call only. */
 function lazy<T>(f: () => T): () => T {
   let value: { v: T } | undefined;
@@ -312,7 +281,7 @@ function lazy<T>(f: () => T): () => T {
 }
 
 function listeningSockets(): ProcSocket[] {
-  return procSockets().filter((s) => s.state === LISTEN);
+  return procSockets()?.filter((s) => s.state === LISTEN) ?? [];
 }
 
 /** /proc/net/tcp's hex of an IPv4 address (the u32 in host order: little-endian). */
@@ -390,7 +359,7 @@ function tree(root: number): number[] {
 /** Sockets with local `port` the processes `holders` hold in a serving state. */
 function servedBy(holders: { pid: number }[], port: number): number {
   const serving = new Set(
-    procSockets().filter((s) => s.port === port && SERVING.has(s.state)).map((s) =>
+    (procSockets() ?? []).filter((s) => s.port === port && SERVING_STATES.has(s.state)).map((s) =>
       `socket:[${s.inode}]`
     ),
   );

@@ -4,6 +4,7 @@ import { type ErrorCode, PrisnError } from "../core/errors.ts";
 import type { RunRecord } from "../core/types.ts";
 import { processAlive } from "../runtime/process.ts";
 import { socketsOnPort, tableName } from "../runtime/kernel_balancer.ts";
+import { SocketSteering } from "../runtime/socket_steering.ts";
 
 /** Whether a process is alive (not gone, not a zombie). */
 export const alive = processAlive;
@@ -331,4 +332,12 @@ export async function withTmpfs(size: string, fn: (dir: string) => Promise<void>
 /** Listening TCP sockets on local `port` (one per SO_REUSEPORT listener), from /proc. */
 export function listeners(port: number): number | undefined {
   return socketsOnPort(port, new Set(["0A"]));
+}
+
+/** Why this host cannot steer with sk_lookup (found by attaching and detaching), or undefined. */
+export function steeringUnavailable(): string | undefined {
+  const opened = SocketSteering.open();
+  if (!(opened instanceof SocketSteering)) return opened.unavailable;
+  opened.close();
+  return undefined;
 }

@@ -11,9 +11,16 @@
 import assert from "node:assert/strict";
 import { epollUnavailable } from "../../runtime/epoll_proxy.ts";
 import { KernelBalancer, tableName } from "../../runtime/kernel_balancer.ts";
-import { SocketSteering } from "../../runtime/socket_steering.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
-import { alive, freePort, hasCommand, listeners, TestHome, waitFor } from "../_helpers.ts";
+import {
+  alive,
+  freePort,
+  hasCommand,
+  listeners,
+  steeringUnavailable,
+  TestHome,
+  waitFor,
+} from "../_helpers.ts";
 import { assertNoFailures, body, Load, rawGet, replicasAnswering } from "./_http.ts";
 
 const SERVER_JS = Deno.readTextFileSync(
@@ -32,13 +39,6 @@ const NO_KERNEL = await kernelUnavailable();
 if (NO_KERNEL) console.log(`balancer_test: skipping the kernel path tests: ${NO_KERNEL}`);
 const NO_STEERING = steeringUnavailable();
 if (NO_STEERING) console.log(`balancer_test: skipping the sk_lookup test: ${NO_STEERING}`);
-
-function steeringUnavailable(): string | undefined {
-  const opened = SocketSteering.open();
-  if (!(opened instanceof SocketSteering)) return opened.unavailable;
-  opened.close();
-  return undefined;
-}
 
 /** The userspace engine an agent of this machine picks (the test runs with its permissions). */
 const NO_EPOLL = epollUnavailable();
@@ -352,6 +352,21 @@ Deno.test("a bad balancer is refused in one line and changes nothing", async () 
     assert.notEqual(noPort.code, 0);
     assert.match(noPort.stderr.trim(), /^[^\n]*balancer = "kernel" needs a service port[^\n]*$/);
     assert.deepEqual(await h.json<unknown[]>("ls"), []);
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("a bad PRISN_KERNEL_STEERING is refused in one line and starts no agent", async () => {
+  const h = new TestHome({ env: { PRISN_KERNEL_STEERING: "maybe" } });
+  try {
+    const r = await h.cli("agent", "run");
+    assert.notEqual(r.code, 0);
+    assert.equal(
+      r.stderr.trim(),
+      'prisn: PRISN_KERNEL_STEERING "maybe" is not valid: use on or off',
+    );
+    assert.equal(h.agentPid(), undefined, "no agent started");
   } finally {
     await h.close();
   }

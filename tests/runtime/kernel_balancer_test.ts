@@ -38,7 +38,7 @@ if (UNAVAILABLE) console.log(`kernel_balancer_test: skipping the nftables tests:
 const ignore = UNAVAILABLE !== undefined;
 
 async function openTable(path = home()): Promise<KernelBalancer> {
-  const opened = await KernelBalancer.open(path, { steering: false });
+  const opened = await KernelBalancer.open(path, { steeringOff: "this test is of DNAT" });
   if ("unavailable" in opened) throw new Error(opened.unavailable);
   return opened.balancer;
 }

@@ -6,20 +6,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { KernelBalancer } from "../../runtime/kernel_balancer.ts";
-import { SocketSteering } from "../../runtime/socket_steering.ts";
 import { ServicePort } from "../../runtime/service_port.ts";
-import { freePort, waitFor, within } from "../_helpers.ts";
+import { freePort, steeringUnavailable, waitFor, within } from "../_helpers.ts";
 
 const HOST = "127.0.0.1";
 const decoder = new TextDecoder();
 
-function probe(): string | undefined {
-  const opened = SocketSteering.open();
-  if (!(opened instanceof SocketSteering)) return opened.unavailable;
-  opened.close();
-  return undefined;
-}
-const UNAVAILABLE = probe();
+const UNAVAILABLE = steeringUnavailable();
 if (UNAVAILABLE) console.log(`socket_steering_test: skipping: ${UNAVAILABLE}`);
 const ignore = UNAVAILABLE !== undefined;
 
