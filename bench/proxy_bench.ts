@@ -18,7 +18,8 @@
  *
  * ```sh
  * ./denow run -A bench/proxy_bench.ts [--duration 5] [--rounds 3] [--threads 2] [--workers N]
- *   [--cases keepalive,close,c1000] [--no-rollout]
+ *   [--cases keepalive,close,c1000] [--targets direct,sk_lookup,nftables,epoll,deno,workers,nginx]
+ *   [--no-rollout]
  * ```
  * Needs wrk and node; nginx with its stream module (Debian: nginx libnginx-mod-stream) for the
  * nginx rows; root (CAP_NET_ADMIN) and nft (Debian: nftables) for the kernel rows. What is missing
@@ -31,6 +32,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { raiseFileLimit } from "../runtime/_libc.ts";
+import { epollUnavailable } from "../runtime/epoll_proxy.ts";
 import { KernelBalancer } from "../runtime/kernel_balancer.ts";
 import { ServicePort } from "../runtime/service_port.ts";
 import { BenchHome, freePort, sleep } from "./_util.ts";
@@ -49,6 +51,8 @@ interface WrkResult {
 /** Something load is sent to. */
 interface Target {
   name: string;
+  /** Its name in `--targets`. */
+  key: TargetKey;
   port: number;
   /** CPU seconds the proxy has used so far (user + system), when it can be read. */
   cpuSeconds?: () => number | undefined;
@@ -88,6 +92,18 @@ const KERNEL = "prisn kernel (nftables)";
 const USERSPACE = "prisn userspace (epoll)";
 const DENO_LOOP = "prisn userspace (Deno loop)";
 
+/** The rows, as `--targets` names them. */
+const TARGET_KEYS = [
+  "direct",
+  "sk_lookup",
+  "nftables",
+  "epoll",
+  "deno",
+  "workers",
+  "nginx",
+] as const;
+type TargetKey = typeof TARGET_KEYS[number];
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
@@ -97,6 +113,7 @@ async function main(): Promise<void> {
       threads: { type: "string", default: "2" },
       workers: { type: "string", default: String(navigator.hardwareConcurrency) },
       cases: { type: "string", default: CASES.map((c) => c.key).join(",") },
+      targets: { type: "string", default: TARGET_KEYS.join(",") },
       "no-rollout": { type: "boolean", default: false },
     },
   });
@@ -105,6 +122,13 @@ async function main(): Promise<void> {
   const workers = Math.max(1, Number(values.workers));
   const rounds = Math.max(1, Number(values.rounds));
   const cases = CASES.filter((c) => values.cases.split(",").includes(c.key));
+  const wanted = new Set(values.targets.split(","));
+  const unknown = [...wanted].filter((k) => !(TARGET_KEYS as readonly string[]).includes(k));
+  if (unknown.length > 0) {
+    console.error(`unknown --targets ${unknown.join(",")} (known: ${TARGET_KEYS.join(",")})`);
+    Deno.exit(2);
+  }
+  const row = (key: TargetKey) => wanted.has(key);
 
   if (!await installed("wrk")) {
     console.log("skip: wrk is not installed (Debian/Ubuntu: apt-get install wrk)");
@@ -141,11 +165,12 @@ async function main(): Promise<void> {
     // every connection.
     const upstreamFor = () => startUpstream(cleanups);
     const direct = await upstreamFor();
-    const targets: Target[] = [{ name: DIRECT, port: direct }];
+    const targets: Target[] = row("direct") ? [{ name: DIRECT, key: "direct", port: direct }] : [];
 
     // The kernel path as an agent runs it: sk_lookup steering (its table has no nat chain).
     const kernel = await KernelBalancer.open(`/tmp/prisn-proxy-bench-${crypto.randomUUID()}`);
     if ("unavailable" in kernel) console.log(`prisn kernel skipped: ${kernel.unavailable}`);
+    else if (!row("sk_lookup")) await kernel.balancer.close();
     else if (kernel.balancer.steeringUnavailable) {
       console.log(`${STEERED} skipped: ${kernel.balancer.steeringUnavailable}`);
       await kernel.balancer.close();
@@ -159,9 +184,9 @@ async function main(): Promise<void> {
       // between two upstreams in the ratio.
       port.add({ id: "upstream", port: direct, host: HOST });
       await waitUntil(() => kernel.balancer.pathOf(port.port) === "sk_lookup", "the port steered");
-      targets.push({ name: STEERED, port: port.port, cpuSeconds: ownCpuSeconds });
+      targets.push({ name: STEERED, key: "sk_lookup", port: port.port, cpuSeconds: ownCpuSeconds });
     }
-    if (!("unavailable" in kernel)) {
+    if (!("unavailable" in kernel) && row("nftables")) {
       // The DNAT path (steering off). Its table exists during its own runs only: a nat chain
       // turns conntrack on for every connection of the host, the other rows' too.
       const home = `/tmp/prisn-proxy-bench-${crypto.randomUUID()}`;
@@ -178,6 +203,7 @@ async function main(): Promise<void> {
       cleanups.push(leave);
       targets.push({
         name: KERNEL,
+        key: "nftables",
         port: port.port,
         cpuSeconds: ownCpuSeconds,
         enter: async () => {
@@ -191,6 +217,7 @@ async function main(): Promise<void> {
     }
 
     for (const engine of ["epoll", "deno"] as const) {
+      if (!row(engine)) continue;
       const port = new ServicePort({
         port: 0,
         host: HOST,
@@ -205,22 +232,28 @@ async function main(): Promise<void> {
       port.add({ id: "upstream", port: await upstreamFor(), host: HOST });
       targets.push({
         name: engine === "epoll" ? USERSPACE : DENO_LOOP,
+        key: engine,
         port: port.port,
         cpuSeconds: ownCpuSeconds,
       });
     }
 
-    if (workers > 1 && targets.some((t) => t.name === USERSPACE)) {
+    if (workers > 1 && row("workers") && epollUnavailable(HOST) === undefined) {
       // As `prisn agent run --proxy-workers N` runs a port: N epoll worker threads, each with
       // its own SO_REUSEPORT listener.
       const proxy = new ServicePort({ port: 0, host: HOST, workers });
       cleanups.push(() => proxy.close());
       await proxy.listen();
       proxy.add({ id: "upstream", port: await upstreamFor(), host: HOST });
-      targets.push({ name: workersName(workers), port: proxy.port, cpuSeconds: ownCpuSeconds });
+      targets.push({
+        name: workersName(workers),
+        key: "workers",
+        port: proxy.port,
+        cpuSeconds: ownCpuSeconds,
+      });
     }
 
-    for (const n of new Set([1, workers])) {
+    for (const n of row("nginx") ? new Set([1, workers]) : []) {
       const nginx = await startNginx(await upstreamFor(), n, cleanups);
       if ("skip" in nginx) {
         console.log(`nginx skipped: ${nginx.skip}`);
@@ -317,7 +350,11 @@ function report(figures: Figures[], workers: number): void {
     const x = runsOf.get(a);
     const y = runsOf.get(b);
     if (!x || !y) return "n/a";
-    return fmtRatio(median(x.map((r, i) => r[of] / y[i][of])));
+    const each = x.map((r, i) => r[of] / y[i][of]).filter((v) => !Number.isNaN(v));
+    if (each.length < 2) return fmtRatio(median(each));
+    return `${fmtRatio(median(each))} [${fmtRatio(Math.min(...each))}–${
+      fmtRatio(Math.max(...each))
+    }]`;
   };
   const lines = [
     `sk_lookup/direct ${ratio(STEERED, DIRECT)}`,
@@ -332,7 +369,7 @@ function report(figures: Figures[], workers: number): void {
       `userspace(${workers})/nginx(${workers}) ${ratio(workersName(workers), nginxName(workers))}`,
     );
   }
-  console.log(`\n${lines.join("   ")}   (medians of each round's ratio)`);
+  console.log(`\n${lines.join("   ")}   (medians of each round's ratio [lowest–highest])`);
 }
 
 /**
@@ -532,7 +569,12 @@ stream {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const master = child.pid;
-  return { name: nginxName(workers), port, cpuSeconds: () => processTreeCpuSeconds(master) };
+  return {
+    name: nginxName(workers),
+    key: "nginx",
+    port,
+    cpuSeconds: () => processTreeCpuSeconds(master),
+  };
 }
 
 /** This process's CPU seconds (the in-process proxies; the bench itself idles meanwhile). */

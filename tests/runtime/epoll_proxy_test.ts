@@ -178,3 +178,98 @@ Deno.test("a backend named by a host name is reached at its address", {
     backend.close();
   }
 });
+
+/**
+ * Round trips of `size` bytes through `port` to an echo `backend`, one after the other.
+ */
+async function echoRounds(client: Deno.Conn, rounds: number, size: number): Promise<void> {
+  const message = new Uint8Array(size).fill(120);
+  const answer = new Uint8Array(size);
+  for (let i = 0; i < rounds; i++) {
+    await client.write(message);
+    let got = 0;
+    while (got < size) {
+      const n = await client.read(answer.subarray(got));
+      if (n === null) throw new Error("the proxy closed the link");
+      got += n;
+    }
+  }
+}
+
+Deno.test("the epoll worker's copy loop allocates nothing: no collection over 20,000 round trips", {
+  ignore: NO_EPOLL !== undefined,
+}, async () => {
+  // The port runs in a process of its own with V8 printing each collection, and a new space
+  // pinned at 1 MiB: 40 bytes a system call (a boxed result, say) would collect 3 times or more.
+  const backend = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const echoed = (async () => {
+    for await (const conn of backend) {
+      (async () => {
+        const buf = new Uint8Array(65536);
+        for (let n; (n = await conn.read(buf).catch(() => null)) !== null;) {
+          await conn.write(buf.subarray(0, n)).catch(() => {});
+        }
+        conn.close();
+      })();
+    }
+  })();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      "--v8-flags=--trace-gc,--max-semi-space-size=1",
+      new URL("../fixtures/epoll_port.ts", import.meta.url).pathname,
+      String(backend.addr.port),
+    ],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const stdin = child.stdin.getWriter();
+  let collections = 0;
+  let marks = 0;
+  let port = 0;
+  const lines = (async () => {
+    let text = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      text += chunk;
+      let newline;
+      while ((newline = text.indexOf("\n")) !== -1) {
+        const line = text.slice(0, newline);
+        text = text.slice(newline + 1);
+        if (line.startsWith("port ")) port = Number(line.slice(5));
+        else if (line === "mark") marks++;
+        else if (/Scavenge|Mark-Compact|Minor Mark/.test(line)) collections++;
+      }
+    }
+  })();
+  /** The collections so far, once the process has printed all of them. */
+  const collected = async () => {
+    const mark = marks + 1;
+    await stdin.write(new TextEncoder().encode("\n"));
+    await waitFor(() => marks >= mark, { timeoutMs: 10_000, what: "the proxy's process to mark" });
+    return collections;
+  };
+  let client: Deno.Conn | undefined;
+  try {
+    await waitFor(() => port > 0, { timeoutMs: 20_000, what: "the port in its own process" });
+    client = await Deno.connect({ hostname: "127.0.0.1", port });
+    await echoRounds(client, 3_000, 64); // compiled, settled
+    const before = await collected();
+    await echoRounds(client, 20_000, 64);
+    const during = (await collected()) - before;
+    assert.ok(during <= 1, `${during} collections in the proxy's process over 20,000 round trips`);
+  } finally {
+    client?.close();
+    await stdin.close().catch(() => {});
+    const done = await Promise.race([
+      child.status,
+      new Promise((r) => setTimeout(r, 5_000, undefined)),
+    ]);
+    if (!done) child.kill("SIGKILL");
+    await child.status;
+    await lines;
+    backend.close();
+    await echoed;
+  }
+});
