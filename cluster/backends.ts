@@ -97,6 +97,8 @@ export async function clusterBackends(
     let readyCounts = new Map<string, Map<string, number>>();
     let replicaReport: () => LocalReplica[] = () => [];
     let remote: RemoteReplica[] = [];
+    /** The nodes live at the last read of the heartbeats (undefined before the first). */
+    let liveNodes: ReadonlySet<string> | undefined;
     const placementListeners = new Set<() => void>();
     const placementChanged = () => {
       for (const l of placementListeners) l();
@@ -191,6 +193,7 @@ export async function clusterBackends(
     const readMembersOnce = async () => {
       try {
         const nodes = await heartbeats.live();
+        liveNodes = new Set([options.node, ...nodes.map((n) => n.node)]);
         nodeInfo = new Map(nodes.map((n) => [n.node, {
           tags: n.tags ?? [],
           memoryBytes: n.capacity?.memoryBytes ?? Infinity,
@@ -277,6 +280,7 @@ export async function clusterBackends(
       tokens: new ClusterTokens(tokensKv, names.kv.tokens, (line) => log(`tokens: ${line}`)),
       members: {
         remoteReplicas: () => remote,
+        liveNodes: () => liveNodes,
         reportReplicas(report) {
           replicaReport = report;
         },

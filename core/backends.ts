@@ -76,6 +76,11 @@ export interface Members {
   leader(): string | undefined;
   /** Replicas of the other live nodes, from their last heartbeats (read every few seconds). */
   remoteReplicas(): RemoteReplica[];
+  /**
+   * The nodes whose heartbeat was live at the last read of them all (every few seconds), this
+   * one included; undefined until that first read.
+   */
+  liveNodes?(): ReadonlySet<string> | undefined;
   /** What this node reports about its replicas in its heartbeats. */
   reportReplicas(report: () => LocalReplica[]): void;
   /** Marks a node draining (its replicas move to other nodes, it gets no new ones) or not. */

@@ -207,15 +207,39 @@ export class Supervisor {
 
   /**
    * Tickets of a deployment not yet started, and runs under way, on any node (in a cluster the
-   * records hold every node's): what cron concurrency counts.
+   * records hold every node's): what cron concurrency counts. Not a run recorded on a node that
+   * is down: it holds no one back ("forbid" would skip every tick until the ticket that node
+   * took came back after `ack_wait`, or for good while the node's running record stays);
+   * recoverLostRuns() marks such runs lost, and a ticket that comes back late is not started if
+   * a newer tick ran meanwhile (see #overtaken).
    */
   activeCount(name: string): number {
     const ids = new Set(this.activeRuns(name).map((r) => r.id));
     const statuses: RunStatus[] = ["pending", "running"];
+    const live = this.ctx.members?.liveNodes?.();
     for (const r of this.ctx.records.listRuns({ deployment: name, statuses, limit: 1000 })) {
+      if (live && !live.has(r.node)) continue;
       ids.add(r.id);
     }
     return ids.size;
+  }
+
+  /**
+   * A tick's first attempt that a newer tick of its cronjob has overtaken: its ticket came back
+   * to the queue (the node that took it went down) after the scheduler had fired a later tick.
+   * With "forbid" or "replace" it must not start any more: it would run beside, or stop, the
+   * newer one. With "allow" it runs, late.
+   */
+  #overtaken(ticket: RunTicket, spec: DeploySpec): string | undefined {
+    if (ticket.trigger !== "schedule" || ticket.scheduledAt === undefined) return undefined;
+    if (ticket.attempt !== 1 || settingsOf(spec).concurrency === "allow") return undefined;
+    const at = ticket.scheduledAt;
+    const newer = this.ctx.records.listRuns({ deployment: ticket.deployment, limit: 50 })
+      .find((r) => r.id !== ticket.id && r.trigger === "schedule" && (r.scheduledAt ?? 0) > at);
+    if (!newer) return undefined;
+    return `overtaken: the tick at ${new Date(at).toISOString()} came back after the tick at ${
+      new Date(newer.scheduledAt!).toISOString()
+    } was fired (${newer.id}); the node that had taken it stopped answering`;
   }
 
   /** Takes tickets from the dispatcher (once, at agent start); stops with shutdown(). */
@@ -278,6 +302,8 @@ export class Supervisor {
         );
       }
     }
+    const superseded = this.#overtaken(ticket, spec);
+    if (superseded) return fail(superseded);
     // "replace": the newest tick wins. One that a newer tick overtook while it waited for the
     // active run to stop (a run may take its time) never starts: two would run at once.
     const generation = ticket.replace ? this.#nextReplace(ticket.deployment) : 0;

@@ -3,6 +3,7 @@
  * explicit pass times (Scheduler.tick(now)) instead of the wall clock.
  */
 import assert from "node:assert/strict";
+import type { Members } from "../../core/backends.ts";
 import type { PrisnToml } from "../../core/prisn_toml.ts";
 import { tickRunId } from "../../core/dispatch.ts";
 import type { AgentContext } from "../../runtime/context.ts";
@@ -104,4 +105,93 @@ Deno.test("cron catch-up after downtime runs only the latest missed tick, once",
       await supervisor.shutdown();
     }
   });
+});
+
+/** Cluster members as the supervisor sees them: only `live` answers. */
+function membersWith(live: string[]): Members {
+  return {
+    nodes: () => Promise.resolve([]),
+    leader: () => undefined,
+    remoteReplicas: () => [],
+    reportReplicas: () => {},
+    liveNodes: () => new Set(live),
+  };
+}
+
+Deno.test('cron "forbid": a run recorded on a node that is down holds no tick back; on a live node it does', async () => {
+  for (const down of [true, false]) {
+    await withFakes(() => ({}), async ({ ctx, driver }) => {
+      const { supervisor, scheduler } = await cron(ctx, driver, { concurrency: "forbid" });
+      try {
+        // The tick before, taken by node-b, which then went down (or is still there).
+        ctx.records.insertTicket(
+          {
+            id: tickRunId("c", base - 1000),
+            deployment: "c",
+            version: "v-1",
+            trigger: "schedule",
+            scheduledAt: base - 1000,
+            attempt: 1,
+          },
+          "node-b",
+          base - 1000,
+        );
+        ctx.members = membersWith(down ? ["test-node"] : ["test-node", "node-b"]);
+        await ctx.desired.setLastScheduled("c", base - 1000);
+        scheduler.tick(base);
+        if (down) {
+          await waitFor(() => driver.starts.length === 1, { what: "the tick's run" });
+          assert.equal(supervisor.activeCount("c"), 1, "the new run alone");
+        } else {
+          await new Promise((r) => setTimeout(r, 50));
+          assert.equal(driver.starts.length, 0);
+          assert.ok(events(ctx, "c").some((e) => e.startsWith("TickSkipped")), "skipped");
+        }
+      } finally {
+        await supervisor.shutdown();
+      }
+    });
+  }
+});
+
+Deno.test('cron "forbid" and "replace": a tick\'s ticket that comes back after a newer tick ran is not started; "allow" runs it', async () => {
+  for (const concurrency of ["forbid", "replace", "allow"] as const) {
+    await withFakes(() => ({ runMs: 1 }), async ({ ctx, driver }) => {
+      const { supervisor, scheduler } = await cron(ctx, driver, { concurrency });
+      try {
+        await ctx.desired.setLastScheduled("c", base);
+        scheduler.tick(base + 1000);
+        await waitFor(() => runs(ctx).some((r) => r.status === "completed"), {
+          what: "the newer tick's run",
+        });
+        // The older tick's ticket, back from a node that took it and went down.
+        const late = tickRunId("c", base);
+        await supervisor.dispatcher.submit({
+          id: late,
+          deployment: "c",
+          version: "v-1",
+          trigger: "schedule",
+          scheduledAt: base,
+          attempt: 1,
+        });
+        const record = await waitFor(() => {
+          const r = ctx.records.getRun(late);
+          return r && (r.status === "failed" || r.status === "completed") ? r : undefined;
+        }, { what: "the late ticket handled" });
+        if (concurrency === "allow") {
+          assert.equal(record.status, "completed");
+          assert.equal(driver.starts.length, 2);
+        } else {
+          assert.equal(record.status, "failed");
+          assert.match(
+            record.reason ?? "",
+            /^overtaken: the tick at .* came back after the tick at/,
+          );
+          assert.equal(driver.starts.length, 1, concurrency);
+        }
+      } finally {
+        await supervisor.shutdown();
+      }
+    });
+  }
 });
