@@ -15,7 +15,8 @@
  * confirmed renewal, counted from the moment it *sent* that renewal (the server stored it later,
  * so the key lives at least TTL past that moment): it is out well before the key can expire and
  * anyone else can `create` it. A leader that won an expired lease waits one renew interval before
- * it acts, as does one that got its lease back after such a gap. `isLeader()` reads the clock
+ * it acts, as does one that got its lease back after such a gap; the first leader of a new bucket
+ * (its create is the bucket's first write, revision 1: no term came before) acts at once. `isLeader()` reads the clock
  * itself, so a leader whose timers are late (a paused process, a blocked event loop) answers
  * false as soon as it runs again, before any timer has told it.
  *
@@ -457,7 +458,10 @@ export class LeaderLease {
     this.#deadline = sent + this.#ttlMs / 2;
     // Taken from a released marker: the old leader stopped before writing it, act at once.
     // Taken after expiry: the old one stopped at TTL/2; wait one renew interval more regardless.
-    this.#actAt = released ? this.#now() : this.#now() + this.renewMs;
+    // The bucket's first write ever (revision 1, a new cluster): there was no term before this
+    // one, so nothing of an older leader can still land; act at once too.
+    const first = revision === 1;
+    this.#actAt = released || first ? this.#now() : this.#now() + this.renewMs;
     return this.renewMs;
   }
 
