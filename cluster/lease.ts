@@ -16,7 +16,8 @@
  * so the key lives at least TTL past that moment): it is out well before the key can expire and
  * anyone else can `create` it. A leader that won an expired lease waits one renew interval before
  * it acts, as does one that got its lease back after such a gap; the first leader of a new bucket
- * (its create is the bucket's first write, revision 1: no term came before) acts at once. `isLeader()` reads the clock
+ * (its create is the bucket's first write, revision 1, and it never saw a term: none came before)
+ * acts at once. `isLeader()` reads the clock
  * itself, so a leader whose timers are late (a paused process, a blocked event loop) answers
  * false as soon as it runs again, before any timer has told it.
  *
@@ -450,6 +451,9 @@ export class LeaderLease {
       if (isWrongSequence(e)) return this.pollMs; // another node won: read it next time
       throw e;
     }
+    // Before fencing: a node that saw an earlier term (a bucket made again under a running
+    // cluster) must not take revision 1 for a first term.
+    const first = revision === 1 && this.#fence.highest === 0;
     this.#holding = true;
     this.#revision = this.#epoch = revision;
     this.#wroteActing = released;
@@ -458,9 +462,8 @@ export class LeaderLease {
     this.#deadline = sent + this.#ttlMs / 2;
     // Taken from a released marker: the old leader stopped before writing it, act at once.
     // Taken after expiry: the old one stopped at TTL/2; wait one renew interval more regardless.
-    // The bucket's first write ever (revision 1, a new cluster): there was no term before this
-    // one, so nothing of an older leader can still land; act at once too.
-    const first = revision === 1;
+    // The bucket's first write ever (revision 1, a new cluster), by a node that never saw a term:
+    // there was none before this one, so nothing of an older leader can still land; at once too.
     this.#actAt = released || first ? this.#now() : this.#now() + this.renewMs;
     return this.renewMs;
   }

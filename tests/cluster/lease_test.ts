@@ -232,6 +232,24 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a node that saw an earlier term waits a renew interval even on a new bucket (made again " +
+    "under a running cluster)",
+  ignore: !!NO_NATS,
+  async fn() {
+    await withScope(async (scope) => {
+      const s = await server(scope);
+      const fence = new EpochFence();
+      fence.fence(57); // a term of the bucket as it was before
+      const started = performance.now();
+      const n = await node(scope, (await openBucket(scope, s.url)).kv, "node-1", { fence });
+      await waitFor(() => n.lease.isLeader(), { intervalMs: 10, what: "node-1 leads" });
+      const at = n.changes[0].at - started;
+      assert.ok(at >= RENEW - 20, `it acted after ${at} ms, not after the start delay`);
+    });
+  },
+});
+
+Deno.test({
   name: "a paused leader is not leader when it runs again, a follower takes over after the TTL, " +
     "and the old epoch is stale",
   ignore: !!NO_NATS,
