@@ -180,8 +180,14 @@ Deno.test({
         async () =>
           (await t.json<{ startedAt?: number }[]>("get", "jobs", "ticker", "--limit", "1000"))
             .some((r) => (r.startedAt ?? 0) > freed),
-        { what: "the every-second cronjob to run again", timeoutMs: 10_000 },
-      );
+        // 20 s as the other waits here: under the parallel suite 10 s once ran out (CI).
+        { what: "the every-second cronjob to run again", timeoutMs: 20_000 },
+      ).catch(async (e) => {
+        // What the cronjob went through, for a failure that is not the test's timing.
+        const jobs = await t.cli("get", "jobs", "ticker", "--limit", "8");
+        const events = await t.cli("get", "ticker");
+        throw new Error(`${e.message}\n${jobs.stdout}\n${events.stdout}`);
+      });
       const after = await t.json<{ replicas: { items: { restarts: number }[] } }>("get", "chatty");
       assert.equal(
         after.replicas.items[0].restarts,
