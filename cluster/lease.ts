@@ -17,9 +17,9 @@
  * anyone else can `create` it. A leader that won an expired lease waits one renew interval before
  * it acts, as does one that got its lease back after such a gap; the first leader of a new bucket
  * (its create is the bucket's first write, revision 1, and it never saw a term: none came before)
- * acts at once. `isLeader()` reads the clock
- * itself, so a leader whose timers are late (a paused process, a blocked event loop) answers
- * false as soon as it runs again, before any timer has told it.
+ * acts at once. `isLeader()` reads the clock itself, so a leader whose timers are late (a paused
+ * process, a blocked event loop) answers false as soon as it runs again, before any timer has told
+ * it.
  *
  * **Hand-over.** `release()` stops acting, then writes a "released" marker at the revision it
  * holds; a follower that sees the marker takes the lease with `update` at the marker's revision

@@ -80,7 +80,7 @@ export interface Members {
    * The nodes whose heartbeat was live at the last read of them all (every few seconds), this
    * one included; undefined until that first read.
    */
-  liveNodes?(): ReadonlySet<string> | undefined;
+  liveNodes(): ReadonlySet<string> | undefined;
   /** What this node reports about its replicas in its heartbeats. */
   reportReplicas(report: () => LocalReplica[]): void;
   /** Marks a node draining (its replicas move to other nodes, it gets no new ones) or not. */

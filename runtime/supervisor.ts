@@ -216,7 +216,7 @@ export class Supervisor {
   activeCount(name: string): number {
     const ids = new Set(this.activeRuns(name).map((r) => r.id));
     const statuses: RunStatus[] = ["pending", "running"];
-    const live = this.ctx.members?.liveNodes?.();
+    const live = this.ctx.members?.liveNodes();
     for (const r of this.ctx.records.listRuns({ deployment: name, statuses, limit: 1000 })) {
       if (live && !live.has(r.node)) continue;
       ids.add(r.id);
@@ -235,7 +235,7 @@ export class Supervisor {
     if (ticket.attempt !== 1 || settingsOf(spec).concurrency === "allow") return undefined;
     const at = ticket.scheduledAt;
     const newer = this.ctx.records.listRuns({ deployment: ticket.deployment, limit: 50 })
-      .find((r) => r.id !== ticket.id && r.trigger === "schedule" && (r.scheduledAt ?? 0) > at);
+      .find((r) => r.trigger === "schedule" && (r.scheduledAt ?? 0) > at);
     if (!newer) return undefined;
     return `overtaken: the tick at ${new Date(at).toISOString()} came back after the tick at ${
       new Date(newer.scheduledAt!).toISOString()
@@ -416,12 +416,8 @@ export class Supervisor {
    * their policy says.
    */
   async recoverLostRuns(): Promise<void> {
-    const members = this.ctx.members;
-    if (!members || !this.dispatcher.isLeader()) return;
-    const alive = new Set(
-      (await members.nodes()).filter((n) => n.status !== "down").map((n) => n.node),
-    );
-    alive.add(this.ctx.node);
+    const alive = this.ctx.members?.liveNodes();
+    if (!alive || !this.dispatcher.isLeader()) return;
     const { records } = this.ctx;
     for (const run of records.listRuns({ statuses: ["running"], limit: 10_000 })) {
       if (alive.has(run.node) || !this.dispatcher.isLeader()) continue;
