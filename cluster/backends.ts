@@ -97,7 +97,7 @@ export async function clusterBackends(
     let readyCounts = new Map<string, Map<string, number>>();
     let replicaReport: () => LocalReplica[] = () => [];
     let remote: RemoteReplica[] = [];
-    /** The nodes live at the last read of the heartbeats (undefined before the first). */
+    /** `members` as a set, once they have been read (undefined before). */
     let liveNodes: ReadonlySet<string> | undefined;
     const placementListeners = new Set<() => void>();
     const placementChanged = () => {
@@ -193,7 +193,6 @@ export async function clusterBackends(
     const readMembersOnce = async () => {
       try {
         const nodes = await heartbeats.live();
-        liveNodes = new Set([options.node, ...nodes.map((n) => n.node)]);
         nodeInfo = new Map(nodes.map((n) => [n.node, {
           tags: n.tags ?? [],
           memoryBytes: n.capacity?.memoryBytes ?? Infinity,
@@ -229,6 +228,7 @@ export async function clusterBackends(
         const live = nodes.map((n) => n.node);
         if (!live.includes(options.node)) live.push(options.node);
         live.sort();
+        liveNodes = new Set(live);
         if (live.join(",") !== members.join(",")) {
           members = live;
           placementChanged();
@@ -312,8 +312,15 @@ export async function clusterBackends(
         await heartbeats.start();
         await lease.start();
         await placement.start(); // after the lease: its fence knows the current epoch
-        desired.watch(() => plan());
-        lease.onChange((c) => c.leader && plan());
+        // Replicas to place (a new service, a scale), or a term that begins: as the leader, on the
+        // heartbeats read now, not up to an interval ago (a node that joined meanwhile would be
+        // left out of the spread, for good: placement does not move running replicas to it).
+        const unplaced = (name: string) => {
+          const d = inputs.records.getDeployment(name);
+          return d?.type === "service" && placement.slots(name)?.length !== d.replicas;
+        };
+        desired.watch((c) => lease.isLeader() && unplaced(c.deployment) ? readMembers() : plan());
+        lease.onChange((c) => c.leader && readMembers());
         // Marked draining (by prisn node drain anywhere): say so in this node's heartbeats too.
         let drained = false;
         placement.onChange(() => {
