@@ -143,6 +143,8 @@ export class BucketMirror {
    */
   #seen?: Set<string>;
   #swept?: PromiseWithResolvers<void>;
+  /** The bucket's last revision once a full resync's watch began: its snapshot ends there. */
+  #sweepAt?: number;
   #staleSince?: number;
   #disconnected = false;
   /** The bucket's last revision when the mirror was first seen behind it, and when. */
@@ -371,6 +373,7 @@ export class BucketMirror {
       this.#seen ??= new Set();
       this.#swept ??= Promise.withResolvers<void>();
     }
+    this.#sweepAt = undefined;
     const watch = await this.#kv.watch(full ? {} : { resumeFromRevision: this.#applied + 1 });
     if (generation !== this.#generation) {
       watch.stop(); // replaced (or closed) while it started
@@ -378,6 +381,14 @@ export class BucketMirror {
     }
     this.#watch = watch;
     void this.#consume(watch, generation);
+    if (!full) return;
+    // The snapshot holds no entry beyond the bucket's last revision now that its consumer exists.
+    // (The watch's own "no more pending" flag can come early: see _keys.ts.) Unread, the next
+    // check() sees the mirror reach the bucket's last revision and sweeps then.
+    const last = await this.#kv.status().then((s) => s.streamInfo.state.last_seq, () => undefined);
+    if (generation !== this.#generation || last === undefined) return;
+    this.#sweepAt = last;
+    if (this.#applied >= last) this.#sweep();
   }
 
   async #consume(watch: Watch, generation: number): Promise<void> {
@@ -406,8 +417,7 @@ export class BucketMirror {
       this.#applied = entry.revision;
       if (key) this.#changed(key.name);
     }
-    // The snapshot's last entry is the first one flagged as an update.
-    if (seen && entry.isUpdate) this.#sweep();
+    if (seen && this.#sweepAt !== undefined && this.#applied >= this.#sweepAt) this.#sweep();
     this.#wake();
   }
 

@@ -29,6 +29,7 @@ import type { DesiredChange, DesiredState, WriteOptions } from "../core/desired_
 import { deploymentNotFound, PrisnError } from "../core/errors.ts";
 import type { Records } from "../core/records.ts";
 import type { DeploymentRecord, VersionRecord, VersionStatus } from "../core/types.ts";
+import { bucketKeys } from "./_keys.ts";
 import {
   BucketMirror,
   decodeDeployment,
@@ -345,12 +346,13 @@ export class ClusterDesiredState implements DesiredState {
         await this.#lostRace(e, name, options, attempt);
       }
     }
-    const versions = await this.#nats(`listing the versions of ${name}`, async () => {
-      const keys: string[] = [];
-      for await (const k of await this.#kv.keys(versionKey(name, "*"))) keys.push(k);
-      return keys;
-    });
+    const versions = await this.#nats(
+      `listing the versions of ${name}`,
+      () => bucketKeys(this.#kv, versionKey(name, "*")),
+    );
     for (const k of versions) {
+      const entry = await this.#nats(`reading ${k}`, () => this.#kv.get(k));
+      if (entry?.operation !== "PUT") continue; // purged by an earlier delete
       await this.#nats(`deleting ${k}`, () => this.#kv.purge(k));
     }
     if (this.#mirror.tick(name) || (await this.#read(tickKey(name), () => true))) {

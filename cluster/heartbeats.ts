@@ -9,6 +9,7 @@
  * estimate of the server's time now (learned from its own writes), so a node whose clock is off
  * does not see the others as down, or alive, for that reason.
  */
+import { bucketKeys } from "./_keys.ts";
 import { withTimeout } from "./_timeout.ts";
 import type { KV } from "@nats-io/kv";
 import { invalid } from "../core/errors.ts";
@@ -204,10 +205,8 @@ export class Heartbeats {
   /** Every node with a heartbeat in the bucket, by name, with its age and status. */
   async nodes(): Promise<NodeInfo[]> {
     const ttl = await this.ttlMs();
-    // A key written again during the listing comes twice.
-    const names = new Set<string>();
-    for await (const key of await this.#kv.keys()) names.add(key);
-    const infos = await Promise.all([...names].map((name) => this.#read(name, ttl)));
+    const names = await bucketKeys(this.#kv);
+    const infos = await Promise.all(names.map((name) => this.#read(name, ttl)));
     return infos.filter((i): i is NodeInfo => i !== undefined)
       .sort((a, b) => a.node < b.node ? -1 : a.node > b.node ? 1 : 0);
   }

@@ -11,6 +11,7 @@
 
 import type { KV, KvEntry } from "@nats-io/kv";
 import { followBucket } from "./_follow.ts";
+import { bucketKeys } from "./_keys.ts";
 import { type PlacementNode, planPlacement, type SlotNodes } from "../core/placement.ts";
 
 /** What `p.<deployment>` holds. */
@@ -88,7 +89,7 @@ export class ClusterPlacement {
     });
     this.#watching = done;
     // What is there now, before start() returns (the watch brings the same again: no change).
-    for await (const key of await this.#kv.keys()) {
+    for (const key of await bucketKeys(this.#kv)) {
       const entry = await this.#kv.get(key);
       if (entry) this.#apply(entry);
     }

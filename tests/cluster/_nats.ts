@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { jetstreamManager, StorageType } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
 import { freePort, Scope } from "../_helpers.ts";
 import { leasePort, returnPort } from "../../runtime/context.ts";
 
@@ -278,4 +279,22 @@ export async function withNats(
   } finally {
     await scope.close();
   }
+}
+
+/**
+ * A handle on `kv` whose `keys()` lists only the first key it finds, as nats.js's listing does when
+ * a server says too early that nothing is left pending (see cluster/_keys.ts).
+ */
+export function keysEndEarly(kv: KV): KV {
+  const wrapped = Object.create(kv) as KV;
+  wrapped.keys = async (filter) => {
+    const all = await kv.keys(filter);
+    return (async function* () {
+      for await (const k of all) {
+        yield k;
+        break;
+      }
+    })() as unknown as Awaited<ReturnType<KV["keys"]>>;
+  };
+  return wrapped;
 }

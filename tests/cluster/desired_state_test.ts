@@ -10,9 +10,10 @@ import {
 import type { DesiredChange, DesiredState } from "../../core/desired_state.ts";
 import { LocalDesiredState } from "../../core/local_desired_state.ts";
 import { Records } from "../../core/records.ts";
+import { bucketKeys } from "../../cluster/_keys.ts";
 import type { DeploySpec } from "../../core/spec.ts";
 import { isPrisnError, waitFor } from "../_helpers.ts";
-import { type NatsServer, NO_NATS, startNats } from "./_nats.ts";
+import { keysEndEarly, type NatsServer, NO_NATS, startNats } from "./_nats.ts";
 
 if (NO_NATS) console.log(`tests/cluster/desired_state_test.ts: NATS tests skipped: ${NO_NATS}`);
 
@@ -309,7 +310,8 @@ natsTest(
   "ClusterDesiredState: a delete on one node removes the deployment and its versions everywhere; the name can be deployed again",
   async (h) => {
     const a = await h.node();
-    const b = await h.node();
+    // The deleting node's kv.keys() leaves keys out, as a server's early "none pending" makes it.
+    const b = await h.node({ wrap: keysEndEarly });
     await a.desired.putVersion(version("v-1"));
     await a.desired.putVersion(version("v-2"));
     await a.desired.activate("api", "v-1", 1, { expect: 0 });
@@ -338,7 +340,9 @@ natsTest(
     assert.equal(a.desired.getDeployment("web")?.version, "v-1", "other deployments stay");
     // In the bucket: no live key of api is left.
     const live: string[] = [];
-    for await (const k of await a.kv.keys()) live.push(k);
+    for (const k of await bucketKeys(a.kv)) {
+      if ((await a.kv.get(k))?.operation === "PUT") live.push(k);
+    }
     assert.deepEqual(live.filter((k) => k.includes("api")), []);
 
     // Deploying the name again is a create on the deleted key.
@@ -507,6 +511,50 @@ natsTest(
     const d = b.desired.getDeployment("api")!;
     assert.deepEqual([d.replicas, d.lastScheduledAt], [2, 7000]);
     assert.ok(d.revision > r1);
+  },
+);
+
+natsTest(
+  "ClusterDesiredState: a snapshot whose watch says too early that it is done drops nothing the bucket holds",
+  async (h) => {
+    const a = await h.node();
+    for (const name of ["api", "web"]) {
+      await a.desired.putVersion(version("v-1", name));
+      await a.desired.activate(name, "v-1", 1);
+    }
+    // A node whose own records hold the same names, and one the cluster never had.
+    const dir = await Deno.makeTempDir({ prefix: "prisn-cluster-desired-" });
+    h.dirs.push(dir);
+    const before = new Records(join(dir, "prisn.db"));
+    const alone = new LocalDesiredState(before);
+    for (const name of ["api", "web", "ghost"]) {
+      await alone.putVersion(version("v-1", name));
+      await alone.activate(name, "v-1", 1);
+    }
+    before.close();
+
+    // Every entry of its watch claims to be past the snapshot (a server's early "none pending").
+    const wrap = (kv: KV): KV => {
+      const wrapped = Object.create(kv) as KV;
+      wrapped.watch = async (options) => {
+        const inner = await kv.watch(options);
+        const early = {
+          stop: () => inner.stop(),
+          async *[Symbol.asyncIterator](): AsyncGenerator<KvWatchEntry> {
+            for await (const e of inner) yield Object.create(e, { isUpdate: { value: true } });
+          },
+        };
+        return early as unknown as Awaited<ReturnType<KV["watch"]>>;
+      };
+      return wrapped;
+    };
+    const b = await h.node({ dir, wrap });
+    assert.deepEqual(b.desired.listDeployments().map((d) => d.name).sort(), ["api", "web"]);
+    assert.deepEqual(
+      b.changes.filter((c) => c.revision === undefined).map((c) => c.deployment),
+      ["ghost"],
+      "only the deployment the bucket does not hold was ever removed",
+    );
   },
 );
 

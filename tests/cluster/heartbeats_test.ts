@@ -11,7 +11,7 @@ import {
   Heartbeats,
   type HeartbeatsOptions,
 } from "../../cluster/heartbeats.ts";
-import { NO_NATS, withNats } from "./_nats.ts";
+import { keysEndEarly, NO_NATS, withNats } from "./_nats.ts";
 import { Scope, waitFor } from "../_helpers.ts";
 
 if (NO_NATS) console.log(`SKIP heartbeats tests: ${NO_NATS}`);
@@ -80,6 +80,20 @@ Deno.test({
       }
       assert.equal(await one.status("node-2"), "ready");
       assert.equal(await one.status("node-9"), "down", "a node never seen is down");
+    });
+  },
+});
+
+Deno.test({
+  name: "the node list does not depend on kv.keys(): a listing that ends early hides no node",
+  ignore: !!NO_NATS,
+  async fn() {
+    await withNats(async (scope, s) => {
+      const { kv } = await openBucket(scope, s.url);
+      const one = await beating(scope, keysEndEarly(kv), "node-1");
+      await beating(scope, (await openBucket(scope, s.url)).kv, "node-2");
+      await beating(scope, (await openBucket(scope, s.url)).kv, "node-3");
+      assert.deepEqual((await one.live()).map((n) => n.node), ["node-1", "node-2", "node-3"]);
     });
   },
 });
