@@ -149,6 +149,7 @@ export class Agent {
     await agent.#backends.start?.();
     // This home's tokens, or in a cluster the cluster's (a token opens every node).
     agent.tokens = await TokenStore.open(paths.home, agent.#backends.tokens);
+    for (const line of await agent.tokens.leftBehind()) agent.#log(`tokens: ${line}`);
     // FIFOs of replicas an earlier agent ran (killed before it could remove them); before serving,
     // so no new replica's FIFOs can be caught by this.
     await removeIfPresent(join(paths.state, "fifo")).catch(() => {});

@@ -79,8 +79,10 @@ export class TokenStore {
   readonly storage: TokenStorage;
   #tokens: StoredToken[];
   readonly #following = new AbortController();
+  readonly #home: string;
 
   private constructor(home: string, storage: TokenStorage, tokens: StoredToken[]) {
+    this.#home = home;
     this.adminFile = join(home, "admin.token");
     this.storage = storage;
     this.#tokens = tokens;
@@ -102,6 +104,35 @@ export class TokenStore {
     const store = new TokenStore(home, storage, await storage.read());
     await storage.follow?.((tokens) => store.#tokens = tokens, store.#following.signal);
     return store;
+  }
+
+  /**
+   * In a cluster, what of this home's own tokens no longer opens the API, one line each: the
+   * tokens.json entries the cluster does not hold (made before the node joined), and an
+   * admin.token that is not the cluster's admin token. Nothing when the home's file is the store.
+   */
+  async leftBehind(): Promise<string[]> {
+    const own = new FileTokens(this.#home);
+    if (own.where === this.storage.where) return [];
+    const held = new Set(this.#tokens.map((t) => t.sha256));
+    const names = (await own.read().catch(() => [])).filter((t) => !held.has(t.sha256))
+      .map((t) => t.name);
+    const lines: string[] = [];
+    if (names.length > 0) {
+      lines.push(
+        `${own.where} holds ${names.length} token(s) the cluster does not (${names.join(", ")}): ` +
+          `in a cluster only the tokens in ${this.file} open the API; make them again with ` +
+          `prisn token create`,
+      );
+    }
+    const admin = await Deno.readTextFile(this.adminFile).catch(() => undefined);
+    if (admin !== undefined && this.#tokens.some((t) => t.admin) && !this.verify(admin.trim())) {
+      lines.push(
+        `${this.adminFile} is not the cluster's admin token, which opens no API now: the ` +
+          `cluster's is in admin.token of the node whose TCP API started first`,
+      );
+    }
+    return lines;
   }
 
   /** Stops following another node's changes. */

@@ -52,3 +52,47 @@ Deno.test({
       assert.ok(a.verify(secrets[1]));
     }),
 });
+
+Deno.test({
+  name: "a node's own tokens from before it joined are named at start: they open no API there",
+  ignore: NO_NATS !== undefined,
+  fn: () =>
+    withNats(async (scope, server) => {
+      const dir = await Deno.makeTempDir({ prefix: "prisn-cluster-tokens-" });
+      scope.defer(() => Deno.remove(dir, { recursive: true }));
+      const nc = await connect({ servers: server.url });
+      scope.defer(() => nc.close());
+      const kv = await new Kvm(nc).create("t-tokens", { history: 1 });
+      const open = async (home: string) => {
+        const store = await TokenStore.open(home, new ClusterTokens(kv, "t-tokens"));
+        scope.defer(() => store.close());
+        return store;
+      };
+      // The first node made the cluster's admin token; a shared token made there is the cluster's.
+      const first = join(dir, "first");
+      await Deno.mkdir(first);
+      assert.ok(await (await open(first)).ensureAdmin());
+      assert.deepEqual(await (await open(first)).leftBehind(), []);
+
+      // The second ran alone first: its own admin token and two more, in its home's files.
+      const alone = join(dir, "alone");
+      await Deno.mkdir(alone);
+      const single = await TokenStore.open(alone);
+      await single.ensureAdmin();
+      const ci = await single.create("ci");
+      await single.create("laptop", { readOnly: true });
+      assert.deepEqual(await single.leftBehind(), [], "alone, its files are the store");
+
+      const joined = await open(alone);
+      assert.equal(joined.verify(ci), undefined, "a token from before does not open the cluster");
+      assert.deepEqual(await joined.leftBehind(), [
+        `${
+          join(alone, "tokens.json")
+        } holds 3 token(s) the cluster does not (admin, ci, laptop): ` +
+        `in a cluster only the tokens in the cluster's t-tokens bucket open the API; make them ` +
+        `again with prisn token create`,
+        `${join(alone, "admin.token")} is not the cluster's admin token, which opens no API now: ` +
+        `the cluster's is in admin.token of the node whose TCP API started first`,
+      ]);
+    }),
+});
