@@ -204,7 +204,6 @@ export class BucketMirror {
     } catch (e) {
       throw unreachable("cannot watch the desired-state bucket", e);
     }
-    if (!resume && last === 0) this.#sweep(); // an empty bucket: its snapshot is complete
     this.#listen();
     this.#timer = setInterval(() => void this.check(), this.#options.checkIntervalMs);
     await this.waitFor(last, timeoutMs);

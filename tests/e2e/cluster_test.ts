@@ -19,6 +19,7 @@ import {
 import { alive, freePort, TestHome, waitFor, within } from "../_helpers.ts";
 import type { ReplicaStatus } from "../../runtime/service.ts";
 import { AgentClient } from "../../runtime/client.ts";
+import { TokenStore } from "../../runtime/tokens.ts";
 import { killGroup } from "../../runtime/process.ts";
 import { paths as homePaths } from "../../core/paths.ts";
 import type { EventRecord, RunRecord } from "../../core/types.ts";
@@ -985,6 +986,19 @@ Deno.test({
           what: `node ${i} to refuse the token revoked on node 2`,
         });
       }
+
+      // A token node 3 had of its own (as from before it joined) opens nothing; its log says so.
+      await n3.ok("agent", "stop");
+      await waitFor(() => n3.agentPid() === undefined, { what: "node-3 stopped" });
+      const own = await TokenStore.open(n3.home);
+      const old = await own.create("from-before");
+      await n3.ok("ls");
+      assert.equal(await status(3, "/v1/status", old), 401);
+      const log = await Deno.readTextFile(join(n3.home, "state", "agent.log"));
+      assert.match(
+        log,
+        /tokens: .*tokens\.json holds 1 token\(s\) the cluster does not \(from-before\)/,
+      );
     } finally {
       await c.close();
     }
